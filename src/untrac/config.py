@@ -1,0 +1,249 @@
+"""Typed configuration: the schema Hydra validates against, with range checks.
+
+Each dataclass is registered in Hydra's ConfigStore so that a misspelled key or a wrong type is
+rejected while composing; ``__post_init__`` adds the checks a type cannot express (lr > 0, ...)
+and runs when ``run.py`` turns the composed config into these objects.
+Nothing here imports torch, so the config can be checked before anything heavy loads.
+"""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from untrac.errors import UntracError
+
+ARCHS = ("seq2seq", "causal")
+UNLEARN_OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam", "adafactor")
+TRAIN_OPTIMIZERS = ("adamw", "adam", "adafactor", "sgd")
+METHODS = ("untrac", "untrac_inv", "graddot", "gradcos", "tracin", "hif_lissa", "hif_arnoldi")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UntracError(message)
+
+
+def _one_of(value: str, allowed: tuple[str, ...], key: str) -> None:
+    _check(value in allowed, f"{key}={value!r} is not one of {', '.join(allowed)}")
+
+
+def _positive(value: float | int | None, key: str) -> None:
+    _check(value is None or value > 0, f"{key} must be > 0, got {value}")
+
+
+@dataclass
+class ModelConfig:
+    """A model preset. ``name_or_path=None`` builds a random model from the size fields."""
+
+    name: str = "t5_tiny"
+    arch: str = "seq2seq"
+    name_or_path: Optional[str] = None
+    tokenizer: str = "byt5"  # "byt5" (no files needed) or a hub id / local directory
+    d_model: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    d_ff: int = 256
+    max_positions: int = 512
+    dtype: str = "float32"  # float32 | bfloat16 (autocast on CUDA only)
+
+    def __post_init__(self) -> None:
+        _one_of(self.arch, ARCHS, "model.arch")
+        _one_of(self.dtype, ("float32", "bfloat16"), "model.dtype")
+        for key in ("d_model", "num_layers", "num_heads", "d_ff", "max_positions"):
+            _positive(getattr(self, key), f"model.{key}")
+        _check(self.d_model % self.num_heads == 0, "model.d_model must be divisible by model.num_heads")
+
+
+@dataclass
+class DataConfig:
+    """Training datasets. ``kind=synthetic``: the paper's Table 1 tasks; ``pile8``: §5.2 corpora."""
+
+    name: str = "synthA"
+    kind: str = "synthetic"
+    variant: str = "A"
+    source: str = "generate"  # synthetic: generate | csv; pile8: local | hub
+    root: Optional[str] = None
+    seed: int = 0  # seed of the data itself (word samples), fixed across runs
+    n_per_dataset: int = 256
+    sizes: str = "equal"  # pile8: equal | different | custom
+    size_scale: float = 1.0  # pile8: multiply the paper's sizes (CPU-scale runs)
+    custom_sizes: dict[str, int] = field(default_factory=dict)
+    block_size: int = 1024
+    runs_vary: str = "seed"  # seed: each run retrains θ0 and ground truth | sample: only scoring sample
+
+    def __post_init__(self) -> None:
+        _one_of(self.kind, ("synthetic", "pile8"), "data.kind")
+        _one_of(self.runs_vary, ("seed", "sample"), "data.runs_vary")
+        if self.kind == "synthetic":
+            _one_of(self.variant, ("A", "B"), "data.variant")
+            _one_of(self.source, ("generate", "csv"), "data.source")
+            _check(self.source != "csv" or bool(self.root), "data.source=csv needs data.root=<folder of the CSVs>")
+        else:
+            _one_of(self.source, ("local", "hub"), "data.source")
+            _one_of(self.sizes, ("equal", "different", "custom"), "data.sizes")
+            _check(self.source != "local" or bool(self.root), "data.source=local needs data.root=<corpus folder>")
+        _positive(self.n_per_dataset, "data.n_per_dataset")
+        _positive(self.size_scale, "data.size_scale")
+        _positive(self.block_size, "data.block_size")
+
+
+@dataclass
+class TestsetConfig:
+    """Test subsets. ``synthetic`` = the test set that comes with the synthetic data."""
+
+    name: str = "synthetic"
+    source: str = "local"
+    root: Optional[str] = None
+    per_subset: int = 256
+    max_subsets: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _one_of(self.name, ("synthetic", "toxigen", "winobias", "truthfulqa"), "testset")
+        _one_of(self.source, ("local", "hub"), "testset.source")
+        _positive(self.per_subset, "testset.per_subset")
+        _positive(self.max_subsets, "testset.max_subsets")
+
+
+@dataclass
+class TrainConfig:
+    """Training of θ0 and of every leave-dataset-out model θ−Z (paper §2, Eq. 1)."""
+
+    steps: int = 200
+    batch_size: int = 8
+    optim: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    epochs: int = 1  # groundtruth.mode=all_examples: epochs over the data instead of steps
+    checkpoint_every: int = 128  # TracIn checkpoints (paper: 128 synthetic, 10,000 pile8)
+
+    def __post_init__(self) -> None:
+        _positive(self.steps, "train.steps")
+        _positive(self.batch_size, "train.batch_size")
+        _positive(self.lr, "train.lr")
+        _positive(self.epochs, "train.epochs")
+        _positive(self.checkpoint_every, "train.checkpoint_every")
+        _one_of(self.optim, TRAIN_OPTIMIZERS, "train.optim")
+        _check(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
+
+
+@dataclass
+class OptimConfig:
+    """The unlearning optimizer (paper §5: Adam, constant lr 5e-5; §6.2 compares five)."""
+
+    name: str = "adam"
+    lr: float = 5e-5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    momentum: float = 0.0
+    dampening: float = 0.0
+    alpha: float = 0.99
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        _one_of(self.name, UNLEARN_OPTIMIZERS, "optim")
+        _positive(self.lr, "optim.lr")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas must be two values in [0, 1)")
+
+
+@dataclass
+class UnlearnConfig:
+    """Gradient-ascent schedule shared by UnTrac (forget Z) and UnTrac-Inv (forget Z')."""
+
+    batch_size: int = 1
+    epochs: int = 1
+    max_steps: Optional[int] = None
+    eval_every: int = 32
+    eval_batch_size: int = 64
+    clip_grad: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "epochs", "max_steps", "eval_every", "eval_batch_size", "clip_grad"):
+            _positive(getattr(self, key), f"unlearn.{key}")
+
+
+@dataclass
+class MethodConfig:
+    """Which attribution method scores the training datasets, and its knobs (DESIGN §2)."""
+
+    name: str = "untrac"
+    variant: str = "default"  # gradcos: default (per-example) | summed
+    per_example_batch: int = 16
+    hessian_examples: int = 256
+    normalize_train: bool = True
+    damping: float = 0.01
+    lissa_iterations: int = 10
+    lissa_scale: float = 10.0
+    lissa_batch_size: int = 16
+    arnoldi_iterations: int = 25
+    arnoldi_topk: int = 25
+
+    def __post_init__(self) -> None:
+        _one_of(self.name, METHODS, "method")
+        for key in ("per_example_batch", "hessian_examples", "lissa_iterations", "lissa_scale",
+                    "lissa_batch_size", "arnoldi_iterations", "arnoldi_topk"):
+            _positive(getattr(self, key), f"method.{key}")
+        _check(self.damping >= 0, f"method.damping must be >= 0, got {self.damping}")
+        _check(self.arnoldi_topk <= self.arnoldi_iterations,
+               "method.arnoldi_topk must not exceed method.arnoldi_iterations")
+
+
+@dataclass
+class ScoreConfig:
+    """Which training examples a method sees; None = every example (synthetic data)."""
+
+    samples_per_dataset: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _positive(self.samples_per_dataset, "score.samples_per_dataset")
+
+
+@dataclass
+class GroundTruthConfig:
+    """fixed_steps: θ−Z trained T steps (paper §2); all_examples: epochs over D \\ Z (App. A.1)."""
+
+    mode: str = "fixed_steps"
+
+    def __post_init__(self) -> None:
+        _one_of(self.mode, ("fixed_steps", "all_examples"), "groundtruth.mode")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    testset: TestsetConfig = field(default_factory=TestsetConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    groundtruth: GroundTruthConfig = field(default_factory=GroundTruthConfig)
+    experiment: Optional[str] = None
+    scale: str = "cpu"
+    runs: int = 1
+    seed: int = 0
+    device: str = "auto"
+    threads: Optional[int] = None
+    cache_dir: str = "outputs/cache"
+    shared_dir: str = "../shared"  # the read-only data folder beside the checkout (local corpora, test sets)
+
+    def __post_init__(self) -> None:
+        _positive(self.runs, "runs")
+        _positive(self.threads, "threads")
+        _one_of(self.scale, ("cpu", "paper"), "scale")
+        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+               f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N")
+        synthetic_data = self.data.kind == "synthetic"
+        _check(synthetic_data == (self.testset.name == "synthetic"),
+               f"data={self.data.name} cannot be scored on testset={self.testset.name}: synthetic data uses "
+               "testset=synthetic, pile8 uses testset=toxigen|winobias|truthfulqa")
+
+
+def register_configs() -> None:
+    """Register the schema so ``conf/config.yaml`` can extend it and Hydra type-checks every key."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=Config)
+    for group, schema in [("model", ModelConfig), ("data", DataConfig), ("testset", TestsetConfig),
+                          ("method", MethodConfig), ("optim", OptimConfig)]:
+        store.store(group=group, name=f"base_{group}", node=schema)

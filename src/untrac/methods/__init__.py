@@ -1,0 +1,77 @@
+"""Attribution methods: each turns θ0 and the data into influence rows (DESIGN §2, §6).
+
+A method is a function ``score(inputs: ScoreInputs) -> pd.DataFrame`` with columns
+``train_dataset, test_subset, step, is_final, influence`` in the shared sign convention:
+influence = test loss after removing/unlearning Z − before; positive means Z helped on Z'.
+"""
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+import datasets
+import pandas as pd
+import torch
+
+from untrac.config import MethodConfig, OptimConfig, UnlearnConfig
+from untrac.models import Arch
+
+COLUMNS = ["train_dataset", "test_subset", "step", "is_final", "influence"]
+
+
+@dataclass
+class Checkpoint:
+    """A TracIn checkpoint: the training step, its learning rate η_t, and a loader of θ_t."""
+
+    step: int
+    lr: float
+    load: Callable[[], dict]
+
+
+@dataclass
+class ScoreInputs:
+    theta0: torch.nn.Module  # never modified: methods copy it (``fresh_model``)
+    arch: Arch
+    device: torch.device
+    train: dict[str, datasets.Dataset]  # the examples scored for each training dataset
+    test: dict[str, datasets.Dataset]  # the test subsets
+    method: MethodConfig
+    optim: OptimConfig
+    unlearn: UnlearnConfig
+    seed: int
+    dtype: str = "float32"
+    hessian_pool: datasets.Dataset | None = None  # training mixture, for HIF's Hessian
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    counters: dict = field(default_factory=dict)
+
+    def fresh_model(self) -> torch.nn.Module:
+        return copy.deepcopy(self.theta0).to(self.device).eval()
+
+
+Method = Callable[[ScoreInputs], pd.DataFrame]
+
+
+def registry() -> dict[str, Method]:
+    """Name → scoring function. Imported lazily so one broken family does not block the others."""
+    from untrac.methods import untrac
+
+    methods: dict[str, Method] = {"untrac": untrac.score_untrac, "untrac_inv": untrac.score_untrac_inv}
+    try:
+        from untrac.methods import gradsim, hif
+    except ImportError:  # baselines not installed in this build
+        return methods
+    methods.update({"graddot": gradsim.score_graddot, "gradcos": gradsim.score_gradcos,
+                    "tracin": gradsim.score_tracin, "hif_lissa": hif.score_lissa,
+                    "hif_arnoldi": hif.score_arnoldi})
+    return methods
+
+
+NEEDS_CHECKPOINTS = {"tracin"}
+NEEDS_HESSIAN_POOL = {"hif_lissa", "hif_arnoldi"}
+
+
+def final_rows(scores: dict[tuple[str, str], float]) -> pd.DataFrame:
+    """Rows for methods without a trajectory: one final value per (train dataset, test subset)."""
+    rows = [{"train_dataset": z, "test_subset": s, "step": 0, "is_final": True, "influence": v}
+            for (z, s), v in scores.items()]
+    return pd.DataFrame(rows, columns=COLUMNS)

@@ -1,0 +1,72 @@
+"""Agreement with the ground truth: correlations per test subset, aggregated over subsets and runs."""
+
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+
+def correlate(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """Pearson and Spearman across training datasets; NaN when undefined (NaN input, constant vector)."""
+    estimate, truth = np.asarray(estimate, float), np.asarray(truth, float)
+    if len(estimate) < 2 or not (np.all(np.isfinite(estimate)) and np.all(np.isfinite(truth))):
+        return math.nan, math.nan
+    if np.ptp(estimate) == 0 or np.ptp(truth) == 0:
+        return math.nan, math.nan
+    return float(stats.pearsonr(estimate, truth).statistic), float(stats.spearmanr(estimate, truth).statistic)
+
+
+def correlations(influence: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, run, test subset) from the final influence values."""
+    final = influence[influence.is_final]
+    merged = final.merge(truth, on=["run", "train_dataset", "test_subset"], suffixes=("", "_truth"))
+    rows = []
+    for (method, run, subset), group in merged.groupby(["method", "run", "test_subset"], sort=False):
+        pearson, spearman = correlate(group.influence.to_numpy(), group.influence_truth.to_numpy())
+        rows.append({"method": method, "run": run, "test_subset": subset, "pearson": pearson,
+                     "spearman": spearman, "n_train_datasets": len(group)})
+    return pd.DataFrame(rows, columns=["method", "run", "test_subset", "pearson", "spearman", "n_train_datasets"])
+
+
+def summarize(corr: pd.DataFrame) -> pd.DataFrame:
+    """Table 3 / 5 aggregation: average over test subsets within a run, then mean ± std over runs."""
+    per_run = corr.groupby(["method", "run"], sort=False)[["pearson", "spearman"]].mean()
+    agg = per_run.groupby("method", sort=False).agg(["mean", "std"])
+    agg.columns = [f"{metric}_{stat}" for metric, stat in agg.columns]
+    agg["runs"] = per_run.groupby("method", sort=False).size()
+    return agg.reset_index()
+
+
+def standardize(values: pd.Series) -> pd.Series:
+    """z-score across training datasets (Table 2: 'standardized for each method')."""
+    std = values.std(ddof=0)
+    return (values - values.mean()) / std if std > 0 else values * math.nan
+
+
+def standardized_influence(frame: pd.DataFrame, group_cols: list[str]) -> pd.DataFrame:
+    """Table 2: standardise each (group, run, subset) across training datasets, then average."""
+    frame = frame.copy()
+    frame["z"] = frame.groupby(group_cols + ["run", "test_subset"]).influence.transform(standardize)
+    return frame.groupby(group_cols + ["train_dataset"], sort=False).z.mean().unstack("train_dataset")
+
+
+def truth_agreement(truth: pd.DataFrame) -> dict[str, float]:
+    """The noise floor: mean pairwise correlation between runs' ground-truth vectors.
+
+    If two retrainings of the same ground truth agree only to r, no method can be expected to
+    correlate with one of them much beyond r.
+    """
+    runs = sorted(truth.run.unique())
+    pearsons, spearmans = [], []
+    for a, b in itertools.combinations(runs, 2):
+        for subset, group in truth.groupby("test_subset"):
+            pivot = group.pivot(index="train_dataset", columns="run", values="influence")
+            p, s = correlate(pivot[a].to_numpy(), pivot[b].to_numpy())
+            pearsons.append(p)
+            spearmans.append(s)
+    if not pearsons:
+        return {}
+    return {"pearson": float(np.nanmean(pearsons)), "spearman": float(np.nanmean(spearmans)),
+            "pairs": len(pearsons)}

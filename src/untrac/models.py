@@ -1,0 +1,106 @@
+"""Build a model and its tokenizer from a preset: tiny random models offline, or real checkpoints.
+
+Tiny presets (``name_or_path: null``) are built from a config object with random weights and use
+ByT5's byte tokenizer, which needs no files, so tests and the default run work with no hub.
+Real presets load ``name_or_path`` (a hub id or a local directory) with ``from_pretrained``;
+``opt125m`` keeps OPT-125m's architecture and tokenizer but starts from random weights, as the
+paper pretrains it from scratch (§5.2).
+"""
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer,
+                          ByT5Tokenizer, OPTConfig, OPTForCausalLM, PreTrainedModel, T5Config,
+                          T5ForConditionalGeneration)
+
+from untrac.config import ModelConfig
+from untrac.errors import UntracError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Arch:
+    """What the loss code needs to know about a model besides its weights."""
+
+    kind: str  # seq2seq | causal
+    pad_id: int
+    eos_id: int
+    max_length: int
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UntracError(f"device={device} but CUDA is not available here; use device=auto or device=cpu")
+    return torch.device(device)
+
+
+def _offline_hint(what: str, name: str, key: str, err: Exception) -> UntracError:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return UntracError(f"cannot load {what} {name!r} (hub unreachable and no local copy: {reason[:160]}); "
+                       f"set {key}=<local directory with the files> or use a tiny preset (model=t5_tiny|opt_tiny)")
+
+
+def load_tokenizer(cfg: ModelConfig):
+    if cfg.tokenizer == "byt5":
+        return ByT5Tokenizer()
+    try:
+        return AutoTokenizer.from_pretrained(cfg.tokenizer)
+    except (OSError, ValueError) as err:
+        raise _offline_hint("tokenizer", cfg.tokenizer, "model.tokenizer", err) from err
+
+
+def _tiny_t5(cfg: ModelConfig, vocab: int, pad: int, eos: int) -> PreTrainedModel:
+    config = T5Config(vocab_size=vocab, d_model=cfg.d_model, d_kv=cfg.d_model // cfg.num_heads,
+                      d_ff=cfg.d_ff, num_layers=cfg.num_layers, num_decoder_layers=cfg.num_layers,
+                      num_heads=cfg.num_heads, feed_forward_proj="gated-gelu", dropout_rate=0.0,
+                      decoder_start_token_id=pad, pad_token_id=pad, eos_token_id=eos,
+                      tie_word_embeddings=False)
+    return T5ForConditionalGeneration(config)
+
+
+def _tiny_opt(cfg: ModelConfig, vocab: int, pad: int, eos: int) -> PreTrainedModel:
+    config = OPTConfig(vocab_size=vocab, hidden_size=cfg.d_model, num_hidden_layers=cfg.num_layers,
+                       ffn_dim=cfg.d_ff, num_attention_heads=cfg.num_heads,
+                       max_position_embeddings=cfg.max_positions, word_embed_proj_dim=cfg.d_model,
+                       dropout=0.0, attention_dropout=0.0, pad_token_id=pad, bos_token_id=eos,
+                       eos_token_id=eos)
+    return OPTForCausalLM(config)
+
+
+def _pretrained(cfg: ModelConfig) -> PreTrainedModel:
+    auto = AutoModelForSeq2SeqLM if cfg.arch == "seq2seq" else AutoModelForCausalLM
+    try:
+        if cfg.arch == "causal":
+            # §5.2 pretrains OPT from scratch: take the architecture, not the weights.
+            return auto.from_config(AutoConfig.from_pretrained(cfg.name_or_path))
+        return auto.from_pretrained(cfg.name_or_path)
+    except (OSError, ValueError) as err:
+        raise _offline_hint("model", cfg.name_or_path, "model.name_or_path", err) from err
+
+
+def build_model(cfg: ModelConfig, tokenizer, seed: int) -> tuple[PreTrainedModel, Arch]:
+    """A fresh model (random init seeded by ``seed`` for from-scratch models)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id
+    torch.manual_seed(seed)
+    if cfg.name_or_path:
+        model = _pretrained(cfg)
+        max_length = getattr(model.config, "max_position_embeddings", None) or cfg.max_positions
+    else:
+        build = _tiny_t5 if cfg.arch == "seq2seq" else _tiny_opt
+        model = build(cfg, len(tokenizer), pad, eos)
+        max_length = cfg.max_positions
+    model.config.use_cache = False  # no generation here; the KV cache only costs memory
+    return model, Arch(kind=cfg.arch, pad_id=pad, eos_id=eos, max_length=max_length)
+
+
+def autocast(device: torch.device, dtype: str):
+    """bf16 autocast on CUDA when asked; a no-op context on the CPU (fp32 there)."""
+    enabled = device.type == "cuda" and dtype == "bfloat16"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)

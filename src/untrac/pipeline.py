@@ -1,0 +1,197 @@
+"""The stages of one experiment — train θ0, leave-dataset-out ground truth, score — with no Hydra.
+
+``run_experiment(cfg)`` is what ``python -m untrac.run`` calls after composing the config; tests
+and scripts can call it with a ``Config`` built in Python.
+"""
+
+import json
+import logging
+import resource
+import shutil
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+import pandas as pd
+import torch
+
+from untrac.cache import Cache, make_key
+from untrac.config import Config
+from untrac.data.prepare import data_key, load_task, sample
+from untrac.losses import dataset_loss
+from untrac.methods import NEEDS_CHECKPOINTS, NEEDS_HESSIAN_POOL, Checkpoint, ScoreInputs, registry
+from untrac.models import build_model, load_tokenizer, resolve_device
+from untrac.optim import training_optimizer
+from untrac.train import steps_for, train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Results:
+    influence: pd.DataFrame
+    truth: pd.DataFrame
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    counters: dict = field(default_factory=dict)
+    cache_hits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+@contextmanager
+def timed(seconds: dict, stage: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] += time.perf_counter() - start
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    peak = {"cpu_max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        peak["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return peak
+
+
+class Experiment:
+    """Holds what all runs share (device, tokenizer, data) and the cache of trained models."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.cache = Cache(cfg.cache_dir)
+        self.device = resolve_device(cfg.device)
+        self.tokenizer = load_tokenizer(cfg.model)
+        _, self.arch = build_model(cfg.model, self.tokenizer, seed=cfg.seed)
+        self.task = load_task(cfg.data, cfg.testset, self.tokenizer, self.arch, Path(cfg.cache_dir))
+        self.results = Results(influence=pd.DataFrame(), truth=pd.DataFrame())
+
+    # -- training (θ0 and θ−Z) -------------------------------------------------------------
+    def model_fields(self, seed: int, exclude: str | None) -> dict:
+        t = self.cfg.train
+        train_fields = {"steps": t.steps, "batch_size": t.batch_size, "optim": t.optim, "lr": t.lr,
+                        "weight_decay": t.weight_decay}
+        if self.cfg.groundtruth.mode == "all_examples":
+            train_fields = {**train_fields, "steps": None, "epochs": t.epochs}
+        return {"model": asdict(self.cfg.model), "data": data_key(self.cfg.data), "train": train_fields,
+                "mode": self.cfg.groundtruth.mode, "seed": seed, "exclude": exclude}
+
+    def trained(self, seed: int, exclude: str | None = None, checkpoints: bool = False) -> torch.nn.Module:
+        """θ0 (``exclude=None``) or θ−Z, from the cache or trained now (and cached)."""
+        fields = self.model_fields(seed, exclude)
+        ckpt_fields = {**fields, "checkpoint_every": self.cfg.train.checkpoint_every}
+        label = "θ0" if exclude is None else f"θ−{exclude}"
+        need_model = not self.cache.has("models", make_key(fields))
+        need_ckpts = checkpoints and not self.cache.has("checkpoints", make_key(ckpt_fields))
+        if need_model or need_ckpts:
+            log.info("%s (seed %d): not in cache, training", label, seed)
+            self._train_and_store(fields, ckpt_fields, exclude, seed, need_ckpts, label)
+        else:
+            log.info("%s (seed %d): reused from cache %s", label, seed, self.cache.path("models", make_key(fields)))
+            self.results.cache_hits["models"] += 1
+        model, _ = build_model(self.cfg.model, self.tokenizer, seed)
+        state = torch.load(self.cache.path("models", make_key(fields)) / "model.pt", map_location="cpu")
+        model.load_state_dict(state)
+        return model.to(self.device).eval()
+
+    def _train_and_store(self, fields, ckpt_fields, exclude, seed, with_ckpts: bool, label: str) -> None:
+        cfg = self.cfg
+        pool = datasets.concatenate_datasets([ds for z, ds in self.task.train.items() if z != exclude])
+        steps = steps_for(len(pool), cfg.train.batch_size, cfg.train.steps, cfg.train.epochs, cfg.groundtruth.mode)
+        model, _ = build_model(cfg.model, self.tokenizer, seed)
+        optimizer = training_optimizer(model.parameters(), cfg.train.optim, cfg.train.lr, cfg.train.weight_decay)
+        staging = Path(self.cache.root) / "staging" / make_key(ckpt_fields)
+        saved = []
+
+        def on_checkpoint(step: int, lr: float, m: torch.nn.Module) -> None:
+            staging.mkdir(parents=True, exist_ok=True)
+            torch.save(m.state_dict(), staging / f"step{step:07d}.pt")
+            saved.append({"step": step, "lr": lr, "file": f"step{step:07d}.pt"})
+
+        with timed(self.results.seconds, "train"):
+            losses = train(model, self.arch, pool, steps, cfg.train.batch_size, optimizer, self.device, seed,
+                           cfg.model.dtype, cfg.train.checkpoint_every if with_ckpts else None,
+                           on_checkpoint if with_ckpts else None, desc=f"train {label}")
+
+        def write_model(tmp: Path) -> None:
+            torch.save(model.state_dict(), tmp / "model.pt")
+            (tmp / "train_losses.json").write_text(json.dumps(losses))
+
+        def write_ckpts(tmp: Path) -> None:
+            for item in saved:
+                shutil.move(staging / item["file"], tmp / item["file"])
+            (tmp / "checkpoints.json").write_text(json.dumps(saved, indent=1))
+
+        self.cache.build("models", fields, write_model)
+        if with_ckpts:
+            self.cache.build("checkpoints", ckpt_fields, write_ckpts)
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def checkpoints(self, seed: int) -> list[Checkpoint]:
+        fields = {**self.model_fields(seed, None), "checkpoint_every": self.cfg.train.checkpoint_every}
+        path = self.cache.path("checkpoints", make_key(fields))
+        items = json.loads((path / "checkpoints.json").read_text())
+        return [Checkpoint(it["step"], it["lr"], lambda f=path / it["file"]: torch.load(f, map_location="cpu"))
+                for it in items]
+
+    # -- ground truth (Eq. 1) ----------------------------------------------------------------
+    def test_losses(self, model) -> dict[str, float]:
+        return {name: dataset_loss(model, ds, self.arch, self.device, self.cfg.unlearn.eval_batch_size,
+                                   self.cfg.model.dtype) for name, ds in self.task.test.items()}
+
+    def ground_truth(self, seed: int, theta0) -> pd.DataFrame:
+        """Eq. 1: I_truth(Z', Z) = L(Z', θ−Z) − L(Z', θ0), the mean test loss per subset."""
+        base = self.test_losses(theta0)
+        rows = []
+        for z in self.task.train:
+            loo = self.test_losses(self.trained(seed, exclude=z))
+            rows += [{"train_dataset": z, "test_subset": s, "influence": loo[s] - base[s]} for s in base]
+        return pd.DataFrame(rows)
+
+    # -- scoring -----------------------------------------------------------------------------
+    def score(self, theta0, train_seed: int, sample_seed: int) -> pd.DataFrame:
+        cfg = self.cfg
+        name = cfg.method.name
+        methods = registry()
+        if name not in methods:
+            from untrac.errors import UntracError
+            raise UntracError(f"method={name} is not available in this build (have: {', '.join(methods)})")
+        scored = {z: sample(ds, cfg.score.samples_per_dataset, sample_seed + i)
+                  for i, (z, ds) in enumerate(self.task.train.items())}
+        pool = None
+        if name in NEEDS_HESSIAN_POOL:
+            pool = sample(datasets.concatenate_datasets(list(self.task.train.values())),
+                          cfg.method.hessian_examples, sample_seed)
+        inputs = ScoreInputs(theta0=theta0, arch=self.arch, device=self.device, train=scored, test=self.task.test,
+                             method=cfg.method, optim=cfg.optim, unlearn=cfg.unlearn, seed=sample_seed,
+                             dtype=cfg.model.dtype, hessian_pool=pool,
+                             checkpoints=self.checkpoints(train_seed) if name in NEEDS_CHECKPOINTS else [],
+                             counters=self.results.counters)
+        return methods[name](inputs)
+
+    def run(self, run: int) -> None:
+        cfg = self.cfg
+        train_seed = cfg.seed + run if cfg.data.runs_vary == "seed" else cfg.seed
+        sample_seed = cfg.seed + run
+        theta0 = self.trained(train_seed, checkpoints=cfg.method.name in NEEDS_CHECKPOINTS)
+        with timed(self.results.seconds, "groundtruth_total"):
+            truth = self.ground_truth(train_seed, theta0).assign(run=run)
+        with timed(self.results.seconds, "score"):
+            influence = self.score(theta0, train_seed, sample_seed).assign(method=cfg.method.name, run=run)
+        self.results.truth = pd.concat([self.results.truth, truth], ignore_index=True)
+        self.results.influence = pd.concat([self.results.influence, influence], ignore_index=True)
+
+
+def run_experiment(cfg: Config) -> Results:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    exp = Experiment(cfg)
+    for run in range(cfg.runs):
+        log.info("run %d/%d", run + 1, cfg.runs)
+        exp.run(run)
+    exp.results.counters["peak_memory"] = peak_memory_mb(exp.device)
+    exp.results.truth = exp.results.truth[["run", "train_dataset", "test_subset", "influence"]]
+    exp.results.influence = exp.results.influence[
+        ["method", "run", "train_dataset", "test_subset", "step", "is_final", "influence"]]
+    return exp.results

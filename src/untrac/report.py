@@ -1,0 +1,86 @@
+"""Result files of a run (DESIGN §6) and the tables people read: Markdown, LaTeX, CSV, PNG."""
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from untrac.metrics import correlations, standardized_influence, summarize, truth_agreement
+
+
+def mean_std(mean: float, std: float) -> str:
+    if mean is None or math.isnan(mean):
+        return "nan"
+    return f"{mean:.3f}" if std is None or math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+
+
+def write_table(frame: pd.DataFrame, stem: Path, caption: str = "") -> None:
+    """The same table as ``stem.md``, ``stem.tex`` and ``stem.csv``."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(stem.with_suffix(".csv"))
+    stem.with_suffix(".md").write_text((f"{caption}\n\n" if caption else "") + frame.to_markdown() + "\n")
+    stem.with_suffix(".tex").write_text(frame.to_latex(caption=caption or None, escape=True))
+
+
+def correlation_table(summary: pd.DataFrame) -> pd.DataFrame:
+    table = pd.DataFrame({
+        "Pearson": [mean_std(m, s) for m, s in zip(summary.pearson_mean, summary.pearson_std)],
+        "Spearman": [mean_std(m, s) for m, s in zip(summary.spearman_mean, summary.spearman_std)],
+        "runs": summary.runs}, index=summary.method)
+    table.index.name = "method"
+    return table
+
+
+def summary_markdown(influence: pd.DataFrame, truth: pd.DataFrame, corr: pd.DataFrame, seconds: dict,
+                     title: str, nonfinite: list) -> str:
+    final = influence[influence.is_final]
+    standardized = pd.concat([standardized_influence(final, ["method"]),
+                              standardized_influence(truth.assign(method="ground truth"), ["method"])])
+    lines = [f"# {title}", "", "## Standardised influence of each training dataset (Table 2 style)", "",
+             "Mean over runs (and test subsets) of the influence z-scored across training datasets.", "",
+             standardized.round(3).to_markdown(), "",
+             "## Correlation with the leave-dataset-out ground truth (Table 3 style)", "",
+             "Per test subset, averaged over subsets within a run; mean ± std over runs.", "",
+             correlation_table(summarize(corr)).to_markdown(), ""]
+    floor = truth_agreement(truth)
+    if floor:
+        lines += ["## Ground-truth noise floor", "",
+                  f"Mean pairwise agreement of the ground truth between runs ({floor['pairs']} run pairs × subsets): "
+                  f"Pearson {floor['pearson']:.3f}, Spearman {floor['spearman']:.3f}. "
+                  "A method cannot be expected to agree with the ground truth much more than it agrees with itself.", ""]
+    if nonfinite:
+        lines += ["## Non-finite losses", "", "Unlearning produced NaN/inf and was stopped; these influences are NaN "
+                  "and their correlations are NaN:", ""] + [f"- {item}" for item in nonfinite] + [""]
+    lines += ["## Seconds per stage", "", pd.Series(seconds, name="seconds").round(2).to_markdown(), ""]
+    return "\n".join(lines)
+
+
+def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, seconds: dict, counters: dict,
+              title: str) -> str:
+    """Write the five files of DESIGN §6 into ``out_dir`` and return the summary text."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    influence.to_csv(out_dir / "influence.csv", index=False)
+    truth.to_csv(out_dir / "ground_truth.csv", index=False)
+    corr = correlations(influence, truth)
+    corr.to_csv(out_dir / "correlations.csv", index=False)
+    nonfinite = counters.get("nonfinite", [])
+    text = summary_markdown(influence, truth, corr, seconds, title, nonfinite)
+    (out_dir / "summary.md").write_text(text)
+    summary = summarize(corr)
+    metrics = {
+        "correlation": {row.method: {"pearson_mean": row.pearson_mean, "pearson_std": row.pearson_std,
+                                     "spearman_mean": row.spearman_mean, "spearman_std": row.spearman_std,
+                                     "runs": int(row.runs)} for row in summary.itertuples()},
+        "truth_agreement": truth_agreement(truth),
+        "seconds": dict(seconds),
+        "counters": counters,
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
+    return text
+
+
+def _json_default(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)

@@ -1,0 +1,87 @@
+"""``python -m untrac.run [overrides]``: the only module that knows about Hydra.
+
+Compose the config → typed ``Config`` (range checks) → ``run_experiment`` → result files in the
+run directory → print the summary. Every bad input ends as one line on stderr and exit code 2;
+finished models stay in the cache, so rerunning after a fix resumes.
+"""
+
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+log = logging.getLogger("untrac")
+FAILURES: list[str] = []
+
+
+def _one_line(err: BaseException) -> str:
+    """Hydra/OmegaConf messages span lines (message, full_key, object_type): fold them into one."""
+    parts = [str(err)] + ([str(err.__cause__)] if err.__cause__ and str(err.__cause__) not in str(err) else [])
+    text = " ".join(" ".join(parts).split())
+    return text.replace("Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.", "").strip()
+
+
+def _task(raw) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from untrac.errors import UntracError
+
+    hydra_cfg = HydraConfig.get()
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        cfg = OmegaConf.to_object(raw)
+        _run(cfg, out_dir, OmegaConf.to_yaml(raw))
+    except Exception as err:  # noqa: BLE001 - every failure becomes one line + a file in the run dir
+        user_error = isinstance(err, UntracError) or isinstance(err.__cause__, UntracError)
+        message = _one_line(err.__cause__ if isinstance(err.__cause__, UntracError) else err)
+        if not user_error:
+            (out_dir / "traceback.txt").write_text(traceback.format_exc())
+            message = f"{type(err).__name__}: {message} (traceback in {out_dir / 'traceback.txt'})"
+        (out_dir / "FAILED").write_text(message + "\n")
+        if not multirun:
+            raise SystemExit(f"untrac: error: {message}")
+        log.error("job failed: %s", message)
+        FAILURES.append(f"{out_dir}: {message}")
+
+
+def _run(cfg, out_dir: Path, config_yaml: str) -> None:
+    from untrac.pipeline import run_experiment
+    from untrac.report import write_run
+
+    log.info("output directory: %s", out_dir)
+    results = run_experiment(cfg)
+    title = f"{cfg.method.name} on {cfg.data.name} / {cfg.testset.name} ({cfg.model.name}, {cfg.runs} run(s))"
+    text = write_run(out_dir, results.influence, results.truth, dict(results.seconds), results.counters, title)
+    print(text)
+    log.info("results written to %s", out_dir)
+
+
+def main() -> None:
+    # Let composition errors reach us instead of Hydra's multi-line report, to print one line.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    import hydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from untrac.config import register_configs
+    from untrac.errors import UntracError
+
+    register_configs()
+    conf_dir = os.environ.get("UNTRAC_CONF", str(Path(__file__).resolve().parents[2] / "conf"))
+    entry = hydra.main(version_base="1.3", config_path=conf_dir, config_name="config")(_task)
+    try:
+        entry()
+    except (HydraException, OmegaConfBaseException, UntracError) as err:
+        sys.exit(f"untrac: error: {_one_line(err)}")
+    except KeyboardInterrupt:
+        sys.exit("untrac: interrupted; every model finished so far is in the cache and will be reused")
+    if FAILURES:
+        sys.exit("untrac: error: some jobs failed:\n  " + "\n  ".join(FAILURES))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""The training loop shared by θ0 and every leave-dataset-out model θ−Z (paper §2, Eq. 1)."""
+
+import logging
+import math
+from typing import Callable, Iterator
+
+import datasets
+import torch
+from tqdm.auto import tqdm
+
+from untrac.data.collate import collate
+from untrac.losses import batch_loss
+from untrac.models import Arch, autocast
+
+log = logging.getLogger(__name__)
+
+Checkpoint = Callable[[int, float, torch.nn.Module], None]
+
+
+def sample_order(pool_size: int, steps: int, batch_size: int, seed: int) -> Iterator[list[int]]:
+    """``steps`` batches drawn without replacement, reshuffling at each pass over the pool.
+
+    θ0 and θ−Z use the same seed, so they see the same stream of random draws and differ only in
+    the pool the draws index: the paper's z_t ~ D \\ Z with everything else held fixed.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    perm, pos = torch.randperm(pool_size, generator=gen).tolist(), 0
+    for _ in range(steps):
+        batch = []
+        while len(batch) < batch_size:
+            if pos == pool_size:
+                perm, pos = torch.randperm(pool_size, generator=gen).tolist(), 0
+            take = min(batch_size - len(batch), pool_size - pos)
+            batch.extend(perm[pos:pos + take])
+            pos += take
+        yield batch
+
+
+def steps_for(pool_size: int, batch_size: int, fixed_steps: int, epochs: int, mode: str) -> int:
+    """fixed_steps: T for every model (paper §2); all_examples: ``epochs`` passes over the pool (App. A.1)."""
+    if mode == "fixed_steps":
+        return fixed_steps
+    return epochs * math.ceil(pool_size / batch_size)
+
+
+def train(model: torch.nn.Module, arch: Arch, pool: datasets.Dataset, steps: int, batch_size: int,
+          optimizer: torch.optim.Optimizer, device: torch.device, seed: int, dtype: str = "float32",
+          checkpoint_every: int | None = None, on_checkpoint: Checkpoint | None = None,
+          desc: str = "train") -> list[float]:
+    """Minimise the mean example loss on batches from ``pool``; returns the loss of every step."""
+    model.to(device).train()
+    losses = []
+    bar = tqdm(sample_order(len(pool), steps, batch_size, seed), total=steps, desc=desc, leave=False)
+    for step, idx in enumerate(bar, start=1):
+        batch = {k: v.to(device) for k, v in collate(pool[idx], arch.pad_id).items()}
+        with autocast(device, dtype):
+            loss = batch_loss(model, batch, arch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / 20:.3f}")
+        if on_checkpoint and checkpoint_every and step % checkpoint_every == 0:
+            on_checkpoint(step, optimizer.param_groups[0]["lr"], model)
+    model.eval()
+    return losses

@@ -1,0 +1,92 @@
+"""Unlearning by gradient ascent, with the evaluated losses recorded along the way (Figure 2)."""
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import datasets
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from untrac.config import OptimConfig, UnlearnConfig
+from untrac.data.collate import collate
+from untrac.losses import batch_loss, dataset_loss
+from untrac.models import Arch, autocast
+from untrac.optim import unlearning_optimizer
+from untrac.train import sample_order
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Trajectory:
+    """Loss of every evaluated set at each evaluation step; ``nonfinite_step`` if ascent blew up."""
+
+    rows: list[dict] = field(default_factory=list)
+    nonfinite_step: int | None = None
+    steps: int = 0
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["step", "name", "loss"])
+
+
+def num_steps(n_examples: int, cfg: UnlearnConfig) -> int:
+    """Epochs × batches per epoch, capped by ``max_steps`` (paper: 1 epoch at batch 1 for UnTrac)."""
+    steps = cfg.epochs * math.ceil(n_examples / cfg.batch_size)
+    return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+
+def ascent_step(model, batch, arch: Arch, optimizer, device, dtype: str, clip: float | None) -> float:
+    """One step of Eq. 3: θ_i = θ_{i-1} + η ∇L(z_i, θ_{i-1}), i.e. descend on −L with any optimizer."""
+    with autocast(device, dtype):
+        loss = batch_loss(model, batch, arch)
+    optimizer.zero_grad(set_to_none=True)
+    (-loss).backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    return loss.item()
+
+
+def unlearn(model, arch: Arch, device: torch.device, forget: datasets.Dataset,
+            evals: dict[str, datasets.Dataset], optim: OptimConfig, cfg: UnlearnConfig, seed: int,
+            dtype: str = "float32", desc: str = "unlearn", counters: dict | None = None) -> Trajectory:
+    """Ascend on ``forget``; evaluate every set in ``evals`` at step 0, every ``eval_every`` and at the end.
+
+    Dropout is off (eval mode) so the ascent is deterministic and matches the gradient methods.
+    A non-finite loss stops the run and is recorded rather than carried into the influence.
+    """
+    model.to(device).eval()
+    optimizer = unlearning_optimizer(model.parameters(), optim)
+    total = num_steps(len(forget), cfg)
+    traj = Trajectory(steps=total)
+
+    def evaluate(step: int) -> bool:
+        for name, ds in evals.items():
+            loss = dataset_loss(model, ds, arch, device, cfg.eval_batch_size, dtype)
+            traj.rows.append({"step": step, "name": name, "loss": loss})
+            if counters is not None:
+                counters["eval_forward_examples"] = counters.get("eval_forward_examples", 0) + len(ds)
+            if not math.isfinite(loss):
+                return False
+        return True
+
+    evaluate(0)
+    # Fresh shuffles per epoch; a step count of whole epochs keeps every example seen equally often.
+    order = sample_order(len(forget), total, cfg.batch_size, seed)
+    for step, idx in enumerate(tqdm(order, total=total, desc=desc, leave=False), start=1):
+        batch = {k: v.to(device) for k, v in collate(forget[idx], arch.pad_id).items()}
+        loss = ascent_step(model, batch, arch, optimizer, device, dtype, cfg.clip_grad)
+        if counters is not None:
+            counters["forward_backward"] = counters.get("forward_backward", 0) + 1
+        if not math.isfinite(loss):
+            traj.nonfinite_step = step
+            log.warning("%s: non-finite loss at step %d; stopping this unlearning run", desc, step)
+            break
+        if step % cfg.eval_every == 0 or step == total:
+            if not evaluate(step):
+                traj.nonfinite_step = step
+                log.warning("%s: non-finite evaluation loss at step %d; stopping", desc, step)
+                break
+    return traj
