@@ -1,0 +1,16 @@
+"""Shared test fixtures: where the read-only shared data lives, and tiny float64 models."""
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout; tests that need it skip where it is absent."""
+    if not SHARED_DATA.exists():
+        pytest.skip(f"{SHARED_DATA} is absent: the real data files are not available here")
+    return SHARED_DATA
