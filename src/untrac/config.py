@@ -244,6 +244,3 @@ def register_configs() -> None:
 
     store = ConfigStore.instance()
     store.store(name="base_config", node=Config)
-    for group, schema in [("model", ModelConfig), ("data", DataConfig), ("testset", TestsetConfig),
-                          ("method", MethodConfig), ("optim", OptimConfig)]:
-        store.store(group=group, name=f"base_{group}", node=schema)

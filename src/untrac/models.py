@@ -8,7 +8,12 @@ paper pretrains it from scratch (§5.2).
 """
 
 import logging
+import socket
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import huggingface_hub
 
 import torch
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer,
@@ -40,6 +45,36 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def _needs_hub(name: str) -> bool:
+    """True when ``name`` is not a local directory and is not in the local Hugging Face cache."""
+    if Path(name).is_dir():
+        return False
+    try:
+        huggingface_hub.snapshot_download(name, local_files_only=True, allow_patterns=["config.json"])
+        return False
+    except Exception:  # noqa: BLE001 - any failure means "not available locally"
+        return True
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Fail fast offline: the hub client would otherwise retry for about half a minute."""
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(huggingface_hub.constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _check_available(what: str, name: str, key: str) -> None:
+    if _needs_hub(name) and not _hub_reachable():
+        raise UntracError(f"cannot load {what} {name!r}: not a local directory, not in the local cache, and the "
+                          f"hub is unreachable; set {key}=<local directory with the files> "
+                          "or use a tiny preset (model=t5_tiny|opt_tiny)")
+
+
 def _offline_hint(what: str, name: str, key: str, err: Exception) -> UntracError:
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return UntracError(f"cannot load {what} {name!r} (hub unreachable and no local copy: {reason[:160]}); "
@@ -49,6 +84,7 @@ def _offline_hint(what: str, name: str, key: str, err: Exception) -> UntracError
 def load_tokenizer(cfg: ModelConfig):
     if cfg.tokenizer == "byt5":
         return ByT5Tokenizer()
+    _check_available("tokenizer", cfg.tokenizer, "model.tokenizer")
     try:
         return AutoTokenizer.from_pretrained(cfg.tokenizer)
     except (OSError, ValueError) as err:
@@ -74,6 +110,7 @@ def _tiny_opt(cfg: ModelConfig, vocab: int, pad: int, eos: int) -> PreTrainedMod
 
 
 def _pretrained(cfg: ModelConfig) -> PreTrainedModel:
+    _check_available("model", cfg.name_or_path, "model.name_or_path")
     auto = AutoModelForSeq2SeqLM if cfg.arch == "seq2seq" else AutoModelForCausalLM
     try:
         if cfg.arch == "causal":

@@ -17,9 +17,13 @@ FAILURES: list[str] = []
 
 def _one_line(err: BaseException) -> str:
     """Hydra/OmegaConf messages span lines (message, full_key, object_type): fold them into one."""
-    parts = [str(err)] + ([str(err.__cause__)] if err.__cause__ and str(err.__cause__) not in str(err) else [])
+    from untrac.errors import UntracError
+
+    cause = err.__cause__
+    parts = [str(err)] + ([str(cause)] if cause and not isinstance(err, UntracError) and str(cause) not in str(err) else [])
     text = " ".join(" ".join(parts).split())
-    return text.replace("Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.", "").strip()
+    # Hydra appends where it searched; the option list before it is what the user needs.
+    return text.split(" Config search path:")[0].strip()
 
 
 def _task(raw) -> None:

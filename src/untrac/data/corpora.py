@@ -1,27 +1,25 @@
 """The eight pretraining corpora of §5.2 ("pile8"), as fixed-length token blocks.
 
 The paper pretrains OPT-125M from scratch on BookCorpus, CC-Stories, CCNewsV2 and five Pile
-subsets (Gutenberg, HackerNews, OpenWebText2, Pile-CC, Wikipedia), either 40,000 blocks each or
+subsets (Gutenberg, HackerNews, OpenWebText2, Pile-CC, Wikipedia), 40,000 blocks each or of
 different sizes (``PAPER_SIZES``); "each training example consists of a sequence of 1,024 tokens
 by grouping several examples into a sequence" (§5.2). Texts come from the hub ids the paper's
-code used or from a local folder with one file per corpus. Blocks are built once, saved with
-``save_to_disk`` under a key of everything that determines them, and memory-mapped on reuse.
+code used or from a local folder; blocks are cached under a key of what determines them.
 """
 
 import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from datasets import Dataset, Features, List, Value, load_dataset, load_from_disk
+import datasets
+from datasets import Dataset, Features, List, Value, load_from_disk
 
 from untrac.errors import UntracError
 
@@ -30,25 +28,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Corpus:
-    """Where a corpus comes from.
-
-    ``hub_id`` is ``"path"`` or ``"path:config"``. ``local_file`` is the stand-in's name in
-    ``shared/data/corpora`` (see SOURCES.md §5). ``hub_docs`` is how many documents the paper's
+    """``hub_id``: ``"path"`` or ``"path:config"``, split "train". ``local_file``: the stand-in
+    in ``shared/data/corpora`` (SOURCES.md §5). ``hub_docs``: documents the paper's
     ``preprocess_train.py`` sampled before grouping (the larger of its two settings); the hub
-    reader streams that many, since the full corpora (Pile-CC is 227 GiB) cannot be downloaded.
-    """
+    reader streams that many, as the full corpora (Pile-CC: 227 GiB) are too big to download.
+
+    The Pile subsets use the paper code's loader (ArmelR/the-pile-splitted, a config per subset;
+    it read "train+test", streaming reads "train"), so Gutenberg and Wikipedia are the Pile's,
+    not pg19 / wikipedia. The paper's "bookcorpus" and "cc_news" moved to the ids below."""
 
     hub_id: str
     local_file: str
     hub_docs: int
-    hub_split: str = "train"
 
 
-# Fixed order. The Pile subsets use the paper code's own loader (ArmelR/the-pile-splitted, one
-# config per subset; the paper read "train+test", streaming reads "train" only). Canonical
-# datasets that moved to a namespace are given by their current id (the paper: "bookcorpus",
-# "cc_news"); they load through the hub's parquet export. Gutenberg and Wikipedia are the Pile
-# subsets, as in the paper's code and text, not the standalone pg19 / wikipedia datasets.
 _PILE = "ArmelR/the-pile-splitted"
 CORPORA: dict[str, Corpus] = {
     "bookcorpus": Corpus("bookcorpus/bookcorpus", "books.jsonl", 4_000_000),
@@ -61,17 +54,14 @@ CORPORA: dict[str, Corpus] = {
     "wikipedia": Corpus(f"{_PILE}:Wikipedia (en)", "wikipedia.jsonl", 100_000),
 }
 
-# Blocks per corpus in the two settings of §5.2.
-PAPER_SIZES: dict[str, dict[str, int]] = {
+PAPER_SIZES: dict[str, dict[str, int]] = {  # blocks per corpus in the two settings of §5.2
     "equal": {name: 40_000 for name in CORPORA},
-    "different": {
-        "pilecc": 96_000, "openwebtext2": 64_000, "ccnews": 48_000, "bookcorpus": 32_000,
-        "ccstories": 32_000, "gutenberg": 16_000, "hackernews": 16_000, "wikipedia": 16_000,
-    },
+    "different": {"bookcorpus": 32_000, "ccstories": 32_000, "ccnews": 48_000,
+                  "gutenberg": 16_000, "hackernews": 16_000, "openwebtext2": 64_000,
+                  "pilecc": 96_000, "wikipedia": 16_000},  # in CORPORA's order
 }
 
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
-_TEXT = Features({"text": Value("string")})
 _PROBE = "Probe: Hello, world!  Ünïcödé 123\n\tend."  # fingerprints a tokenizer's behaviour
 
 
@@ -79,39 +69,29 @@ def find_local_file(name: str, root: str | Path | None) -> Path:
     """``<root>/<name>.{txt,jsonl,parquet}``, else the stand-in file named in ``CORPORA``."""
     if root is None:
         raise UntracError(f"corpus {name!r}: data.root is not set (needed for data.source=local)")
-    root = Path(root)
-    own = [root / f"{name}{suffix}" for suffix in LOCAL_SUFFIXES]
-    found = [path for path in own if path.is_file()]
+    tried = [f"{name}{suffix}" for suffix in LOCAL_SUFFIXES]
+    found = [Path(root, file) for file in tried if Path(root, file).is_file()]
     if len(found) > 1:
         raise UntracError(f"corpus {name!r}: several files in {root}: {[p.name for p in found]}")
-    if name in CORPORA and not found and (root / CORPORA[name].local_file).is_file():
-        found = [root / CORPORA[name].local_file]
+    if not found and name in CORPORA:
+        tried.append(CORPORA[name].local_file)
+        found = [Path(root, tried[-1])] if Path(root, tried[-1]).is_file() else []
     if not found:
-        tried = [p.name for p in own] + ([CORPORA[name].local_file] if name in CORPORA else [])
         raise UntracError(f"corpus {name!r}: no file in {root} (looked for {', '.join(tried)})")
     return found[0]
 
 
-def read_texts(
-    name: str,
-    source: str,
-    root: str | Path | None,
-    hub_id: str | None = None,
-    *,
-    hub_split: str | None = None,
-    max_docs: int | None = None,
-    seed: int = 0,
-    cache_dir: str | Path | None = None,
-) -> Dataset:
+def read_texts(name: str, source: str, root: str | Path | None, hub_id: str | None = None, *,
+               max_docs: int | None = None, seed: int = 0,
+               cache_dir: str | Path | None = None) -> Dataset:
     """The non-empty documents of one corpus, as a Dataset with a single ``text`` column.
 
-    Local files: ``.txt`` holds one document per paragraph (blocks separated by an empty line,
-    via the ``datasets`` text loader, ``sample_by="paragraph"``); ``.jsonl`` one JSON object per
-    line with a string ``text`` field; ``.parquet`` a string ``text`` column. Hub: the corpus is
-    streamed, shuffled (buffer of 10,000, seeded) and cut at ``max_docs`` documents (default:
-    the paper's count), then written to ``cache_dir``. Whitespace-only documents are dropped, so
-    an EOS never stands alone. ``cache_dir`` holds datasets' Arrow files (None: its default).
-    """
+    Local: ``.txt`` holds one document per paragraph (separated by an empty line; datasets'
+    text loader, ``sample_by="paragraph"``), ``.jsonl`` a JSON object per line with a string
+    ``text``, ``.parquet`` a string ``text`` column. Hub (``hub_id`` defaults to ``CORPORA``'s):
+    streamed, shuffled (seeded, buffer 10,000), cut at ``max_docs`` (default: the paper's count).
+    Whitespace-only documents are dropped, so an EOS never stands alone. ``cache_dir``: where
+    datasets writes its Arrow files (None: its default cache)."""
     cache = None if cache_dir is None else str(cache_dir)
     if source == "local":
         where = find_local_file(name, root)
@@ -121,12 +101,12 @@ def read_texts(
         if hub_id is None and spec is None:
             raise UntracError(f"corpus {name!r}: unknown; no hub id (known: {', '.join(CORPORA)})")
         where = hub_id = hub_id or spec.hub_id
-        split = hub_split or (spec.hub_split if spec else "train")
         docs = max_docs if max_docs is not None else (spec.hub_docs if spec else None)
-        texts = _read_hub(name, hub_id, split, docs, seed, cache)
+        texts = _read_hub(name, hub_id, docs, seed, cache)
     else:
         raise UntracError(f"corpus {name!r}: data.source must be 'local' or 'hub', not {source!r}")
-    texts = texts.filter(_non_empty, batched=True, input_columns="text", desc=f"{name}: non-empty")
+    texts = texts.filter(lambda batch: [bool(text and text.strip()) for text in batch],
+                         batched=True, input_columns="text", desc=f"{name}: non-empty")
     if len(texts) == 0:
         raise UntracError(f"corpus {name!r}: no non-empty text in {where}")
     return texts
@@ -135,8 +115,8 @@ def read_texts(
 def _read_local(path: Path, cache: str | None) -> Dataset:
     try:
         if path.suffix == ".txt":
-            texts = load_dataset("text", data_files=str(path), sample_by="paragraph",
-                                 split="train", cache_dir=cache)
+            texts = datasets.load_dataset("text", data_files=str(path), split="train",
+                                          sample_by="paragraph", cache_dir=cache)
         elif path.suffix == ".jsonl":
             texts = Dataset.from_json(str(path), cache_dir=cache)
         else:
@@ -147,8 +127,7 @@ def _read_local(path: Path, cache: str | None) -> Dataset:
         raise UntracError(f"{path}: no 'text' field (fields: {', '.join(texts.column_names)})")
     if texts.features["text"] not in (Value("string"), Value("large_string")):
         raise UntracError(f"{path}: 'text' must be a string, found {texts.features['text']}")
-    missing = texts.data.column("text").null_count
-    if missing:
+    if missing := texts.data.column("text").null_count:
         raise UntracError(f"{path}: {missing} of {len(texts)} documents have no 'text' field")
     return texts.select_columns(["text"])
 
@@ -157,87 +136,54 @@ def _diagnose(path: Path, err: Exception) -> str:
     """A one-line reason a local file failed to load: the first bad JSON line when there is one."""
     if path.suffix == ".jsonl":
         with open(path, encoding="utf-8", errors="replace") as lines:
-            count = 0
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                count += 1
-                try:
-                    json.loads(line)
-                except json.JSONDecodeError as bad:
-                    return f"line {number} is not valid JSON ({bad.msg})"
-        if count == 0:
+            numbered = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+        for number, line in numbered:
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as bad:
+                return f"line {number} is not valid JSON ({bad.msg})"
+        if not numbered:
             return "is empty"
     cause = err.__cause__ or err
     return f"cannot be read ({type(cause).__name__}: {_one_line(cause)})"
 
 
-def _read_hub(name: str, hub_id: str, split: str, docs: int | None, seed: int,
-              cache: str | None) -> Dataset:
+def _read_hub(name: str, hub_id: str, docs: int | None, seed: int, cache: str | None) -> Dataset:
     path, _, config = hub_id.partition(":")
-    fingerprint = _digest({"hub_id": hub_id, "split": split, "docs": docs, "seed": seed})[:16]
+    fingerprint = _digest({"hub_id": hub_id, "docs": docs, "seed": seed})[:16]
     try:
-        stream = load_dataset(path, config or None, split=split, streaming=True)
+        stream = datasets.load_dataset(path, config or None, split="train", streaming=True)
         stream = stream.select_columns(["text"]).shuffle(seed=seed, buffer_size=10_000)
         if docs is not None:
             stream = stream.take(docs)
-
-        def rows():
-            yield from stream
-
-        return Dataset.from_generator(rows, features=_TEXT, cache_dir=cache, fingerprint=fingerprint)
+        return Dataset.from_generator(lambda: iter(stream), cache_dir=cache,
+                                      features=Features({"text": Value("string")}),
+                                      fingerprint=fingerprint)
     except Exception as err:  # offline, unknown id, gated, no text column: all fixed the same way
         raise UntracError(
-            f"corpus {name!r}: cannot load hub dataset {hub_id!r} split {split!r} "
+            f"corpus {name!r}: cannot load hub dataset {hub_id!r} "
             f"({type(err).__name__}: {_one_line(err)}); set data.source=local data.root=<folder>"
         ) from err
 
 
-def _non_empty(texts: list) -> list[bool]:
-    return [bool(text and text.strip()) for text in texts]
+def build_blocks(texts: Dataset, tokenizer, block_size: int, n_blocks: int | None, seed: int,
+                 cache_path: Path, *, manifest: dict | None = None,
+                 num_proc: int | None = None) -> Dataset:
+    """Tokenise, concatenate and cut into blocks of exactly ``block_size`` int32 ``input_ids``.
 
-
-def tokenize_corpus(texts: Dataset, tokenizer, cache_path: Path, *,
-                    manifest: dict | None = None, num_proc: int | None = None) -> Dataset:
-    """A corpus's token stream, cached at ``cache_path``: per document, its tokens then EOS.
-
-    No other special tokens are added, and special-token strings in the text (a literal
-    ``</s>`` on a web page) are tokenised as plain text, never as separators.
-    """
-    cache_path = Path(cache_path)
-    if not cache_path.exists():
-        with _staging(cache_path) as work:
-            _publish(_tokenize_into(texts, tokenizer, work, num_proc), work, cache_path, manifest)
-    return load_from_disk(str(cache_path))
-
-
-def build_blocks(
-    texts: Dataset,
-    tokenizer,
-    block_size: int,
-    n_blocks: int | None,
-    seed: int,
-    cache_path: Path,
-    *,
-    manifest: dict | None = None,
-    num_proc: int | None = None,
-) -> Dataset:
-    """Concatenate the token stream and cut it into blocks of exactly ``block_size`` tokens.
-
-    ``texts`` has a ``text`` column (tokenised here as in ``tokenize_corpus``) or is already a
-    token stream (``input_ids``). Blocks cross document boundaries as in the paper's grouping
-    (§5.2); the stream is cut once, so only its final partial block is dropped. ``n_blocks``:
-    a seeded sample of that many blocks, kept in stream order (the sample for a smaller n is a
-    subset of the one for a larger n); a corpus with fewer blocks is kept whole, never repeated,
-    with a warning. Column ``input_ids``: int32, fixed length. Written to a temporary directory
-    and renamed to ``cache_path``, which is returned as is when it exists; memory-mapped.
-    """
+    Documents get no special tokens (a literal ``</s>`` in them stays text), each is followed by
+    EOS; blocks cross documents as in the paper's grouping (§5.2); only the stream's last partial
+    block is dropped. ``texts`` may be a token stream already (``input_ids``). ``n_blocks``: a
+    seeded sample in stream order (a smaller n's is a subset of a larger n's); fewer blocks are
+    kept whole, never repeated, with a warning. Built in a temporary directory renamed to
+    ``cache_path``, which is returned as is when present; memory-mapped, not held in RAM."""
     cache_path = Path(cache_path)
     if cache_path.exists():
         return load_from_disk(str(cache_path))
     if block_size < 1 or (n_blocks is not None and n_blocks < 1):
         raise UntracError(f"{cache_path.name}: block_size and n_blocks must be >= 1")
-    with _staging(cache_path) as work:
+    with _staging(cache_path) as tmp:
+        work = Path(tmp)
         tokens = texts if "input_ids" in texts.column_names else _tokenize_into(
             texts, tokenizer, work, num_proc)
         # One flat, memory-mapped token stream: flattening a list chunk is zero-copy.
@@ -245,8 +191,7 @@ def build_blocks(
         stream = pa.chunked_array([chunk.flatten() for chunk in chunks], type=pa.int32())
         total = len(stream) // block_size
         if total == 0:
-            raise UntracError(f"{cache_path.name}: {len(stream)} tokens, fewer than one block "
-                              f"of {block_size}")
+            raise UntracError(f"{cache_path.name}: {len(stream)} tokens < 1 block of {block_size}")
         order = np.arange(total)
         if n_blocks is not None:
             if n_blocks > total:
@@ -254,8 +199,9 @@ def build_blocks(
                             cache_path.name, total, block_size, n_blocks, total)
             order = np.sort(np.random.default_rng(seed).permutation(total)[:n_blocks])
         blocks = Dataset.from_dict({"block": order}).map(
-            _gather, batched=True, remove_columns=["block"],
-            fn_kwargs={"stream": stream, "block_size": block_size},
+            lambda batch: {"input_ids": [stream.slice(k * block_size, block_size).to_numpy()
+                                         for k in batch["block"]]},
+            batched=True, remove_columns=["block"],
             features=Features({"input_ids": List(Value("int32"), length=block_size)}),
             cache_file_name=str(work / "blocks.arrow"), new_fingerprint=uuid.uuid4().hex,
             desc=f"{cache_path.name}: {len(order)} blocks",
@@ -265,39 +211,28 @@ def build_blocks(
 
 
 def _tokenize_into(texts: Dataset, tokenizer, work: Path, num_proc: int | None) -> Dataset:
-    if tokenizer.eos_token_id is None:
+    if (eos := tokenizer.eos_token_id) is None:
         raise UntracError(f"tokenizer {type(tokenizer).__name__} has no EOS token to end documents")
-    # Our own cache keys decide reuse, so a random fingerprint spares datasets hashing the
-    # tokenizer (slow, and not always stable).
+
+    def tokenize(batch: dict) -> dict:
+        ids = tokenizer(batch["text"], add_special_tokens=False, split_special_tokens=True,
+                        verbose=False)["input_ids"]
+        return {"input_ids": [doc + [eos] for doc in ids]}
+
+    # Our cache keys decide reuse; a random fingerprint spares datasets hashing the tokenizer.
     return texts.select_columns(["text"]).map(
-        _tokenize, batched=True, remove_columns=["text"], num_proc=num_proc,
-        fn_kwargs={"tokenizer": tokenizer, "eos": tokenizer.eos_token_id},
+        tokenize, batched=True, remove_columns=["text"], num_proc=num_proc,
         features=Features({"input_ids": List(Value("int32"))}),
         cache_file_name=str(work / "tokens.arrow"), new_fingerprint=uuid.uuid4().hex,
         desc="tokenise",
     )
 
 
-def _tokenize(batch: dict, tokenizer, eos: int) -> dict:
-    ids = tokenizer(batch["text"], add_special_tokens=False, split_special_tokens=True,
-                    verbose=False)["input_ids"]
-    return {"input_ids": [doc + [eos] for doc in ids]}
-
-
-def _gather(batch: dict, stream: pa.ChunkedArray, block_size: int) -> dict:
-    return {"input_ids": [stream.slice(k * block_size, block_size).to_numpy()
-                          for k in batch["block"]]}
-
-
-@contextmanager
-def _staging(final: Path):
+def _staging(final: Path) -> tempfile.TemporaryDirectory:
     """A scratch directory beside ``final`` (same filesystem, so the last rename is atomic)."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield work
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f".{final.name}.", dir=final.parent,
+                                       ignore_cleanup_errors=True)
 
 
 def _publish(dataset: Dataset, work: Path, final: Path, manifest: dict | None) -> None:
@@ -310,27 +245,16 @@ def _publish(dataset: Dataset, work: Path, final: Path, manifest: dict | None) -
             raise
 
 
-def load_pile8(
-    names,
-    sizes: dict[str, int] | None,
-    source: str,
-    root: str | Path | None,
-    block_size: int,
-    tokenizer,
-    seed: int,
-    cache_dir: Path,
-    *,
-    num_proc: int | None = None,
-) -> dict[str, Dataset]:
+def load_pile8(names, sizes: dict[str, int] | None, source: str, root: str | Path | None,
+               block_size: int, tokenizer, seed: int, cache_dir: Path, *,
+               num_proc: int | None = None) -> dict[str, Dataset]:
     """Blocks of each named corpus, in the order given; ``sizes`` None keeps every block.
 
     Cached at ``<cache_dir>/blocks/<name>-<key>``, the key hashing what determines the blocks:
     tokenizer (class, name, size, EOS, ids of a probe text), block size, n, seed, source, and
     the hub id or the local root, file, size and mtime; ``manifest.json`` there lists them. The
-    token stream is cached apart (``<cache_dir>/tokens``), so another n or seed only re-samples.
-    """
-    cache_dir = Path(cache_dir)
-    out = {}
+    token stream is cached apart (``<cache_dir>/tokens``), so another n or seed only re-samples."""
+    cache_dir, out = Path(cache_dir), {}
     for name in names:
         if sizes is not None and name not in sizes:
             raise UntracError(f"corpus {name!r}: no size given (sizes has {', '.join(sizes)})")
@@ -338,24 +262,22 @@ def load_pile8(
                   "source": source, "format": 1}
         if source == "local":
             path = find_local_file(name, root).resolve()
-            stat = path.stat()
             stream |= {"root": str(Path(root).resolve()), "file": str(path),
-                       "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-        elif source == "hub" and name in CORPORA:  # the hub sample depends on the seed
-            spec = CORPORA[name]
-            stream |= {"hub_id": spec.hub_id, "split": spec.hub_split, "docs": spec.hub_docs,
-                       "seed": seed}
+                       "bytes": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns}
+        elif source == "hub" and name in CORPORA:  # the hub sample depends on the seed too
+            stream |= {"hub_id": CORPORA[name].hub_id, "docs": CORPORA[name].hub_docs, "seed": seed}
         fields = stream | {"block_size": block_size, "seed": seed,
                            "n_blocks": None if sizes is None else int(sizes[name])}
         blocks_path = cache_dir / "blocks" / f"{name}-{_digest(fields)[:16]}"
-        if not blocks_path.exists():
-            tokens_path = cache_dir / "tokens" / f"{name}-{_digest(stream)[:16]}"
-            texts = None if tokens_path.exists() else read_texts(
-                name, source, root, seed=seed, cache_dir=cache_dir / "hf")
-            tokens = tokenize_corpus(texts, tokenizer, tokens_path, manifest=stream,
-                                     num_proc=num_proc)
-            build_blocks(tokens, tokenizer, block_size, fields["n_blocks"], seed, blocks_path,
-                         manifest=fields)
+        tokens_path = cache_dir / "tokens" / f"{name}-{_digest(stream)[:16]}"
+        if not blocks_path.exists() and not tokens_path.exists():
+            texts = read_texts(name, source, root, seed=seed, cache_dir=cache_dir / "hf")
+            with _staging(tokens_path) as tmp:
+                tokens = _tokenize_into(texts, tokenizer, Path(tmp), num_proc)
+                _publish(tokens, Path(tmp), tokens_path, stream)
+        if not blocks_path.exists():  # a new n or seed re-samples the cached token stream
+            build_blocks(load_from_disk(str(tokens_path)), tokenizer, block_size,
+                         fields["n_blocks"], seed, blocks_path, manifest=fields)
         out[name] = load_from_disk(str(blocks_path))
         log.info("corpus %s: %d blocks of %d tokens", name, len(out[name]), block_size)
     return out
@@ -363,13 +285,10 @@ def load_pile8(
 
 def tokenizer_fingerprint(tokenizer) -> dict:
     """What identifies a tokenizer's output, for cache keys (ByT5 has no name, so probe it)."""
-    return {
-        "class": type(tokenizer).__name__,
-        "name_or_path": str(getattr(tokenizer, "name_or_path", "")),
-        "size": len(tokenizer),
-        "eos": tokenizer.eos_token_id,
-        "probe": list(tokenizer(_PROBE, add_special_tokens=False)["input_ids"]),
-    }
+    probe = tokenizer(_PROBE, add_special_tokens=False)["input_ids"]
+    return {"class": type(tokenizer).__name__, "size": len(tokenizer),
+            "name_or_path": str(getattr(tokenizer, "name_or_path", "")),
+            "eos": tokenizer.eos_token_id, "probe": _digest({"ids": list(probe)})[:16]}
 
 
 def _digest(fields: dict) -> str:
@@ -377,5 +296,4 @@ def _digest(fields: dict) -> str:
 
 
 def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text[:200] + ("…" if len(text) > 200 else "")
+    return " ".join(str(err).split())[:200]  # error messages stay on one line

@@ -1,0 +1,54 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from untrac.metrics import correlate, correlations, standardize, summarize, truth_agreement
+
+
+def test_correlate_matches_hand_computed_values():
+    # x = [1, 2, 3, 4], y = [1, 3, 2, 4]: cov = 4/3·(…) → r = 0.8; ranks differ by one swap → rho = 0.8.
+    pearson, spearman = correlate(np.array([1, 2, 3, 4]), np.array([1, 3, 2, 4]))
+    assert pearson == pytest.approx(0.8)
+    assert spearman == pytest.approx(0.8)
+    # A monotone but non-linear relation: Spearman 1, Pearson below 1.
+    pearson, spearman = correlate(np.array([1, 2, 3, 4]), np.array([1, 4, 9, 100]))
+    assert spearman == pytest.approx(1.0)
+    assert 0.7 < pearson < 0.9
+
+
+def test_correlate_is_nan_for_nan_or_constant_input():
+    assert all(math.isnan(v) for v in correlate(np.array([1, np.nan, 3]), np.array([1, 2, 3])))
+    assert all(math.isnan(v) for v in correlate(np.array([1, 1, 1]), np.array([1, 2, 3])))
+
+
+def _frames():
+    truth = pd.DataFrame({"run": [0] * 4 + [1] * 4, "train_dataset": list("abcd") * 2,
+                          "test_subset": "t", "influence": [4, 3, 2, 1, 4, 3, 1, 2]})
+    influence = truth.assign(method="m", step=10, is_final=True)
+    influence.loc[influence.run == 1, "influence"] = [1, 2, 3, 4]  # run 1 anti-correlated ranks
+    early = influence.assign(step=0, is_final=False, influence=0.0)
+    return pd.concat([influence, early]), truth
+
+
+def test_correlations_use_final_rows_and_summarize_over_runs():
+    influence, truth = _frames()
+    corr = correlations(influence, truth)
+    assert list(corr.run) == [0, 1]
+    assert corr.pearson[0] == pytest.approx(1.0)
+    # run 1: estimate [1,2,3,4] vs truth [4,3,1,2] → Pearson −0.8.
+    assert corr.pearson[1] == pytest.approx(-0.8)
+    summary = summarize(corr)
+    assert summary.pearson_mean[0] == pytest.approx(0.1)
+    assert summary.pearson_std[0] == pytest.approx(np.std([1.0, -0.8], ddof=1))
+
+
+def test_standardize_and_noise_floor():
+    z = standardize(pd.Series([1.0, 2.0, 3.0]))
+    assert z.mean() == pytest.approx(0) and z.std(ddof=0) == pytest.approx(1)
+    _, truth = _frames()
+    floor = truth_agreement(truth)
+    # truth runs: [4,3,2,1] vs [4,3,1,2] → Pearson 0.8, Spearman 0.8.
+    assert floor["pearson"] == pytest.approx(0.8) and floor["spearman"] == pytest.approx(0.8)
+    assert truth_agreement(truth[truth.run == 0]) == {}
