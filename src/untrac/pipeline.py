@@ -21,6 +21,7 @@ import torch
 from untrac.cache import Cache, make_key
 from untrac.config import Config
 from untrac.data.prepare import data_key, load_task, sample
+from untrac.errors import UntracError
 from untrac.losses import dataset_loss
 from untrac.methods import NEEDS_CHECKPOINTS, NEEDS_HESSIAN_POOL, Checkpoint, ScoreInputs, registry
 from untrac.models import build_model, load_tokenizer, resolve_device
@@ -66,6 +67,20 @@ class Experiment:
         _, self.arch = build_model(cfg.model, self.tokenizer, seed=cfg.seed)
         self.task = load_task(cfg.data, cfg.testset, self.tokenizer, self.arch, Path(cfg.cache_dir))
         self.results = Results(influence=pd.DataFrame(), truth=pd.DataFrame())
+        self._check_batch_sizes()
+
+    def _check_batch_sizes(self) -> None:
+        """A batch larger than the data it draws from is a mistake: say so before any training."""
+        cfg, sizes = self.cfg, {z: len(ds) for z, ds in self.task.train.items()}
+        smallest_pool = sum(sizes.values()) - max(sizes.values())
+        if len(sizes) > 1 and cfg.train.batch_size > smallest_pool:
+            raise UntracError(f"train.batch_size={cfg.train.batch_size} is larger than the smallest "
+                              f"leave-dataset-out training set ({smallest_pool} examples)")
+        forgotten = self.task.test if cfg.method.name == "untrac_inv" else self.task.train
+        largest = max(len(ds) for ds in forgotten.values())
+        if cfg.method.name in ("untrac", "untrac_inv") and cfg.unlearn.batch_size > largest:
+            raise UntracError(f"unlearn.batch_size={cfg.unlearn.batch_size} is larger than every set being "
+                              f"unlearned (largest: {largest} examples)")
 
     # -- training (θ0 and θ−Z) -------------------------------------------------------------
     def model_fields(self, seed: int, exclude: str | None) -> dict:
@@ -155,7 +170,6 @@ class Experiment:
         name = cfg.method.name
         methods = registry()
         if name not in methods:
-            from untrac.errors import UntracError
             raise UntracError(f"method={name} is not available in this build (have: {', '.join(methods)})")
         scored = {z: sample(ds, cfg.score.samples_per_dataset, sample_seed + i)
                   for i, (z, ds) in enumerate(self.task.train.items())}

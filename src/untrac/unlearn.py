@@ -33,7 +33,7 @@ class Trajectory:
 
 def num_steps(n_examples: int, cfg: UnlearnConfig) -> int:
     """Epochs × batches per epoch, capped by ``max_steps`` (paper: 1 epoch at batch 1 for UnTrac)."""
-    steps = cfg.epochs * math.ceil(n_examples / cfg.batch_size)
+    steps = cfg.epochs * math.ceil(n_examples / min(cfg.batch_size, n_examples))
     return min(steps, cfg.max_steps) if cfg.max_steps else steps
 
 
@@ -74,7 +74,8 @@ def unlearn(model, arch: Arch, device: torch.device, forget: datasets.Dataset,
 
     evaluate(0)
     # Fresh shuffles per epoch; a step count of whole epochs keeps every example seen equally often.
-    order = sample_order(len(forget), total, cfg.batch_size, seed)
+    # A batch larger than a small subset means "the whole subset" (UnTrac-Inv's batch of 256).
+    order = sample_order(len(forget), total, min(cfg.batch_size, len(forget)), seed)
     for step, idx in enumerate(tqdm(order, total=total, desc=desc, leave=False), start=1):
         batch = {k: v.to(device) for k, v in collate(forget[idx], arch.pad_id).items()}
         loss = ascent_step(model, batch, arch, optimizer, device, dtype, cfg.clip_grad)

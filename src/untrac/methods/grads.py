@@ -145,8 +145,7 @@ def per_example_gradients(model, batch: dict[str, torch.Tensor], arch: Arch, use
         use_vmap = _VMAP_OK.get(type(model), True)
     if use_vmap:
         try:
-            with eager_attention(model):
-                return _per_example_vmap(model, batch, arch, params)
+            return _per_example_vmap(model, batch, arch, params)
         except RuntimeError as err:  # an op vmap cannot batch: use the loop from now on for this class
             _VMAP_OK[type(model)] = False
             log.warning("per-example gradients: vmap failed for %s (%s); using a loop",
@@ -167,8 +166,9 @@ def _per_example_vmap(model, batch, arch, params) -> torch.Tensor:
     def loss(train_params, input_ids, attention_mask, labels):
         return functional_call(wrapper, (train_params, frozen), (input_ids, attention_mask, labels))
 
-    rows = vmap(grad(loss), in_dims=(None, 0, 0, 0))(train, batch["input_ids"], batch["attention_mask"],
-                                                     batch["labels"])
+    with eager_attention(model):
+        rows = vmap(grad(loss), in_dims=(None, 0, 0, 0))(train, batch["input_ids"], batch["attention_mask"],
+                                                         batch["labels"])
     return torch.cat([rows[names[id(p)]].reshape(len(batch["labels"]), -1) for p in params], dim=1)
 
 

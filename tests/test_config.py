@@ -1,0 +1,66 @@
+"""The composed config: every group option loads, and bad values fail with a message naming the key."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from untrac.config import Config, OptimConfig, TrainConfig, UnlearnConfig, register_configs
+from untrac.errors import UntracError
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def load(*overrides: str) -> Config:
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return OmegaConf.to_object(compose("config", overrides=list(overrides)))
+
+
+def test_default_is_the_embedded_job():
+    cfg = load()
+    assert (cfg.model.name, cfg.data.name, cfg.method.name, cfg.optim.name) == ("t5_tiny", "synthA", "untrac", "adam")
+    assert cfg.optim.lr == 5e-5 and cfg.unlearn.batch_size == 1 and cfg.unlearn.epochs == 1
+
+
+@pytest.mark.parametrize("group,options", [
+    ("model", ["t5_tiny", "opt_tiny", "t5xl", "opt125m"]),
+    ("method", ["untrac", "untrac_inv", "graddot", "gradcos", "tracin", "hif_lissa", "hif_arnoldi"]),
+    ("optim", ["sgd", "sgd_momentum", "rmsprop", "adam", "adafactor"]),
+])
+def test_every_group_option_composes(group, options):
+    for option in options:
+        cfg = load(f"{group}={option}")
+        assert getattr(cfg, group).name == option
+
+
+def test_pile8_needs_a_pile8_testset():
+    assert load("data=pile8", "testset=toxigen").data.kind == "pile8"
+    with pytest.raises(UntracError, match="testset"):
+        load("data=pile8")
+
+
+def test_untrac_inv_uses_the_paper_schedule():
+    cfg = load("method=untrac_inv")
+    assert (cfg.unlearn.batch_size, cfg.unlearn.epochs) == (256, 5)
+
+
+@pytest.mark.parametrize("build,key", [
+    (lambda: OptimConfig(lr=0), "optim.lr"),
+    (lambda: OptimConfig(lr=-1e-5), "optim.lr"),
+    (lambda: OptimConfig(name="lion"), "optim"),
+    (lambda: TrainConfig(steps=0), "train.steps"),
+    (lambda: UnlearnConfig(batch_size=0), "unlearn.batch_size"),
+    (lambda: Config(runs=0), "runs"),
+])
+def test_range_checks_name_the_key(build, key):
+    with pytest.raises(UntracError, match=key.replace(".", r"\.")):
+        build()
+
+
+def test_schema_rejects_unknown_keys_and_wrong_types():
+    with pytest.raises(Exception, match="lrr"):
+        load("optim.lrr=1")
+    with pytest.raises(Exception, match="runs"):
+        load("runs=abc")

@@ -1,0 +1,120 @@
+"""The entrypoint as a user runs it: one-line errors, result files, cache reuse, multirun, resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Small enough for seconds per job, big enough for four distinct datasets and a trajectory.
+SMALL = ["data.n_per_dataset=24", "train.steps=30", "train.batch_size=8", "unlearn.eval_every=8",
+         "unlearn.eval_batch_size=24"]
+
+
+def untrac(*args: str, tmp: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "untrac.run", f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / 'run'}",
+           f"hydra.sweep.dir={tmp / 'sweep'}", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.startswith("untrac: error")]
+
+
+@pytest.mark.parametrize("args,culprit", [
+    (["method=nosuch"], "method/nosuch"),
+    (["optim.lrr=1e-4"], "lrr"),
+    (["runs=abc"], "runs"),
+    (["optim.lr=0"], "optim.lr"),
+    (["optim.lr=-1"], "optim.lr"),
+    (["runs=0"], "runs"),
+    (["train.batch_size=100000"], "train.batch_size"),
+    (["model=t5xl"], "google/t5-xl-lm-adapt"),
+    (["model=opt125m", "model.name_or_path=/nowhere", "model.tokenizer=/nowhere"], "/nowhere"),
+    (["data.source=csv", "data.root=/nowhere"], "/nowhere"),
+])
+def test_bad_input_is_one_line_naming_the_culprit(args, culprit, tmp_path):
+    proc = untrac(*args, tmp=tmp_path, timeout=180)
+    assert proc.returncode != 0
+    lines = error_lines(proc)
+    assert len(lines) == 1 and culprit in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def _log_of(run_dir: Path) -> str:
+    return (run_dir / "run.log").read_text()
+
+
+@pytest.mark.slow
+def test_untrac_then_untrac_inv_reuses_theta0_and_ground_truth(tmp_path):
+    start = time.perf_counter()
+    first = untrac(*SMALL, tmp=tmp_path)
+    first_seconds = time.perf_counter() - start
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "run"
+    for name in ["influence.csv", "ground_truth.csv", "correlations.csv", "summary.md", "metrics.json"]:
+        assert (run / name).is_file()
+    influence = pd.read_csv(run / "influence.csv")
+    assert list(influence.columns) == ["method", "run", "train_dataset", "test_subset", "step", "is_final",
+                                       "influence"]
+    assert set(influence.train_dataset) == {"dataset1", "dataset2", "dataset3", "dataset4"}
+    assert sorted(influence.step.unique()) == [0, 8, 16, 24]  # eval_every 8 over 24 batch-1 steps
+    assert (influence[influence.step == 0].influence == 0).all()
+    assert "Pearson" in first.stdout and "## Correlation" in (run / "summary.md").read_text()
+
+    start = time.perf_counter()
+    second = untrac(*SMALL, "method=untrac_inv", "unlearn.batch_size=24", "hydra.run.dir=" + str(tmp_path / "inv"),
+                    tmp=tmp_path)
+    second_seconds = time.perf_counter() - start
+    assert second.returncode == 0, second.stderr[-3000:]
+    log = _log_of(tmp_path / "inv")
+    assert "not in cache" not in log and log.count("reused from cache") == 5  # θ0 + four θ−Z
+    assert second_seconds < first_seconds
+    truth_a = pd.read_csv(run / "ground_truth.csv")
+    truth_b = pd.read_csv(tmp_path / "inv" / "ground_truth.csv")
+    pd.testing.assert_frame_equal(truth_a, truth_b)
+
+
+@pytest.mark.slow
+def test_multirun_over_methods(tmp_path):
+    proc = untrac("-m", "method=untrac,untrac_inv", "unlearn.batch_size=24", *SMALL, tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted((tmp_path / "sweep").glob("[0-9]*"))
+    assert [j.name for j in jobs] == ["0", "1"]
+    methods = {pd.read_csv(j / "influence.csv").method.iloc[0] for j in jobs}
+    assert methods == {"untrac", "untrac_inv"}
+
+
+@pytest.mark.slow
+def test_sigkill_during_ground_truth_then_resume_gives_identical_numbers(tmp_path):
+    args = [*SMALL, "train.steps=80"]
+    reference = untrac(*args, tmp=tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    interrupted = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "untrac.run", f"cache_dir={interrupted / 'cache'}",
+           f"hydra.run.dir={interrupted / 'killed'}", *args]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    models = interrupted / "cache" / "models"
+    deadline = time.time() + 300
+    # Kill once θ0 and at least one θ−Z are stored, i.e. while the ground truth is being trained.
+    while time.time() < deadline and (not models.exists() or
+                                      len([p for p in models.iterdir() if not p.name.startswith(".")]) < 2):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stored = len([p for p in models.iterdir() if not p.name.startswith(".")])
+    assert 2 <= stored < 5, "the kill should land while the ground truth is being trained"
+
+    resumed = untrac(*args, tmp=interrupted)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = _log_of(interrupted / "run")
+    assert log.count("reused from cache") == stored and log.count("not in cache") == 5 - stored
+    for name in ["ground_truth.csv", "influence.csv"]:
+        pd.testing.assert_frame_equal(pd.read_csv(interrupted / "run" / name),
+                                      pd.read_csv(tmp_path / "reference" / "run" / name))
