@@ -27,7 +27,7 @@ def correlation_table(summary: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame({
         "Pearson": [mean_std(m, s) for m, s in zip(summary.pearson_mean, summary.pearson_std)],
         "Spearman": [mean_std(m, s) for m, s in zip(summary.spearman_mean, summary.spearman_std)],
-        "runs": summary.runs}, index=summary.method)
+        "runs": summary.runs.to_numpy()}, index=summary.method)
     table.index.name = "method"
     return table
 
@@ -76,11 +76,16 @@ def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, secon
         "seconds": dict(seconds),
         "counters": counters,
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default))
+    (out_dir / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2, default=str))
     return text
 
 
-def _json_default(value):
-    if isinstance(value, float) and math.isnan(value):
+def _finite(value):
+    """JSON has no NaN: undefined numbers (e.g. the std of one run) become null."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
         return None
-    return str(value)
+    return value
