@@ -172,14 +172,14 @@ class MethodConfig:
     damping: float = 0.01
     lissa_iterations: int = 10
     lissa_scale: float = 10.0
-    lissa_batch_size: int = 16
+    hessian_batch_size: int = 16
     arnoldi_iterations: int = 25
     arnoldi_topk: int = 25
 
     def __post_init__(self) -> None:
         _one_of(self.name, METHODS, "method")
         for key in ("per_example_batch", "hessian_examples", "lissa_iterations", "lissa_scale",
-                    "lissa_batch_size", "arnoldi_iterations", "arnoldi_topk"):
+                    "hessian_batch_size", "arnoldi_iterations", "arnoldi_topk"):
             _positive(getattr(self, key), f"method.{key}")
         _check(self.damping >= 0, f"method.damping must be >= 0, got {self.damping}")
         _check(self.arnoldi_topk <= self.arnoldi_iterations,

@@ -20,7 +20,9 @@ def example_losses(model, batch: dict[str, torch.Tensor], arch: Arch) -> torch.T
         # A causal LM predicts token t+1 from the prefix up to t.
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
         targets = labels[:, 1:]
-    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
+    # At least float32 for the log-softmax (bf16 logits), float64 kept for exact tests.
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
     counted = (targets != IGNORE).sum(dim=1).clamp(min=1)
     return nll.sum(dim=1) / counted
 

@@ -27,12 +27,13 @@ def test_lissa_recursion_solves_damped_system():
 
 def test_arnoldi_full_rank_recovers_spectrum_and_inverse():
     a = random_symmetric(10)
-    eig = hif.arnoldi_eigens(lambda x: a @ x, 10, iterations=10, topk=4, seed=0, like=torch.zeros(1, dtype=torch.float64))
+    like = torch.zeros(1, dtype=torch.float64)
+    eig = hif.arnoldi_eigens(lambda x: a @ x, 10, iterations=10, topk=4, seed=0, like=like)
     true = torch.linalg.eigvalsh(a)
     top = true[true.abs().argsort(descending=True)[:4]]
     torch.testing.assert_close(eig.values, top, rtol=1e-10, atol=1e-10)  # top p by |λ|
     torch.testing.assert_close(eig.vectors.T @ eig.vectors, torch.eye(4, dtype=torch.float64), rtol=0, atol=1e-10)
-    full = hif.arnoldi_eigens(lambda x: a @ x, 10, iterations=10, topk=10, seed=0, like=torch.zeros(1, dtype=torch.float64))
+    full = hif.arnoldi_eigens(lambda x: a @ x, 10, iterations=10, topk=10, seed=0, like=like)
     v = torch.randn(10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     expected = torch.linalg.solve(a + 2.0 * torch.eye(10, dtype=torch.float64), v)
     got = hif.arnoldi_inverse_hvp(full, v, damping=2.0)
@@ -83,7 +84,7 @@ def test_arnoldi_full_rank_matches_explicit_inverse(problem, normalize):
     model, arch, train, test, pool, h, _, damping = problem
     p = len(h)
     inputs = make_inputs(model, arch, train, test, pool=pool, name="hif_arnoldi", arnoldi_iterations=p,
-                         arnoldi_topk=p, damping=damping, lissa_batch_size=len(pool), normalize_train=normalize)
+                         arnoldi_topk=p, damping=damping, hessian_batch_size=len(pool), normalize_train=normalize)
     frame = hif.score_arnoldi(inputs)  # every HVP on the whole pool: the exact Hessian
     assert max_relative_error(frame, explicit_hif(model, arch, train, test, h, damping, normalize)) < 1e-4
     assert inputs.counters["hvp"] <= p and inputs.counters["hvp_examples"] == inputs.counters["hvp"] * len(pool)
@@ -96,7 +97,7 @@ def test_lissa_converged_matches_explicit_inverse(problem):
     iterations = int(torch.tensor(1e-6).log() / torch.tensor(rate).log()) + 1
     assert iterations < 150, "test problem too ill-conditioned to be quick"
     inputs = make_inputs(model, arch, train, test, pool=pool, name="hif_lissa", lissa_iterations=iterations,
-                         lissa_scale=scale, damping=damping, lissa_batch_size=len(pool))
+                         lissa_scale=scale, damping=damping, hessian_batch_size=len(pool))
     frame = hif.score_lissa(inputs)
     assert max_relative_error(frame, explicit_hif(model, arch, train, test, h, damping)) < 1e-3
     # One solve per test subset (not per pair): iterations HVPs for each of the two subsets.
@@ -106,7 +107,7 @@ def test_lissa_converged_matches_explicit_inverse(problem):
 def test_arnoldi_uses_a_fresh_batch_per_hvp(problem):
     model, arch, train, test, pool, *_ = problem
     inputs = make_inputs(model, arch, train, test, pool=pool, name="hif_arnoldi", arnoldi_iterations=4,
-                         arnoldi_topk=2, lissa_batch_size=2)
+                         arnoldi_topk=2, hessian_batch_size=2)
     frame = hif.score_arnoldi(inputs)
     assert inputs.counters["hvp"] == 4 and inputs.counters["hvp_examples"] == 8
     assert len(inputs.counters["arnoldi_eigenvalues"]) == 2

@@ -9,17 +9,15 @@ each training dataset's gradient is computed once, dotted with all of them and d
 Set gradients are gradients of the set's mean loss (see ``grads`` for why that scaling).
 """
 
-import logging
 from typing import Callable
 
 import datasets
 import torch
 from tqdm.auto import tqdm
 
+from untrac.errors import UntracError
 from untrac.methods import ScoreInputs, final_rows
 from untrac.methods.grads import mean_gradient, mean_unit_gradient
-
-log = logging.getLogger(__name__)
 
 SetGradient = Callable[[torch.nn.Module, datasets.Dataset, str], torch.Tensor]
 Combine = Callable[[torch.Tensor, torch.Tensor], float]
@@ -87,7 +85,6 @@ def score_gradcos(inputs: ScoreInputs):
     elif variant == "default":
         scores = pairwise(inputs, inputs.fresh_model(), _unit_grad(inputs), gradcos, "gradcos")
     else:
-        from untrac.errors import UntracError
         raise UntracError(f"method.variant={variant!r} is not a GradCos variant (default | summed)")
     return final_rows(scores)
 
@@ -99,7 +96,6 @@ def score_tracin(inputs: ScoreInputs):
     parameters); η_t is the learning rate in effect when the checkpoint was saved.
     """
     if not inputs.checkpoints:
-        from untrac.errors import UntracError
         raise UntracError("method=tracin needs the checkpoints saved while training θ0 (none were given)")
     model = inputs.fresh_model()
     total: dict[tuple[str, str], float] = {}

@@ -145,17 +145,23 @@ def hif_scores(inputs: ScoreInputs, model: torch.nn.Module, inverse: Callable[[t
 def _pool(inputs: ScoreInputs) -> HessianBatches:
     if inputs.hessian_pool is None or len(inputs.hessian_pool) == 0:
         raise UntracError(f"method={inputs.method.name} needs a Hessian pool of training examples (none was given)")
-    return HessianBatches(inputs.hessian_pool, inputs.method.lissa_batch_size, inputs.arch, inputs.device,
+    return HessianBatches(inputs.hessian_pool, inputs.method.hessian_batch_size, inputs.arch, inputs.device,
                           inputs.seed)
 
 
 def score_lissa(inputs: ScoreInputs):
-    """HIF (Eq. 8) with (H + λI)⁻¹g' by LiSSA: ``lissa_iterations`` steps, a fresh pool batch each."""
+    """HIF (Eq. 8) with (H + λI)⁻¹g' by LiSSA: ``lissa_iterations`` steps, a fresh pool batch each.
+
+    Convergence needs ``lissa_scale`` > λ_max(H) + damping; with fewer iterations than the
+    condition number the result is a truncated Neumann series (the paper uses 10 iterations).
+    """
     cfg = inputs.method
     model = inputs.fresh_model()
-    hvp = pool_hvp(model, inputs.arch, _pool(inputs), inputs.dtype, inputs.counters)
+    _pool(inputs)  # fail early without a pool
 
     def inverse(v):
+        # The same seeded batch stream for every test subset: each solve sees the same stochastic H.
+        hvp = pool_hvp(model, inputs.arch, _pool(inputs), inputs.dtype, inputs.counters)
         return lissa_inverse_hvp(hvp, v, cfg.lissa_iterations, cfg.lissa_scale, cfg.damping)
 
     return final_rows(hif_scores(inputs, model, inverse, "hif_lissa"))

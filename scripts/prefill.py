@@ -1,0 +1,103 @@
+"""Train the models a sweep needs, one Hydra job per model, into the shared cache.
+
+Each job trains θ0 (``prefill.model=0``) or one leave-dataset-out model θ−Z (``prefill.model=i``,
+the i-th training dataset) of one run, exactly as ``python -m untrac.run`` would (same cache key),
+so the scoring jobs launched afterwards find every model in the cache. On a cluster the jobs
+train at once:
+
+    python scripts/prefill.py -m experiment=table2_cpu method=untrac \\
+        prefill.run=0,1,2 prefill.model=0,1,2,3,4 prefill.checkpoints=true hydra/launcher=submitit_slurm
+
+A job whose model is already cached returns at once; a job outside the experiment (a run that
+does not retrain because ``data.runs_vary=sample``, an index past the last dataset) does nothing.
+A failure writes ``FAILED`` (one line) into the job directory and the sweep goes on.
+``scripts/paper_targets.py`` builds these command lines from an experiment's sweep.
+"""
+
+import logging
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("prefill")
+REPO = Path(__file__).resolve().parents[1]
+FAILURES: list[str] = []
+
+
+@dataclass
+class PrefillJob:
+    run: int = 0  # which run: its training seed is seed + run when data.runs_vary=seed
+    model: int = 0  # 0: θ0; i >= 1: θ−Z for the i-th training dataset (in the data's order)
+    checkpoints: bool = False  # with θ0, also keep the TracIn checkpoints
+
+
+def _schema():
+    # Defined here, not at module level under __main__ alone, so submitit can pickle it by value.
+    from untrac.config import Config
+
+    @dataclass
+    class PrefillConfig(Config):
+        prefill: PrefillJob = field(default_factory=PrefillJob)
+
+    return PrefillConfig
+
+
+def train_one(cfg) -> str:
+    """Train (or find in the cache) the one model this job stands for; return what happened."""
+    import torch
+
+    from untrac.pipeline import Experiment
+
+    job = cfg.prefill
+    if job.run >= cfg.runs or (job.run > 0 and cfg.data.runs_vary == "sample"):
+        return f"run {job.run}: nothing to train (runs={cfg.runs}, data.runs_vary={cfg.data.runs_vary})"
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed = cfg.seed + job.run if cfg.data.runs_vary == "seed" else cfg.seed
+    torch.manual_seed(seed)
+    exp = Experiment(cfg)
+    names = list(exp.task.train)
+    if job.model > len(names):
+        return f"model {job.model}: past the {len(names)} training datasets, nothing to train"
+    exclude = None if job.model == 0 else names[job.model - 1]
+    exp.trained(seed, exclude=exclude, checkpoints=job.checkpoints and exclude is None)
+    label = "θ0" if exclude is None else f"θ−{exclude}"
+    hits = exp.results.cache_hits.get("models", 0)
+    return f"{label} seed {seed}: {'already cached' if hits else 'trained'}"
+
+
+def _task(raw) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        message = train_one(OmegaConf.to_object(raw))
+        log.info(message)
+        (out_dir / "DONE").write_text(message + "\n")
+    except Exception as err:  # noqa: BLE001 - one line per failed job, the sweep goes on
+        (out_dir / "traceback.txt").write_text(traceback.format_exc())
+        line = " ".join(f"{type(err).__name__}: {err}".split())
+        (out_dir / "FAILED").write_text(line + "\n")
+        log.error("job failed: %s", line)
+        FAILURES.append(f"{out_dir}: {line}")
+
+
+def main() -> None:
+    import hydra
+    from hydra.core.config_store import ConfigStore
+
+    from untrac.config import register_configs
+
+    register_configs()
+    ConfigStore.instance().store(name="base_config", node=_schema())  # Config + the prefill keys
+    conf_dir = os.environ.get("UNTRAC_CONF", str(REPO / "conf"))
+    hydra.main(version_base="1.3", config_path=conf_dir, config_name="config")(_task)()
+    if FAILURES:
+        sys.exit("prefill: some jobs failed:\n  " + "\n  ".join(FAILURES))
+
+
+if __name__ == "__main__":
+    main()
