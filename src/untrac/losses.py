@@ -38,12 +38,20 @@ def per_example_losses(model, ds: datasets.Dataset, arch: Arch, device: torch.de
     """Every example's loss, in dataset order (float64 on the CPU)."""
     was_training = model.training
     model.eval()
+    # Length-sorted batches waste little on padding; results go back to dataset order.
+    # (Pretraining blocks, without labels, all have one length: no need to read them.)
+    if "labels" in ds.column_names:
+        order = torch.tensor([len(ids) for ids in ds["input_ids"]]).argsort(stable=True).tolist()
+    else:
+        order = list(range(len(ds)))
     out = []
     with autocast(device, dtype):
-        for batch in batches(ds, batch_size, arch.pad_id, device=device):
+        for batch in batches(ds, batch_size, arch.pad_id, order=order, device=device):
             out.append(example_losses(model, batch, arch).double().cpu())
     model.train(was_training)
-    return torch.cat(out)
+    losses = torch.empty(len(order), dtype=torch.float64)
+    losses[order] = torch.cat(out)
+    return losses
 
 
 def dataset_loss(model, ds: datasets.Dataset, arch: Arch, device: torch.device, batch_size: int = 64,

@@ -1,0 +1,163 @@
+"""Run one of the paper's results end to end: ``make table2`` … ``make fig4`` call this.
+
+    python scripts/paper_targets.py TARGET [--scale cpu|paper] [--launcher basic|joblib|submitit_local|submitit_slurm]
+                                    [--out outputs] [--fresh] [-- extra overrides ...]
+
+1. **prefill**: every model the sweeps need (θ0 and each θ−Z of every run and data setting) is
+   one job of ``scripts/prefill.py`` — independent jobs that fill the shared cache, so a parallel
+   launcher or a cluster trains them at once;
+2. **sweep**: each experiment part of the target (``conf/experiment/<part>_<scale>.yaml``) runs as
+   a Hydra multirun of ``python -m untrac.run``; the scoring jobs find the models in the cache;
+3. **aggregate**: ``scripts/aggregate.py`` turns the sweep directories into
+   ``<out>/tables/<target>.{md,tex,csv}`` and ``<out>/figures/<target>.png``, listing failed or
+   missing jobs.
+
+Sweeps go to ``<out>/sweeps/<experiment>/<time>/<part>/``. Table 5 is the Spearman view of Table 3's
+sweep: ``table5`` reuses the latest finished ``table3`` sweep of the same scale and overrides
+unless ``--fresh``. The launcher is a command-line choice (``hydra/launcher=…``); for the submitit
+launchers a job time limit and one CPU per thread are added (override with ``-- hydra.launcher.*``).
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+# target → the experiment parts it runs (each conf/experiment/<part>_<scale>.yaml is one sweep)
+PARTS = {"table2": ["table2"], "table3": ["table3"], "table5": ["table3"], "table4": ["table4", "table4_lr"],
+         "fig2": ["fig2", "fig2_inv"], "fig3": ["fig3", "fig3_b256"], "fig4": ["fig4"]}
+# swept keys that change which models are trained; every other swept key is pinned in the prefill
+MODEL_KEYS = ("data", "model", "train", "groundtruth", "seed", "runs")
+CHECKPOINT_METHODS = {"tracin"}
+LAUNCHER_ARGS = {  # job limits for the submitit launchers, per scale (minutes)
+    "submitit_local": {"cpu": ["hydra.launcher.timeout_min=120"], "paper": ["hydra.launcher.timeout_min=4320"]},
+    "submitit_slurm": {"cpu": ["hydra.launcher.timeout_min=120", "hydra.launcher.cpus_per_task=1"],
+                       "paper": ["hydra.launcher.timeout_min=4320", "hydra.launcher.cpus_per_task=8",
+                                 "hydra.launcher.gpus_per_node=1", "hydra.launcher.mem_gb=64"]},
+}
+
+
+def compose(experiment: str, extra: list[str]):
+    """The experiment's config with its hydra node (sweeper params), as ``untrac.run`` sees it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from untrac.config import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    plain = [o for o in extra if not _is_sweep(o) and not o.startswith("hydra")]
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        return hydra_compose("config", overrides=[f"experiment={experiment}", *plain], return_hydra_config=True)
+
+
+def _is_sweep(override: str) -> bool:
+    value = override.partition("=")[2]
+    return "," in value and not value.startswith("[") or value.startswith(("range(", "choice(", "glob("))
+
+
+def _values(key: str, spec: str) -> list[str]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_override(f"{key}={spec}")
+    return list(parsed.sweep_string_iterator()) if parsed.is_sweep_override() else [parsed.get_value_element_as_str()]
+
+
+def prefill_overrides(cfg, extra: list[str]) -> list[str]:
+    """Prefill sweep of one part: model-determining swept keys kept, the rest pinned to one value."""
+    params = dict(cfg.hydra.sweeper.params or {})
+    params.update({k: v for k, v in (o.split("=", 1) for o in extra if "=" in o and _is_sweep(o))})
+    pinned, methods = [], {cfg.method.name}
+    for key, spec in params.items():
+        values = _values(key, str(spec))
+        if key == "method":
+            methods = set(values)
+        if key.lstrip("+").split(".")[0] in MODEL_KEYS:
+            pinned.append(f"{key}={','.join(values)}")
+        else:
+            pinned.append(f"{key}={values[0]}")
+    datasets = 4 if cfg.data.kind == "synthetic" else len(cfg.data.custom_sizes) if cfg.data.sizes == "custom" else 8
+    runs = cfg.runs if cfg.data.runs_vary == "seed" else 1
+    return [*pinned, f"prefill.run=range(0,{runs})", f"prefill.model=range(0,{datasets + 1})",
+            f"prefill.checkpoints={str(bool(methods & CHECKPOINT_METHODS)).lower()}"]
+
+
+def run(command: list[str], log: Path) -> int:
+    """Run a sweep, its output into ``log`` (progress bars and all), a one-line note here."""
+    print(f"+ {' '.join(command)}  (log: {log})", flush=True)
+    with log.open("w") as handle:
+        return subprocess.call(command, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
+                               env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+
+
+def fingerprint(experiment: str, scale: str, extra: list[str]) -> str:
+    """What a finished sweep must match to be reused: the experiment, the overrides, the conf files."""
+    blob = hashlib.sha256()
+    for path in sorted((REPO / "conf").rglob("*.yaml")):
+        blob.update(path.read_bytes())
+    blob.update(json.dumps([experiment, scale, extra]).encode())
+    return blob.hexdigest()[:16]
+
+
+def reusable(base: Path, key: str) -> Path | None:
+    for root in sorted(base.glob("*/"), reverse=True):
+        meta = root / "meta.json"
+        if meta.is_file() and json.loads(meta.read_text()) == {"fingerprint": key, "complete": True}:
+            return root
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("target", choices=sorted(PARTS))
+    parser.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
+    parser.add_argument("--launcher", default="basic")
+    parser.add_argument("--out", type=Path, default=Path("outputs"))
+    parser.add_argument("--fresh", action="store_true", help="never reuse a finished sweep")
+    parser.add_argument("extra", nargs="*", help="overrides for every job, after --")
+    args = parser.parse_args(argv)
+    py, parts = sys.executable, [f"{p}_{args.scale}" for p in PARTS[args.target]]
+    family = str(compose(parts[0], args.extra).experiment)
+    base = (args.out / "sweeps" / family).resolve()
+    key = fingerprint(family, args.scale, args.extra)
+    root = None if args.fresh or args.target != "table5" else reusable(base, key)
+    launch = [f"hydra/launcher={args.launcher}", *LAUNCHER_ARGS.get(args.launcher, {}).get(args.scale, [])]
+    start = time.perf_counter()
+    if root:
+        print(f"reusing the finished sweep {root}")
+    else:
+        root = base / time.strftime("%Y-%m-%d_%H-%M-%S")
+        root.mkdir(parents=True, exist_ok=True)
+        complete, done = True, []
+        for part in parts:
+            spec = prefill_overrides(compose(part, args.extra), args.extra)
+            if spec in done:
+                continue
+            done.append(spec)
+            command = [py, str(REPO / "scripts" / "prefill.py"), "-m", f"experiment={part}", *spec, *launch,
+                       *[o for o in args.extra if not _is_sweep(o)], f"hydra.sweep.dir={root / 'prefill' / part}"]
+            complete &= run(command, root / f"prefill_{part}.log") == 0
+        print(f"models ready after {time.perf_counter() - start:.0f} s", flush=True)
+        for part in parts:
+            command = [py, "-m", "untrac.run", "-m", f"experiment={part}", *launch, *args.extra,
+                       f"hydra.sweep.dir={root / part}"]
+            complete &= run(command, root / f"{part}.log") == 0
+        (root / "meta.json").write_text(json.dumps({"fingerprint": key, "complete": bool(complete)}))
+        print(f"sweeps finished after {time.perf_counter() - start:.0f} s (complete: {complete})", flush=True)
+    import aggregate
+
+    code = aggregate.main([*[str(root / p) for p in parts], "--target", args.target, "--out", str(args.out)])
+    print(f"{args.target}: {time.perf_counter() - start:.0f} s in all")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
