@@ -37,3 +37,34 @@ bench: $(STAMP) ## timings of the stages and methods (not part of the tests)
 
 clean: ## remove outputs (results and cache)
 	rm -rf outputs
+
+# ---- The paper's results ---------------------------------------------------------------------
+# Each target trains the models it needs (independent jobs that fill the shared cache), runs its
+# Hydra sweep(s) from conf/experiment/<name>_$(SCALE).yaml, and writes outputs/tables/<name>.{md,tex,csv}
+# and outputs/figures/<name>.png with the paper's numbers beside ours (scripts/paper_targets.py).
+#   make table2 SCALE=paper LAUNCHER=submitit_slurm ARGS="hydra.launcher.partition=gpu"
+# ARGS: extra Hydra overrides for every job (e.g. cache_dir=..., runs=2). Times: 2 shared cores.
+ARGS ?=
+PAPER_TARGET = $(PY) scripts/paper_targets.py $@ --scale $(SCALE) --launcher $(LAUNCHER) -- $(ARGS)
+.PHONY: table2 table3 table4 table5 fig2 fig3 fig4
+
+table2: $(STAMP) ## Table 2: standardised influence on synthetic A/B, 7 methods + ground truth (cpu ≈ 20 min)
+	$(PAPER_TARGET)
+
+table3: $(STAMP) ## Table 3: Pearson on pile8, equal/different sizes × 3 test sets, 7 methods (cpu: hours)
+	$(PAPER_TARGET)
+
+table4: $(STAMP) ## Table 4: UnTrac/UnTrac-Inv across optimizers and learning rates, ToxiGen (cpu ≈ 30 min)
+	$(PAPER_TARGET)
+
+table5: $(STAMP) ## Table 5: Spearman view of Table 3's sweep (reuses a finished `make table3`)
+	$(PAPER_TARGET)
+
+fig2: $(STAMP) ## Figure 2: influence over unlearning steps, synthetic A/B (cpu ≈ 10 min)
+	$(PAPER_TARGET)
+
+fig3: $(STAMP) ## Figure 3: Pearson over unlearning epochs at batch 1 and 256, ToxiGen
+	$(PAPER_TARGET)
+
+fig4: $(STAMP) ## Figure 4: ground truth per corpus, all examples vs fixed steps, ToxiGen
+	$(PAPER_TARGET)

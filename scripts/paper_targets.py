@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--launcher", default="basic")
     parser.add_argument("--out", type=Path, default=Path("outputs"))
     parser.add_argument("--fresh", action="store_true", help="never reuse a finished sweep")
-    parser.add_argument("extra", nargs="*", help="overrides for every job, after --")
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    args.extra = argv[cut + 1:]  # Hydra overrides for every job
     py, parts = sys.executable, [f"{p}_{args.scale}" for p in PARTS[args.target]]
     family = str(compose(parts[0], args.extra).experiment)
     base = (args.out / "sweeps" / family).resolve()
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if root:
         print(f"reusing the finished sweep {root}")
     else:
-        root = base / time.strftime("%Y-%m-%d_%H-%M-%S")
+        root = base / (time.strftime("%Y-%m-%d_%H-%M-%S-") + f"{time.time() % 1 * 1e6:06.0f}")
         root.mkdir(parents=True, exist_ok=True)
         complete, done = True, []
         for part in parts:

@@ -25,34 +25,29 @@ def loss_changes(traj: Trajectory) -> pd.DataFrame:
     return frame
 
 
+def unlearn_each(inputs: ScoreInputs, forget_sets: dict, eval_sets: dict, forgotten_col: str, tag: str) -> pd.DataFrame:
+    """From a fresh copy of θ0, unlearn each set of ``forget_sets`` and evaluate every ``eval_sets``.
+
+    ``forgotten_col`` names the column that records what was unlearned (``train_dataset`` for
+    UnTrac, ``test_subset`` for UnTrac-Inv); the evaluated sets fill the other one.
+    """
+    evaluated_col = "test_subset" if forgotten_col == "train_dataset" else "train_dataset"
+    parts = []
+    for name, forget in forget_sets.items():
+        traj = unlearn(inputs.fresh_model(), inputs.arch, inputs.device, forget, eval_sets, inputs.optim,
+                       inputs.unlearn, inputs.seed, inputs.dtype, desc=f"{tag}: unlearn {name}",
+                       counters=inputs.counters)
+        if traj.nonfinite_step is not None:
+            inputs.counters.setdefault("nonfinite", []).append({"unlearned": name, "step": traj.nonfinite_step})
+        parts.append(loss_changes(traj).rename(columns={"name": evaluated_col}).assign(**{forgotten_col: name}))
+    return pd.concat(parts, ignore_index=True)[COLUMNS]
+
+
 def score_untrac(inputs: ScoreInputs) -> pd.DataFrame:
     """Eq. 2: unlearn each training dataset Z from θ0 by gradient ascent, evaluate every test subset."""
-    parts = []
-    for z, forget in inputs.train.items():
-        model = inputs.fresh_model()
-        traj = unlearn(model, inputs.arch, inputs.device, forget, inputs.test, inputs.optim, inputs.unlearn,
-                       inputs.seed, inputs.dtype, desc=f"untrac: unlearn {z}", counters=inputs.counters)
-        frame = loss_changes(traj).rename(columns={"name": "test_subset"})
-        frame["train_dataset"] = z
-        parts.append(frame)
-        _note_nonfinite(inputs, traj, z)
-    return pd.concat(parts, ignore_index=True)[COLUMNS]
+    return unlearn_each(inputs, inputs.train, inputs.test, "train_dataset", "untrac")
 
 
 def score_untrac_inv(inputs: ScoreInputs) -> pd.DataFrame:
     """Eq. 4: unlearn each test subset Z' from θ0, evaluate the loss change on every training dataset."""
-    parts = []
-    for subset, forget in inputs.test.items():
-        model = inputs.fresh_model()
-        traj = unlearn(model, inputs.arch, inputs.device, forget, inputs.train, inputs.optim, inputs.unlearn,
-                       inputs.seed, inputs.dtype, desc=f"untrac_inv: unlearn {subset}", counters=inputs.counters)
-        frame = loss_changes(traj).rename(columns={"name": "train_dataset"})
-        frame["test_subset"] = subset
-        parts.append(frame)
-        _note_nonfinite(inputs, traj, subset)
-    return pd.concat(parts, ignore_index=True)[COLUMNS]
-
-
-def _note_nonfinite(inputs: ScoreInputs, traj: Trajectory, name: str) -> None:
-    if traj.nonfinite_step is not None:
-        inputs.counters.setdefault("nonfinite", []).append({"unlearned": name, "step": traj.nonfinite_step})
+    return unlearn_each(inputs, inputs.test, inputs.train, "test_subset", "untrac_inv")
