@@ -76,12 +76,6 @@ class Experiment:
         if len(sizes) > 1 and cfg.train.batch_size > smallest_pool:
             raise UntracError(f"train.batch_size={cfg.train.batch_size} is larger than the smallest "
                               f"leave-dataset-out training set ({smallest_pool} examples)")
-        forgotten = self.task.test if cfg.method.name == "untrac_inv" else self.task.train
-        largest = max(len(ds) for ds in forgotten.values())
-        if cfg.method.name in ("untrac", "untrac_inv") and cfg.unlearn.batch_size > largest:
-            raise UntracError(f"unlearn.batch_size={cfg.unlearn.batch_size} is larger than every set being "
-                              f"unlearned (largest: {largest} examples)")
-
     # -- training (θ0 and θ−Z) -------------------------------------------------------------
     def model_fields(self, seed: int, exclude: str | None) -> dict:
         t = self.cfg.train

@@ -33,7 +33,7 @@ def correlation_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_markdown(influence: pd.DataFrame, truth: pd.DataFrame, corr: pd.DataFrame, seconds: dict,
-                     title: str, nonfinite: list) -> str:
+                     title: str, nonfinite: list, floor: dict) -> str:
     final = influence[influence.is_final]
     standardized = pd.concat([standardized_influence(final, ["method"]),
                               standardized_influence(truth.assign(method="ground truth"), ["method"])])
@@ -43,7 +43,6 @@ def summary_markdown(influence: pd.DataFrame, truth: pd.DataFrame, corr: pd.Data
              "## Correlation with the leave-dataset-out ground truth (Table 3 style)", "",
              "Per test subset, averaged over subsets within a run; mean ± std over runs.", "",
              correlation_table(summarize(corr)).to_markdown(), ""]
-    floor = truth_agreement(truth)
     if floor:
         lines += ["## Ground-truth noise floor", "",
                   f"Mean pairwise agreement of the ground truth between runs ({floor['pairs']} run pairs × subsets): "
@@ -57,22 +56,27 @@ def summary_markdown(influence: pd.DataFrame, truth: pd.DataFrame, corr: pd.Data
 
 
 def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, seconds: dict, counters: dict,
-              title: str) -> str:
-    """Write the five files of DESIGN §6 into ``out_dir`` and return the summary text."""
+              title: str, retrained_truth: bool = True) -> str:
+    """Write the five files of DESIGN §6 into ``out_dir`` and return the summary text.
+
+    ``retrained_truth``: runs re-trained the ground truth (so its run-to-run agreement, the noise
+    floor, means something); False when runs only re-sample the scored examples.
+    """
+    floor = truth_agreement(truth) if retrained_truth else {}
     out_dir.mkdir(parents=True, exist_ok=True)
     influence.to_csv(out_dir / "influence.csv", index=False)
     truth.to_csv(out_dir / "ground_truth.csv", index=False)
     corr = correlations(influence, truth)
     corr.to_csv(out_dir / "correlations.csv", index=False)
     nonfinite = counters.get("nonfinite", [])
-    text = summary_markdown(influence, truth, corr, seconds, title, nonfinite)
+    text = summary_markdown(influence, truth, corr, seconds, title, nonfinite, floor)
     (out_dir / "summary.md").write_text(text)
     summary = summarize(corr)
     metrics = {
         "correlation": {row.method: {"pearson_mean": row.pearson_mean, "pearson_std": row.pearson_std,
                                      "spearman_mean": row.spearman_mean, "spearman_std": row.spearman_std,
                                      "runs": int(row.runs)} for row in summary.itertuples()},
-        "truth_agreement": truth_agreement(truth),
+        "truth_agreement": floor,
         "seconds": dict(seconds),
         "counters": counters,
     }

@@ -59,7 +59,8 @@ def _run(cfg, out_dir: Path, config_yaml: str) -> None:
     log.info("output directory: %s", out_dir)
     results = run_experiment(cfg)
     title = f"{cfg.method.name} on {cfg.data.name} / {cfg.testset.name} ({cfg.model.name}, {cfg.runs} run(s))"
-    text = write_run(out_dir, results.influence, results.truth, dict(results.seconds), results.counters, title)
+    text = write_run(out_dir, results.influence, results.truth, dict(results.seconds), results.counters, title,
+                     retrained_truth=cfg.data.runs_vary == "seed")
     print(text)
     log.info("results written to %s", out_dir)
 

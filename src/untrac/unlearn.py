@@ -74,7 +74,10 @@ def unlearn(model, arch: Arch, device: torch.device, forget: datasets.Dataset,
 
     evaluate(0)
     # Fresh shuffles per epoch; a step count of whole epochs keeps every example seen equally often.
-    # A batch larger than a small subset means "the whole subset" (UnTrac-Inv's batch of 256).
+    # A batch larger than the set means "the whole set" (UnTrac-Inv's batch of 256, §5).
+    if cfg.batch_size > len(forget):
+        log.info("%s: unlearn.batch_size=%d > %d examples: one full batch per step", desc, cfg.batch_size,
+                 len(forget))
     order = sample_order(len(forget), total, min(cfg.batch_size, len(forget)), seed)
     for step, idx in enumerate(tqdm(order, total=total, desc=desc, leave=False), start=1):
         batch = {k: v.to(device) for k, v in collate(forget[idx], arch.pad_id).items()}
