@@ -17,8 +17,10 @@ SMALL = ["data.n_per_dataset=24", "train.steps=30", "train.batch_size=8", "unlea
 
 
 def untrac(*args: str, tmp: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "untrac.run", f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / 'run'}",
-           f"hydra.sweep.dir={tmp / 'sweep'}", *args]
+    flags = [a for a in args if a.startswith("-")]  # Hydra's flags must precede the overrides
+    overrides = [a for a in args if not a.startswith("-")]
+    cmd = [sys.executable, "-m", "untrac.run", *flags, f"cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / 'run'}",
+           f"hydra.sweep.dir={tmp / 'sweep'}", *overrides]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 

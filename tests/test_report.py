@@ -1,0 +1,36 @@
+import json
+
+import pandas as pd
+import pytest
+
+from untrac.report import write_run, write_table
+
+
+def _results():
+    truth = pd.DataFrame({"run": [0] * 3 + [1] * 3, "train_dataset": list("abc") * 2, "test_subset": "t",
+                          "influence": [3.0, 2.0, 1.0, 3.0, 1.0, 2.0]})
+    influence = truth.assign(method="untrac", step=5, is_final=True)
+    influence.loc[5, "influence"] = float("nan")  # a non-finite unlearning run
+    influence = influence[["method", "run", "train_dataset", "test_subset", "step", "is_final", "influence"]]
+    return influence, truth
+
+
+def test_write_run_produces_the_output_contract(tmp_path):
+    influence, truth = _results()
+    text = write_run(tmp_path, influence, truth, {"score": 1.5}, {"nonfinite": [{"unlearned": "c", "step": 2}]},
+                     "demo")
+    for name in ["influence.csv", "ground_truth.csv", "correlations.csv", "summary.md", "metrics.json"]:
+        assert (tmp_path / name).is_file()
+    corr = pd.read_csv(tmp_path / "correlations.csv")
+    assert corr.pearson[0] == pytest.approx(1.0) and pd.isna(corr.pearson[1])  # NaN influence → NaN, not a number
+    metrics = json.loads((tmp_path / "metrics.json").read_text())  # strict JSON: NaN became null
+    assert metrics["correlation"]["untrac"]["pearson_mean"] == pytest.approx(1.0)
+    assert metrics["truth_agreement"]["pearson"] == pytest.approx(0.5)
+    assert "Non-finite" in text and "noise floor" in text and "| untrac" in text
+
+
+def test_write_table_three_formats(tmp_path):
+    frame = pd.DataFrame({"Pearson": ["0.4 ± 0.1"]}, index=pd.Index(["UnTrac"], name="method"))
+    write_table(frame, tmp_path / "t", caption="Table")
+    assert pd.read_csv(tmp_path / "t.csv", index_col=0).loc["UnTrac", "Pearson"] == "0.4 ± 0.1"
+    assert "UnTrac" in (tmp_path / "t.md").read_text() and "\\begin{tabular}" in (tmp_path / "t.tex").read_text()
