@@ -39,6 +39,8 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
     (["model=t5xl"], "google/t5-xl-lm-adapt"),
     (["model=opt125m", "model.name_or_path=/nowhere", "model.tokenizer=/nowhere"], "/nowhere"),
     (["data.source=csv", "data.root=/nowhere"], "/nowhere"),
+    (["experiment=pile8_cpu", "data.root=/nowhere"], "/nowhere"),
+    (["experiment=pile8_cpu", "testset=truthfulqa", "testset.root=/nowhere"], "/nowhere"),
 ])
 def test_bad_input_is_one_line_naming_the_culprit(args, culprit, tmp_path):
     proc = untrac(*args, tmp=tmp_path, timeout=180)
