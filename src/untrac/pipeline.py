@@ -6,6 +6,7 @@ and scripts can call it with a ``Config`` built in Python.
 
 import json
 import logging
+import random
 import resource
 import shutil
 import time
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pandas as pd
 import torch
 
@@ -192,8 +194,12 @@ class Experiment:
 
 
 def run_experiment(cfg: Config) -> Results:
+    # Hydra's basic launcher runs every job of a sweep in this one process: reset the global state.
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
     exp = Experiment(cfg)
     for run in range(cfg.runs):
         log.info("run %d/%d", run + 1, cfg.runs)
