@@ -96,6 +96,22 @@ def expected_jobs(sweep: Path) -> tuple[list[list[str]] | None, set[str]]:
     return BasicSweeper.split_arguments(parsed, None)[0], swept
 
 
+RESULTS = {"influence.csv": {"method", "run", "train_dataset", "test_subset", "step", "is_final", "influence"},
+           "ground_truth.csv": {"run", "train_dataset", "test_subset", "influence"},
+           "correlations.csv": {"method", "run", "test_subset", "pearson", "spearman"}}
+
+
+def _unreadable(path: Path) -> str:
+    for name, columns in RESULTS.items():
+        try:
+            header = set(pd.read_csv(path / name, nrows=1).columns)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            return f"{name} is unreadable ({type(err).__name__})"
+        if not columns <= header:
+            return f"{name} lacks column(s) {', '.join(sorted(columns - header))}"
+    return ""
+
+
 def read_jobs(sweep: Path) -> tuple[list[Job], set[str]]:
     expected, swept = expected_jobs(sweep)
     found = {}
@@ -118,8 +134,12 @@ def read_jobs(sweep: Path) -> tuple[list[Job], set[str]]:
         job.config = flatten(config or {})
         if (path / "FAILED").is_file():
             job.status, job.reason = "failed", (path / "FAILED").read_text().strip().splitlines()[0]
-        elif not all((path / f).is_file() for f in ("influence.csv", "ground_truth.csv", "correlations.csv")):
+        elif not all((path / f).is_file() for f in RESULTS):
             job.status, job.reason = "incomplete", "no results and no FAILED file (killed, or still running)"
+        else:
+            problem = _unreadable(path)
+            if problem:
+                job.status, job.reason = "failed", problem
         jobs.append(job)
     return jobs, swept
 
@@ -188,7 +208,7 @@ def load(jobs: list[Job]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         settings = {"data": c.get("data.name"), "sizes": c.get("data.sizes"), "testset": c.get("testset.name"),
                     "optim": c.get("optim.name"), "lr": float(c.get("optim.lr", math.nan)),
                     "batch_size": c.get("unlearn.batch_size"), "epochs": c.get("unlearn.epochs"),
-                    "mode": c.get("groundtruth.mode"), "job": f"{job.sweep.name}/{job.num}"}
+                    "mode": c.get("groundtruth.mode"), "job": str(job.path)}
         for name, file in (("influence", "influence.csv"), ("truth", "ground_truth.csv"), ("corr", "correlations.csv")):
             frame = pd.read_csv(job.path / file).assign(**settings)
             if name == "truth":
@@ -221,7 +241,7 @@ def build(target: str, jobs: list[Job], out: Path, name: str) -> list[Path]:
     elif target == "fig3":
         curves = []
         for (job, method), group in influence.groupby(["job", "method"], sort=False):
-            steps = paper.pearson_by_step(group, truth[truth.job == job].drop(columns="method"), [])
+            steps = paper.pearson_by_step(group, truth[truth.job == job], [])
             per_epoch = group.step.max() / float(group.epochs.iloc[0])
             curves.append(steps.assign(method=method, batch_size=int(group.batch_size.iloc[0]),
                                        epoch=steps.step / per_epoch))
@@ -236,7 +256,9 @@ def build(target: str, jobs: list[Job], out: Path, name: str) -> list[Path]:
         display = paper.figure4(truth_once, figures, sizes)
         caption = "Figure 4: ground-truth influence per corpus (mean over test subsets, 95% CI), all examples vs fixed steps"
     else:
-        keys = sorted({k for j in jobs for k in j.swept} & {"data", "sizes", "testset", "optim", "lr"})
+        columns = {"data": "data", "data.sizes": "sizes", "testset": "testset", "optim": "optim", "optim.lr": "lr",
+                   "unlearn.batch_size": "batch_size", "unlearn.epochs": "epochs", "groundtruth.mode": "mode"}
+        keys = sorted({columns[k] for j in jobs for k in j.swept if k in columns})
         long = paper.summary_long(corr, keys or ["testset"], "pearson")
         long["value"] = [paper.mean_std(m, s) for m, s in zip(long["mean"], long["std"])]
         display = long.pivot_table(index="method", columns=keys or ["testset"], values="value", aggfunc="first")
@@ -248,8 +270,8 @@ def build(target: str, jobs: list[Job], out: Path, name: str) -> list[Path]:
 
 
 def report(jobs: list[Job]) -> list[str]:
-    counts = pd.Series([j.status for j in jobs]).value_counts().to_dict() if jobs else {}
-    lines = ["## Jobs", "", ", ".join(f"{n} {s}" for s, n in counts.items()) or "no jobs", ""]
+    counts = {s: sum(j.status == s for j in jobs) for s in ("ok", "failed", "incomplete", "missing")}
+    lines = ["## Jobs", "", ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no jobs", ""]
     for job in jobs:
         if job.status != "ok":
             lines.append(f"- {job.status.upper()}: {job.label()}: {job.reason}")

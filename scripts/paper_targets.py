@@ -90,6 +90,15 @@ def prefill_overrides(cfg, extra: list[str]) -> list[str]:
             f"prefill.checkpoints={str(bool(methods & CHECKPOINT_METHODS)).lower()}"]
 
 
+def models_signature(cfg, spec: list[str]) -> str:
+    """What determines the models a prefill trains: the model-related config and the swept model keys."""
+    from omegaconf import OmegaConf
+
+    fixed = {k: OmegaConf.to_container(cfg[k]) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in MODEL_KEYS}
+    swept = [o for o in spec if o.split("=")[0].lstrip("+").split(".")[0] in (*MODEL_KEYS, "prefill")]
+    return json.dumps([fixed, swept], sort_keys=True, default=str)
+
+
 def run(command: list[str], log: Path) -> int:
     """Run a sweep, its output into ``log`` (progress bars and all), a one-line note here."""
     print(f"+ {' '.join(command)}  (log: {log})", flush=True)
@@ -140,10 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         root.mkdir(parents=True, exist_ok=True)
         complete, done = True, []
         for part in parts:
-            spec = prefill_overrides(compose(part, args.extra), args.extra)
-            if spec in done:
+            cfg = compose(part, args.extra)
+            spec = prefill_overrides(cfg, args.extra)
+            if models_signature(cfg, spec) in done:  # e.g. table4's two halves share their models
                 continue
-            done.append(spec)
+            done.append(models_signature(cfg, spec))
             command = [py, str(REPO / "scripts" / "prefill.py"), "-m", f"experiment={part}", *spec, *launch,
                        *[o for o in args.extra if not _is_sweep(o)], f"hydra.sweep.dir={root / 'prefill' / part}"]
             complete &= run(command, root / f"prefill_{part}.log") == 0

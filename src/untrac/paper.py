@@ -68,6 +68,7 @@ def table2(final: pd.DataFrame, truth: pd.DataFrame):
         return long.pivot_table(index="method", columns="column", values="z", sort=False)
 
     measured, paper = wide(z), wide(ref)
+    measured, paper = (f[sorted(f.columns, key=lambda c: (c.split()[0], int(c.split()[1])))] for f in (measured, paper))
     return _beside(measured, paper, lambda f, m, c, v: round(v, 3) if pd.notna(v) else np.nan), measured, paper
 
 
@@ -184,7 +185,9 @@ def figure2(trajectory: pd.DataFrame, path) -> pd.DataFrame:
 def pearson_by_step(influence: pd.DataFrame, truth: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Correlation with the ground truth at every evaluated step (Figure 3): one row per
     (keys, run, test_subset, step) with ``pearson`` and ``spearman`` across training datasets."""
-    merged = influence.merge(truth, on=[*keys, "run", "train_dataset", "test_subset"], suffixes=("", "_truth"))
+    shared = [k for k in keys if k in truth.columns]  # e.g. data; keys only in ``influence`` (method) just group
+    truth = truth[[*shared, "run", "train_dataset", "test_subset", "influence"]]
+    merged = influence.merge(truth, on=[*shared, "run", "train_dataset", "test_subset"], suffixes=("", "_truth"))
     rows = []
     for values, group in merged.groupby([*keys, "run", "test_subset", "step"], sort=False):
         pearson, spearman = correlate(group.influence.to_numpy(), group.influence_truth.to_numpy())
@@ -235,7 +238,7 @@ def heatmaps(measured: pd.DataFrame, paper: pd.DataFrame, path, title: str) -> N
     cols = list(dict.fromkeys([*paper.columns, *measured.columns]))
     frames = [f.reindex(index=rows, columns=cols).astype(float) for f in (measured, paper)]
     bound = np.nanmax([np.nanmax(np.abs(f.to_numpy())) if np.isfinite(f.to_numpy()).any() else 0 for f in frames])
-    fig, axes = plt.subplots(1, 2, figsize=(2 + 1.1 * len(cols) * 2, 1 + 0.45 * len(rows)))
+    fig, axes = plt.subplots(2, 1, figsize=(2.5 + 0.8 * len(cols), 2 * (1.4 + 0.4 * len(rows))))
     for ax, frame, name in zip(axes, frames, ("measured", "paper")):
         ax.imshow(frame.to_numpy(), cmap="RdBu", vmin=-(bound or 1), vmax=bound or 1, aspect="auto")
         ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=7)
