@@ -52,10 +52,11 @@ def load_task(data: DataConfig, testset: TestsetConfig, tokenizer, arch: Arch, c
         from untrac.data.corpora import load_pile8
         from untrac.data.testsets import load_testset
 
+        # The test set first: it is quick, so a bad test file fails before corpora are tokenised.
+        subsets = load_testset(testset.name, testset.source, testset.root, testset.per_subset, data.seed)
         sizes = pile8_sizes(data)
         train = load_pile8(list(sizes), sizes, data.source, data.root, data.block_size, tokenizer,
                            data.seed, Path(cache_dir) / "corpora")
-        subsets = load_testset(testset.name, testset.source, testset.root, testset.per_subset, data.seed)
         if testset.max_subsets:
             subsets = dict(list(subsets.items())[:testset.max_subsets])
         test = {name: encode_pairs(tokenizer, pairs, arch) for name, pairs in subsets.items()}
