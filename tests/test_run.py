@@ -39,7 +39,6 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
     (["model=t5xl"], "google/t5-xl-lm-adapt"),
     (["model=opt125m", "model.name_or_path=/nowhere", "model.tokenizer=/nowhere"], "/nowhere"),
     (["data.source=csv", "data.root=/nowhere"], "/nowhere"),
-    (["experiment=pile8_cpu", "data.root=/nowhere"], "/nowhere"),
     (["experiment=pile8_cpu", "testset=truthfulqa", "testset.root=/nowhere"], "/nowhere"),
 ])
 def test_bad_input_is_one_line_naming_the_culprit(args, culprit, tmp_path):
@@ -47,6 +46,18 @@ def test_bad_input_is_one_line_naming_the_culprit(args, culprit, tmp_path):
     assert proc.returncode != 0
     lines = error_lines(proc)
     assert len(lines) == 1 and culprit in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_corpus_folder_is_one_line(tmp_path):
+    # A valid (tiny) TruthfulQA file, so the error can only come from the corpus folder.
+    rows = [{"Type": "Adversarial", "Category": "Law", "Question": f"Q{i}?", "Best Answer": "a",
+             "Correct Answers": "a", "Incorrect Answers": "b; c", "Source": "s"} for i in range(70)]
+    pd.DataFrame(rows).to_csv(tmp_path / "TruthfulQA.csv", index=False)
+    proc = untrac("experiment=pile8_cpu", "testset=truthfulqa", f"testset.root={tmp_path}", "data.root=/nowhere",
+                  tmp=tmp_path, timeout=180)
+    lines = error_lines(proc)
+    assert proc.returncode != 0 and len(lines) == 1 and "/nowhere" in lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
 
 
