@@ -43,28 +43,29 @@ clean: ## remove outputs (results and cache)
 # Hydra sweep(s) from conf/experiment/<name>_$(SCALE).yaml, and writes outputs/tables/<name>.{md,tex,csv}
 # and outputs/figures/<name>.png with the paper's numbers beside ours (scripts/paper_targets.py).
 #   make table2 SCALE=paper LAUNCHER=submitit_slurm ARGS="hydra.launcher.partition=gpu"
-# ARGS: extra Hydra overrides for every job (e.g. cache_dir=..., runs=2). Times: 2 shared cores.
+# ARGS: extra Hydra overrides for every job (e.g. cache_dir=..., runs=2). Times: 2 shared cores,
+# from scratch (models already in the cache make a target faster); fig3/fig4/table3 estimated.
 ARGS ?=
 PAPER_TARGET = $(PY) scripts/paper_targets.py $@ --scale $(SCALE) --launcher $(LAUNCHER) -- $(ARGS)
 .PHONY: table2 table3 table4 table5 fig2 fig3 fig4
 
-table2: $(STAMP) ## Table 2: standardised influence on synthetic A/B, 7 methods + ground truth (cpu ≈ 20 min)
+table2: $(STAMP) ## Table 2: standardised influence, synthetic A/B, 7 methods + ground truth (cpu ≈ 14 min)
 	$(PAPER_TARGET)
 
-table3: $(STAMP) ## Table 3: Pearson on pile8, equal/different sizes × 3 test sets, 7 methods (cpu: hours)
+table3: $(STAMP) ## Table 3: Pearson, pile8 equal/different sizes × 3 test sets, 7 methods (cpu ≈ 1 h)
 	$(PAPER_TARGET)
 
-table4: $(STAMP) ## Table 4: UnTrac/UnTrac-Inv across optimizers and learning rates, ToxiGen (cpu ≈ 30 min)
+table4: $(STAMP) ## Table 4: UnTrac/UnTrac-Inv across optimizers and learning rates, ToxiGen (cpu ≈ 17 min)
 	$(PAPER_TARGET)
 
-table5: $(STAMP) ## Table 5: Spearman view of Table 3's sweep (reuses a finished `make table3`)
+table5: $(STAMP) ## Table 5: Spearman, the same sweep as Table 3 (reuses a finished `make table3`)
 	$(PAPER_TARGET)
 
-fig2: $(STAMP) ## Figure 2: influence over unlearning steps, synthetic A/B (cpu ≈ 10 min)
+fig2: $(STAMP) ## Figure 2: influence over unlearning steps, synthetic A/B (cpu ≈ 6 min)
 	$(PAPER_TARGET)
 
-fig3: $(STAMP) ## Figure 3: Pearson over unlearning epochs at batch 1 and 256, ToxiGen
+fig3: $(STAMP) ## Figure 3: Pearson over unlearning epochs at batch 1 and 256, ToxiGen (cpu ≈ 30 min)
 	$(PAPER_TARGET)
 
-fig4: $(STAMP) ## Figure 4: ground truth per corpus, all examples vs fixed steps, ToxiGen
+fig4: $(STAMP) ## Figure 4: ground truth per corpus, all examples vs fixed steps, ToxiGen (cpu ≈ 10 min)
 	$(PAPER_TARGET)

@@ -265,6 +265,8 @@ def build(target: str, jobs: list[Job], out: Path, name: str) -> list[Path]:
         caption = f"{name}: Pearson correlation with the ground truth, mean ± std over runs"
     if target in ("table2", "table3", "table4", "table5"):
         paper.heatmaps(measured, ref, figures, caption.split(":")[0])
+    if target in ("fig2", "fig3", "fig4"):
+        display = display.set_index(display.columns[0])  # the plotted series, one row per point
     write_table(display, tables, caption)
     return [tables.with_suffix(".md"), figures] if figures.is_file() else [tables.with_suffix(".md")]
 

@@ -75,7 +75,7 @@ def test_table3_and_5_average_subsets_then_runs():
     assert display.loc["UnTrac (measured)", "Equal ToxiGen"] == "0.500 ± 0.283"
     assert display.loc["UnTrac (paper)", "Equal ToxiGen"] == "0.419 ± 0.063"
     assert display.loc["UnTrac (measured)", "Different WinoBias"] == "0.500 ± 0.000"
-    assert display.loc["UnTrac (measured)", "Equal TruthfulQA"] == "nan"  # not run
+    assert display.loc["UnTrac (measured)", "Equal TruthfulQA"] == "–"  # not run
     assert list(display.columns)[:3] == ["Equal ToxiGen", "Equal WinoBias", "Equal TruthfulQA"]
     spearman, _, _ = paper.table3_5(corr, "spearman")
     assert spearman.loc["UnTrac (measured)", "Equal ToxiGen"] == "0.250 ± 0.141"
@@ -93,7 +93,7 @@ def test_table4_has_both_halves_and_adam_5e5_in_each():
     assert display.loc["UnTrac (measured)", "SGD"] == "-0.050 ± 0.071"
     assert display.loc["UnTrac (paper)", "SGD w/momentum"] == "-0.239 ± 0.011"
     assert display.loc["UnTrac-Inv (paper)", "lr 5e-06"] == "–"
-    assert display.loc["UnTrac (measured)", "RMSProp"] == "nan"
+    assert display.loc["UnTrac (measured)", "RMSProp"] == "–"
 
 
 # -- figures -----------------------------------------------------------------------------------

@@ -92,11 +92,14 @@ def _mean_std_table(measured_long: pd.DataFrame, paper_long: pd.DataFrame, label
                        long.pivot_table(index="method", columns="column", values="std", sort=False, dropna=False)))
     (m_mean, m_std), (p_mean, p_std) = frames
     stds = {"measured": m_std, "paper": p_std}
+    ran = {(r.method, label(r)) for r in measured_long.itertuples()}
 
     def cell(frame, method, column, value):
         std = stds["measured" if frame is m_mean else "paper"]
         if frame is p_mean and pd.isna(value):
             return "–"  # not published (or not legible in our copy of the paper)
+        if frame is m_mean and (method, column) not in ran:
+            return "–"  # not run
         s = std.at[method, column] if method in std.index and column in std.columns else math.nan
         return mean_std(value, s)
 
@@ -200,13 +203,14 @@ def figure3(curves: pd.DataFrame, path) -> pd.DataFrame:
     """Figure 3: Pearson over unlearning epochs at batch 1 and 256 (panels: UnTrac, UnTrac-Inv).
     ``curves``: method, batch_size, run, test_subset, epoch, pearson."""
     series = over_runs(curves, ["method", "batch_size", "epoch"], "pearson")
+    series = series[series.runs > 0]  # step 0: no change yet, the correlation is undefined
     methods = [m for m in ("untrac", "untrac_inv") if m in set(series.method)]
     fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 3.4), squeeze=False)
     for ax, method in zip(axes[0], methods):
         for batch, group in series[series.method == method].groupby("batch_size"):
             _band(ax, group, "epoch", f"batch size {batch}")
         ax.axhline(0, color="grey", lw=0.5)
-        ax.set(title=METHODS[method], xlabel="unlearning epoch", ylabel="Pearson with ground truth")
+        ax.set(title=METHODS[method], xlabel="unlearning epoch", ylabel="Pearson with ground truth", ylim=(-1.05, 1.05))
         ax.legend(fontsize=8)
     _save(fig, path)
     return series
