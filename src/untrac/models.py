@@ -121,20 +121,31 @@ def _pretrained(cfg: ModelConfig) -> PreTrainedModel:
         raise _offline_hint("model", cfg.name_or_path, "model.name_or_path", err) from err
 
 
+def model_arch(cfg: ModelConfig, tokenizer) -> Arch:
+    """What the loss code needs, read from the tokenizer and config alone (no weights loaded)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    max_length = cfg.max_positions
+    if cfg.name_or_path:
+        _check_available("model", cfg.name_or_path, "model.name_or_path")
+        try:
+            config = AutoConfig.from_pretrained(cfg.name_or_path)
+        except (OSError, ValueError) as err:
+            raise _offline_hint("model config", cfg.name_or_path, "model.name_or_path", err) from err
+        max_length = getattr(config, "max_position_embeddings", None) or cfg.max_positions
+    return Arch(kind=cfg.arch, pad_id=pad, eos_id=tokenizer.eos_token_id, max_length=max_length)
+
+
 def build_model(cfg: ModelConfig, tokenizer, seed: int) -> tuple[PreTrainedModel, Arch]:
     """A fresh model (random init seeded by ``seed`` for from-scratch models)."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = tokenizer.eos_token_id
+    arch = model_arch(cfg, tokenizer)
     torch.manual_seed(seed)
     if cfg.name_or_path:
         model = _pretrained(cfg)
-        max_length = getattr(model.config, "max_position_embeddings", None) or cfg.max_positions
     else:
         build = _tiny_t5 if cfg.arch == "seq2seq" else _tiny_opt
-        model = build(cfg, len(tokenizer), pad, eos)
-        max_length = cfg.max_positions
+        model = build(cfg, len(tokenizer), arch.pad_id, arch.eos_id)
     model.config.use_cache = False  # no generation here; the KV cache only costs memory
-    return model, Arch(kind=cfg.arch, pad_id=pad, eos_id=eos, max_length=max_length)
+    return model, arch
 
 
 def autocast(device: torch.device, dtype: str):

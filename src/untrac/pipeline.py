@@ -26,7 +26,7 @@ from untrac.data.prepare import data_key, load_task, sample
 from untrac.errors import UntracError
 from untrac.losses import dataset_loss
 from untrac.methods import NEEDS_CHECKPOINTS, NEEDS_HESSIAN_POOL, Checkpoint, ScoreInputs, registry
-from untrac.models import build_model, load_tokenizer, resolve_device
+from untrac.models import build_model, load_tokenizer, model_arch, resolve_device
 from untrac.optim import training_optimizer
 from untrac.train import steps_for, train
 
@@ -66,7 +66,7 @@ class Experiment:
         self.cache = Cache(cfg.cache_dir)
         self.device = resolve_device(cfg.device)
         self.tokenizer = load_tokenizer(cfg.model)
-        _, self.arch = build_model(cfg.model, self.tokenizer, seed=cfg.seed)
+        self.arch = model_arch(cfg.model, self.tokenizer)  # building a model here would load its weights
         self.task = load_task(cfg.data, cfg.testset, self.tokenizer, self.arch, Path(cfg.cache_dir))
         self.results = Results(influence=pd.DataFrame(), truth=pd.DataFrame())
         self._check_batch_sizes()
