@@ -44,7 +44,7 @@ clean: ## remove outputs (results and cache)
 # and outputs/figures/<name>.png with the paper's numbers beside ours (scripts/paper_targets.py).
 #   make table2 SCALE=paper LAUNCHER=submitit_slurm ARGS="hydra.launcher.partition=gpu"
 # ARGS: extra Hydra overrides for every job (e.g. cache_dir=..., runs=2). Times: 2 shared cores,
-# from scratch (models already in the cache make a target faster); fig3/fig4/table3 estimated.
+# from scratch (models already in the cache make a target faster); table3 is an estimate.
 ARGS ?=
 PAPER_TARGET = $(PY) scripts/paper_targets.py $@ --scale $(SCALE) --launcher $(LAUNCHER) -- $(ARGS)
 .PHONY: table2 table3 table4 table5 fig2 fig3 fig4
@@ -64,8 +64,8 @@ table5: $(STAMP) ## Table 5: Spearman, the same sweep as Table 3 (reuses a finis
 fig2: $(STAMP) ## Figure 2: influence over unlearning steps, synthetic A/B (cpu ≈ 6 min)
 	$(PAPER_TARGET)
 
-fig3: $(STAMP) ## Figure 3: Pearson over unlearning epochs at batch 1 and 256, ToxiGen (cpu ≈ 30 min)
+fig3: $(STAMP) ## Figure 3: Pearson over unlearning epochs at batch 1 and 256, ToxiGen (cpu ≈ 14 min)
 	$(PAPER_TARGET)
 
-fig4: $(STAMP) ## Figure 4: ground truth per corpus, all examples vs fixed steps, ToxiGen (cpu ≈ 10 min)
+fig4: $(STAMP) ## Figure 4: ground truth per corpus, all examples vs fixed steps, ToxiGen (cpu ≈ 6 min)
 	$(PAPER_TARGET)
