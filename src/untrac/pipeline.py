@@ -164,9 +164,6 @@ class Experiment:
     def score(self, theta0, train_seed: int, sample_seed: int) -> pd.DataFrame:
         cfg = self.cfg
         name = cfg.method.name
-        methods = registry()
-        if name not in methods:
-            raise UntracError(f"method={name} is not available in this build (have: {', '.join(methods)})")
         scored = {z: sample(ds, cfg.score.samples_per_dataset, sample_seed + i)
                   for i, (z, ds) in enumerate(self.task.train.items())}
         pool = None
@@ -178,7 +175,7 @@ class Experiment:
                              dtype=cfg.model.dtype, hessian_pool=pool,
                              checkpoints=self.checkpoints(train_seed) if name in NEEDS_CHECKPOINTS else [],
                              counters=self.results.counters)
-        return methods[name](inputs)
+        return registry()[name](inputs)
 
     def run(self, run: int) -> None:
         cfg = self.cfg

@@ -52,18 +52,12 @@ Method = Callable[[ScoreInputs], pd.DataFrame]
 
 
 def registry() -> dict[str, Method]:
-    """Name → scoring function. Imported lazily so one broken family does not block the others."""
-    from untrac.methods import untrac
+    """Name → scoring function (imported here, not at module load, to avoid an import cycle)."""
+    from untrac.methods import gradsim, hif, untrac
 
-    methods: dict[str, Method] = {"untrac": untrac.score_untrac, "untrac_inv": untrac.score_untrac_inv}
-    try:
-        from untrac.methods import gradsim, hif
-    except ImportError:  # baselines not installed in this build
-        return methods
-    methods.update({"graddot": gradsim.score_graddot, "gradcos": gradsim.score_gradcos,
-                    "tracin": gradsim.score_tracin, "hif_lissa": hif.score_lissa,
-                    "hif_arnoldi": hif.score_arnoldi})
-    return methods
+    return {"untrac": untrac.score_untrac, "untrac_inv": untrac.score_untrac_inv,
+            "graddot": gradsim.score_graddot, "gradcos": gradsim.score_gradcos, "tracin": gradsim.score_tracin,
+            "hif_lissa": hif.score_lissa, "hif_arnoldi": hif.score_arnoldi}
 
 
 NEEDS_CHECKPOINTS = {"tracin"}
