@@ -1,9 +1,13 @@
-"""Keyed artifacts on disk: θ0, each θ−Z, TracIn checkpoints, tokenised corpora.
+"""Keyed artifacts on disk: θ0, each θ−Z, TracIn checkpoints, token streams and blocks.
 
 An entry lives at ``<root>/<kind>/<key>/`` where ``key`` hashes exactly the config fields that
 determine the artifact, so different methods share one θ0 and an interrupted run resumes where
 it stopped. Entries are built in a temporary folder and renamed into place when complete, with a
-``manifest.json`` of the fields that made the key: a killed process never leaves a half entry.
+``manifest.json`` of the fields that made the key and the size and SHA-256 of every file: a
+killed process never leaves a half entry, and a file damaged later (a full disk, a copy cut
+short) is detected on first use, moved aside with a warning, and rebuilt.
+
+Model weights are stored as safetensors (no pickle: loading a cache entry runs no code).
 """
 
 import hashlib
@@ -12,14 +16,17 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
+
+import torch
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-# Bump when the meaning of a cached artifact changes (training loop, loss definition, ...).
-CACHE_VERSION = 1
+# Bump when the meaning or format of a cached artifact changes (training loop, loss, file format).
+CACHE_VERSION = 2
 
 
 def make_key(fields: dict[str, Any]) -> str:
@@ -28,15 +35,57 @@ def make_key(fields: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _inventory(folder: Path) -> dict[str, dict]:
+    return {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+def _damage(folder: Path) -> str | None:
+    """What is wrong with a published entry (None: intact): unreadable manifest, missing or changed file."""
+    try:
+        files = json.loads((folder / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"unreadable manifest ({type(err).__name__})"
+    for name, want in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != want["bytes"] or _sha256(path) != want["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
 class Cache:
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self._verified: set[Path] = set()  # entries checked in this process: hash each file once
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key
 
     def has(self, kind: str, key: str) -> bool:
-        return (self.path(kind, key) / MANIFEST).is_file()
+        """Whether an intact entry exists; a damaged one is moved aside (and so is absent)."""
+        folder = self.path(kind, key)
+        if folder in self._verified:
+            return True
+        if not folder.is_dir():
+            return False
+        problem = _damage(folder) if (folder / MANIFEST).exists() else "no manifest"
+        if problem is None:
+            self._verified.add(folder)
+            return True
+        aside = folder.with_name(f"{folder.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.rename(folder, aside)
+        log.warning("cache entry %s/%s is damaged (%s): moved to %s, rebuilding", kind, key, problem, aside)
+        return False
 
     def build(self, kind: str, fields: dict[str, Any], write: Callable[[Path], None]) -> Path:
         """Return the entry for ``fields``, calling ``write(tmp_dir)`` to create it if missing."""
@@ -48,8 +97,8 @@ class Cache:
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
         try:
             write(tmp)
-            (tmp / MANIFEST).write_text(json.dumps({"kind": kind, "key": key, "fields": fields},
-                                                   indent=2, sort_keys=True, default=str))
+            manifest = {"kind": kind, "key": key, "fields": fields, "files": _inventory(tmp)}
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
             try:
                 os.rename(tmp, final)
             except OSError:
@@ -59,4 +108,25 @@ class Cache:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+        self._verified.add(final)
         return final
+
+    def scratch(self) -> tempfile.TemporaryDirectory:
+        """A work folder on the cache's filesystem, for intermediates an entry is built from."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return tempfile.TemporaryDirectory(prefix=".scratch.", dir=self.root, ignore_cleanup_errors=True)
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """The model's parameters and buffers as safetensors (tied weights stored once)."""
+    from safetensors.torch import save_model
+
+    save_model(model, str(path))
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:
+    """Load ``save_weights``' file into ``model`` (same architecture); every tensor must match."""
+    from safetensors.torch import load_model
+
+    load_model(model, str(path), strict=True, device=str(next(model.parameters()).device))
+    return model

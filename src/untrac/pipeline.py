@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from untrac.cache import Cache, make_key
+from untrac.cache import Cache, load_weights, make_key, save_weights
 from untrac.config import Config
 from untrac.data.prepare import data_key, load_task, sample
 from untrac.errors import UntracError
@@ -102,8 +102,7 @@ class Experiment:
             log.info("%s (seed %d): reused from cache %s", label, seed, self.cache.path("models", make_key(fields)))
             self.results.cache_hits["models"] += 1
         model, _ = build_model(self.cfg.model, self.tokenizer, seed)
-        state = torch.load(self.cache.path("models", make_key(fields)) / "model.pt", map_location="cpu")
-        model.load_state_dict(state)
+        load_weights(model, self.cache.path("models", make_key(fields)) / "model.safetensors")
         return model.to(self.device).eval()
 
     def _train_and_store(self, fields, ckpt_fields, exclude, seed, with_ckpts: bool, label: str) -> None:
@@ -117,8 +116,8 @@ class Experiment:
 
         def on_checkpoint(step: int, lr: float, m: torch.nn.Module) -> None:
             staging.mkdir(parents=True, exist_ok=True)
-            torch.save(m.state_dict(), staging / f"step{step:07d}.pt")
-            saved.append({"step": step, "lr": lr, "file": f"step{step:07d}.pt"})
+            save_weights(m, staging / f"step{step:07d}.safetensors")
+            saved.append({"step": step, "lr": lr, "file": f"step{step:07d}.safetensors"})
 
         with timed(self.results.seconds, "train"):
             losses = train(model, self.arch, pool, steps, cfg.train.batch_size, optimizer, self.device, seed,
@@ -126,7 +125,7 @@ class Experiment:
                            on_checkpoint if with_ckpts else None, desc=f"train {label}")
 
         def write_model(tmp: Path) -> None:
-            torch.save(model.state_dict(), tmp / "model.pt")
+            save_weights(model, tmp / "model.safetensors")
             (tmp / "train_losses.json").write_text(json.dumps(losses))
 
         def write_ckpts(tmp: Path) -> None:
@@ -143,7 +142,7 @@ class Experiment:
         fields = {**self.model_fields(seed, None), "checkpoint_every": self.cfg.train.checkpoint_every}
         path = self.cache.path("checkpoints", make_key(fields))
         items = json.loads((path / "checkpoints.json").read_text())
-        return [Checkpoint(it["step"], it["lr"], lambda f=path / it["file"]: torch.load(f, map_location="cpu"))
+        return [Checkpoint(it["step"], it["lr"], lambda model, f=path / it["file"]: load_weights(model, f))
                 for it in items]
 
     # -- ground truth (Eq. 1) ----------------------------------------------------------------

@@ -90,7 +90,8 @@ def test_tracin_sums_lr_weighted_checkpoints(setup):
         for p in other.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1), dtype=p.dtype))
     states = [copy.deepcopy(model.state_dict()), copy.deepcopy(other.state_dict())]
-    ckpts = [Checkpoint(10, 0.5, lambda: states[0]), Checkpoint(20, 2.0, lambda: states[1])]
+    ckpts = [Checkpoint(10, 0.5, lambda m: m.load_state_dict(states[0])),
+             Checkpoint(20, 2.0, lambda m: m.load_state_dict(states[1]))]
     inputs = make_inputs(model, arch, train, test, name="tracin", checkpoints=ckpts)
     got = as_dict(gradsim.score_tracin(inputs))
     assert inputs.counters["tracin_checkpoints"] == 2

@@ -68,7 +68,7 @@ def test_graddot_is_tracin_at_theta0_with_unit_lr(setup):
     inputs, _, graddot = setup
     state = copy.deepcopy(inputs.theta0.state_dict())
     tracin = scores(gradsim.score_tracin(dataclasses.replace(
-        inputs, checkpoints=[Checkpoint(step=0, lr=1.0, load=lambda: state)], counters={})))
+        inputs, checkpoints=[Checkpoint(step=0, lr=1.0, load=lambda m: m.load_state_dict(state))], counters={})))
     assert tracin.keys() == graddot.keys()
     keys = sorted(graddot)
     assert torch.allclose(torch.tensor([tracin[k] for k in keys]), torch.tensor([graddot[k] for k in keys]),

@@ -10,7 +10,6 @@ code used or from a local folder; blocks are cached under a key of what determin
 import hashlib
 import json
 import logging
-import os
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import pyarrow as pa
 import datasets
 from datasets import Dataset, Features, List, Value, load_from_disk
 
+from untrac.cache import Cache, make_key
 from untrac.errors import UntracError
 
 log = logging.getLogger(__name__)
@@ -167,22 +167,20 @@ def _read_hub(name: str, hub_id: str, docs: int | None, seed: int, cache: str | 
 
 
 def build_blocks(texts: Dataset, tokenizer, block_size: int, n_blocks: int | None, seed: int,
-                 cache_path: Path, *, manifest: dict | None = None,
-                 num_proc: int | None = None) -> Dataset:
+                 out_dir: Path, *, num_proc: int | None = None) -> Dataset:
     """Tokenise, concatenate and cut into blocks of exactly ``block_size`` int32 ``input_ids``.
 
     Documents get no special tokens (a literal ``</s>`` in them stays text), each is followed by
     EOS; blocks cross documents as in the paper's grouping (§5.2); only the stream's last partial
     block is dropped. ``texts`` may be a token stream already (``input_ids``). ``n_blocks``: a
     seeded sample in stream order (a smaller n's is a subset of a larger n's); fewer blocks are
-    kept whole, never repeated, with a warning. Built in a temporary directory renamed to
-    ``cache_path``, which is returned as is when present; memory-mapped, not held in RAM."""
-    cache_path = Path(cache_path)
-    if cache_path.exists():
-        return load_from_disk(str(cache_path))
+    kept whole, never repeated, with a warning. Saved to ``out_dir`` (a cache entry's temporary
+    folder) and returned memory-mapped from there, not held in RAM."""
+    out_dir = Path(out_dir)
     if block_size < 1 or (n_blocks is not None and n_blocks < 1):
-        raise UntracError(f"{cache_path.name}: block_size and n_blocks must be >= 1")
-    with _staging(cache_path) as tmp:
+        raise UntracError(f"{out_dir.name}: block_size and n_blocks must be >= 1")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".work.", dir=out_dir.parent, ignore_cleanup_errors=True) as tmp:
         work = Path(tmp)
         tokens = texts if "input_ids" in texts.column_names else _tokenize_into(
             texts, tokenizer, work, num_proc)
@@ -191,12 +189,12 @@ def build_blocks(texts: Dataset, tokenizer, block_size: int, n_blocks: int | Non
         stream = pa.chunked_array([chunk.flatten() for chunk in chunks], type=pa.int32())
         total = len(stream) // block_size
         if total == 0:
-            raise UntracError(f"{cache_path.name}: {len(stream)} tokens < 1 block of {block_size}")
+            raise UntracError(f"{out_dir.name}: {len(stream)} tokens < 1 block of {block_size}")
         order = np.arange(total)
         if n_blocks is not None:
             if n_blocks > total:
                 log.warning("%s: only %d blocks of %d tokens, asked for %d; keeping all %d",
-                            cache_path.name, total, block_size, n_blocks, total)
+                            out_dir.name, total, block_size, n_blocks, total)
             order = np.sort(np.random.default_rng(seed).permutation(total)[:n_blocks])
         blocks = Dataset.from_dict({"block": order}).map(
             lambda batch: {"input_ids": [stream.slice(k * block_size, block_size).to_numpy()
@@ -204,10 +202,10 @@ def build_blocks(texts: Dataset, tokenizer, block_size: int, n_blocks: int | Non
             batched=True, remove_columns=["block"],
             features=Features({"input_ids": List(Value("int32"), length=block_size)}),
             cache_file_name=str(work / "blocks.arrow"), new_fingerprint=uuid.uuid4().hex,
-            desc=f"{cache_path.name}: {len(order)} blocks",
+            desc=f"{out_dir.name}: {len(order)} blocks",
         )
-        _publish(blocks, work, cache_path, manifest)
-    return load_from_disk(str(cache_path))
+        blocks.save_to_disk(str(out_dir))
+    return load_from_disk(str(out_dir))
 
 
 def _tokenize_into(texts: Dataset, tokenizer, work: Path, num_proc: int | None) -> Dataset:
@@ -228,33 +226,16 @@ def _tokenize_into(texts: Dataset, tokenizer, work: Path, num_proc: int | None) 
     )
 
 
-def _staging(final: Path) -> tempfile.TemporaryDirectory:
-    """A scratch directory beside ``final`` (same filesystem, so the last rename is atomic)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.TemporaryDirectory(prefix=f".{final.name}.", dir=final.parent,
-                                       ignore_cleanup_errors=True)
-
-
-def _publish(dataset: Dataset, work: Path, final: Path, manifest: dict | None) -> None:
-    dataset.save_to_disk(str(work / "final"))
-    (work / "final" / "manifest.json").write_text(json.dumps(manifest or {}, indent=1))
-    try:
-        os.rename(work / "final", final)
-    except OSError:
-        if not final.exists():  # else another process published first: keep its copy
-            raise
-
-
 def load_pile8(names, sizes: dict[str, int] | None, source: str, root: str | Path | None,
                block_size: int, tokenizer, seed: int, cache_dir: Path, *,
                num_proc: int | None = None) -> dict[str, Dataset]:
     """Blocks of each named corpus, in the order given; ``sizes`` None keeps every block.
 
-    Cached at ``<cache_dir>/blocks/<name>-<key>``, the key hashing what determines the blocks:
+    Cached (``untrac.cache``) as ``blocks`` entries keyed by what determines the blocks:
     tokenizer (class, name, size, EOS, ids of a probe text), block size, n, seed, source, and
-    the hub id or the local root, file, size and mtime; ``manifest.json`` there lists them. The
-    token stream is cached apart (``<cache_dir>/tokens``), so another n or seed only re-samples."""
-    cache_dir, out = Path(cache_dir), {}
+    the hub id or the local root, file, size and mtime. The token stream is a ``tokens`` entry
+    of its own, so another n or seed only re-samples."""
+    cache, out = Cache(cache_dir), {}
     for name in names:
         if sizes is not None and name not in sizes:
             raise UntracError(f"corpus {name!r}: no size given (sizes has {', '.join(sizes)})")
@@ -268,17 +249,17 @@ def load_pile8(names, sizes: dict[str, int] | None, source: str, root: str | Pat
             stream |= {"hub_id": CORPORA[name].hub_id, "docs": CORPORA[name].hub_docs, "seed": seed}
         fields = stream | {"block_size": block_size, "seed": seed,
                            "n_blocks": None if sizes is None else int(sizes[name])}
-        blocks_path = cache_dir / "blocks" / f"{name}-{_digest(fields)[:16]}"
-        tokens_path = cache_dir / "tokens" / f"{name}-{_digest(stream)[:16]}"
-        if not blocks_path.exists() and not tokens_path.exists():
-            texts = read_texts(name, source, root, seed=seed, cache_dir=cache_dir / "hf")
-            with _staging(tokens_path) as tmp:
-                tokens = _tokenize_into(texts, tokenizer, Path(tmp), num_proc)
-                _publish(tokens, Path(tmp), tokens_path, stream)
-        if not blocks_path.exists():  # a new n or seed re-samples the cached token stream
-            build_blocks(load_from_disk(str(tokens_path)), tokenizer, block_size,
-                         fields["n_blocks"], seed, blocks_path, manifest=fields)
-        out[name] = load_from_disk(str(blocks_path))
+        if not cache.has("blocks", make_key(fields)):
+
+            def write_tokens(tmp: Path) -> None:
+                texts = read_texts(name, source, root, seed=seed, cache_dir=Path(cache_dir) / "hf")
+                with cache.scratch() as work:
+                    _tokenize_into(texts, tokenizer, Path(work), num_proc).save_to_disk(str(tmp))
+
+            tokens = load_from_disk(str(cache.build("tokens", stream, write_tokens)))
+            cache.build("blocks", fields, lambda tmp: build_blocks(tokens, tokenizer, block_size,
+                                                                   fields["n_blocks"], seed, tmp))
+        out[name] = load_from_disk(str(cache.path("blocks", make_key(fields))))
         log.info("corpus %s: %d blocks of %d tokens", name, len(out[name]), block_size)
     return out
 

@@ -21,11 +21,11 @@ COLUMNS = ["train_dataset", "test_subset", "step", "is_final", "influence"]
 
 @dataclass
 class Checkpoint:
-    """A TracIn checkpoint: the training step, its learning rate η_t, and a loader of θ_t."""
+    """A TracIn checkpoint: the training step, its learning rate η_t, and ``load(model)`` putting θ_t in it."""
 
     step: int
     lr: float
-    load: Callable[[], dict]
+    load: Callable[[torch.nn.Module], torch.nn.Module]
 
 
 @dataclass

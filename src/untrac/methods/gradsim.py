@@ -100,7 +100,7 @@ def score_tracin(inputs: ScoreInputs):
     model = inputs.fresh_model()
     total: dict[tuple[str, str], float] = {}
     for ckpt in tqdm(inputs.checkpoints, desc="tracin: checkpoints", leave=False):
-        model.load_state_dict(ckpt.load())
+        ckpt.load(model)
         terms = pairwise(inputs, model, _mean_grad(inputs),
                          lambda g, t, lr=ckpt.lr: tracin_term(lr, g, t), f"tracin@{ckpt.step}")
         for key, value in terms.items():
