@@ -64,3 +64,16 @@ def test_schema_rejects_unknown_keys_and_wrong_types():
         load("optim.lrr=1")
     with pytest.raises(Exception, match="runs"):
         load("runs=abc")
+
+
+@pytest.mark.parametrize("experiment", ["table2_paper", "fig2_paper", "fig2_inv_paper",
+                                        "table2_cpu", "fig2_cpu", "fig2_inv_cpu"])
+def test_synthetic_experiments_unlearn_with_adafactor(experiment):
+    """§5: "Adafactor is used in Section 5.1 due to memory constraints", at the constant lr 5e-5."""
+    cfg = load(f"experiment={experiment}")
+    assert (cfg.optim.name, cfg.optim.lr) == ("adafactor", 5e-5)
+
+
+def test_pile8_experiments_unlearn_with_adam():
+    cfg = load("experiment=table3_paper")
+    assert (cfg.optim.name, cfg.optim.lr) == ("adam", 5e-5)
