@@ -28,6 +28,12 @@ def test_model_keys_ignore_what_does_not_change_the_model(experiment):
     assert make_key(experiment.model_fields(0, "dataset1")) != base
     experiment.cfg.train = TrainConfig(steps=5, batch_size=4)
     assert make_key(experiment.model_fields(0, None)) != base
+    experiment.cfg.train = TrainConfig(steps=5, batch_size=4, clip_grad=1.0)
+    assert experiment.model_fields(0, None)["train"]["clip_grad"] == 1.0
+    clipped = make_key(experiment.model_fields(0, None))
+    experiment.cfg.train = TrainConfig(steps=5, batch_size=4)
+    assert "clip_grad" not in experiment.model_fields(0, None)["train"]  # unclipped models keep their keys
+    assert make_key(experiment.model_fields(0, None)) != clipped
     experiment.cfg.groundtruth = GroundTruthConfig(mode="all_examples")
     fields = experiment.model_fields(0, None)
     assert fields["train"]["steps"] is None and fields["train"]["epochs"] == 1
