@@ -227,7 +227,7 @@ def build(target: str, jobs: list[Job], out: Path, name: str) -> list[Path]:
     truth_once = truth.drop_duplicates(["data", "sizes", "mode", "run", "train_dataset", "test_subset"])
     if target == "table2":
         display, measured, ref = paper.table2(influence[influence.is_final], truth_once)
-        caption = "Table 2: standardised influence of each training dataset, mean over runs (measured vs paper)"
+        caption = "Table 2: standardised influence of each training dataset: the mean over runs, z-scored (measured vs paper)"
     elif target in ("table3", "table5"):
         metric = "pearson" if target == "table3" else "spearman"
         display, measured, ref = paper.table3_5(corr, metric)

@@ -40,16 +40,26 @@ def summarize(corr: pd.DataFrame) -> pd.DataFrame:
 
 
 def standardize(values: pd.Series) -> pd.Series:
-    """z-score across training datasets (Table 2: 'standardized for each method')."""
+    """z-score across training datasets (Table 2: 'standardized for each method'), population std.
+
+    All NaN when one value is NaN: z-scores of the rest would look complete but be on another scale.
+    """
     std = values.std(ddof=0)
-    return (values - values.mean()) / std if std > 0 else values * math.nan
+    return (values - values.mean()) / std if std > 0 and values.notna().all() else values * math.nan
 
 
 def standardized_influence(frame: pd.DataFrame, group_cols: list[str]) -> pd.DataFrame:
-    """Table 2: standardise each (group, run, subset) across training datasets, then average."""
-    frame = frame.copy()
-    frame["z"] = frame.groupby(group_cols + ["run", "test_subset"]).influence.transform(standardize)
-    return frame.groupby(group_cols + ["train_dataset"], sort=False).z.mean().unstack("train_dataset")
+    """Table 2: average each training dataset's influence over runs and test subsets, then z-score
+    that average across the training datasets (population std).
+
+    This is the paper's order: every row of its Table 2 has mean 0 and population std 1.000, which
+    an average of per-run z-scores would not have (its std is below 1 when runs disagree). A NaN
+    influence (non-finite unlearning) makes its row NaN rather than being silently averaged away.
+    """
+    keys = group_cols + ["train_dataset"]
+    mean = frame.groupby(keys, sort=False).influence.agg(lambda v: v.mean(skipna=False))
+    z = mean.groupby(level=group_cols, sort=False).transform(standardize)
+    return z.unstack("train_dataset")
 
 
 def truth_agreement(truth: pd.DataFrame) -> dict[str, float]:

@@ -57,8 +57,8 @@ def _beside(measured: pd.DataFrame, paper: pd.DataFrame, cell) -> pd.DataFrame:
 
 def table2(final: pd.DataFrame, truth: pd.DataFrame):
     """Table 2. ``final``: data, method, run, train_dataset, test_subset, influence (final values);
-    ``truth``: data, run, train_dataset, test_subset, influence. z-scores across the four training
-    datasets per run and subset, averaged (``metrics.standardized_influence``)."""
+    ``truth``: data, run, train_dataset, test_subset, influence. The run-averaged influence,
+    z-scored across the four training datasets (``metrics.standardized_influence``)."""
     both = pd.concat([final, truth.assign(method="ground_truth")], ignore_index=True)
     z = standardized_influence(both, ["data", "method"]).stack().rename("z").reset_index()
     ref = reference("table2").melt(id_vars=["data", "method"], var_name="train_dataset", value_name="z")

@@ -38,7 +38,8 @@ def summary_markdown(influence: pd.DataFrame, truth: pd.DataFrame, corr: pd.Data
     standardized = pd.concat([standardized_influence(final, ["method"]),
                               standardized_influence(truth.assign(method="ground truth"), ["method"])])
     lines = [f"# {title}", "", "## Standardised influence of each training dataset (Table 2 style)", "",
-             "Mean over runs (and test subsets) of the influence z-scored across training datasets.", "",
+             "The influence averaged over runs (and test subsets), z-scored across training datasets "
+             "(population std: each row has mean 0 and std 1, as the paper's Table 2).", "",
              standardized.round(3).to_markdown(), "",
              "## Correlation with the leave-dataset-out ground truth (Table 3 style)", "",
              "Per test subset, averaged over subsets within a run; mean ± std over runs.", "",
