@@ -85,3 +85,13 @@ def test_standardized_influence_keeps_a_nan_run_visible():
     truth.loc[0, "influence"] = np.nan
     row = standardized_influence(truth.assign(method="m"), ["method"]).loc["m"]
     assert row.isna().all()
+
+
+def test_nan_correlations_are_kept_and_counted():
+    influence, truth = _frames()
+    influence.loc[(influence.run == 1) & influence.is_final, "influence"] = 7.0  # constant: no correlation
+    corr = correlations(influence, truth)
+    assert list(corr.finite) == [True, False] and len(corr) == 2  # the NaN row is kept
+    summary = summarize(corr).set_index("method")
+    assert (summary.at["m", "subsets_scored"], summary.at["m", "subsets_total"]) == (1, 2)
+    assert summary.at["m", "pearson_mean"] == pytest.approx(1.0)  # the mean is over the scored subset only

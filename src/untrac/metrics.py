@@ -19,23 +19,35 @@ def correlate(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 
 
 def correlations(influence: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, run, test subset) from the final influence values."""
+    """One row per (method, run, test subset) from the final influence values; ``finite`` says
+    whether that subset was scored (a NaN correlation is kept as a row, never dropped)."""
     final = influence[influence.is_final]
     merged = final.merge(truth, on=["run", "train_dataset", "test_subset"], suffixes=("", "_truth"))
     rows = []
     for (method, run, subset), group in merged.groupby(["method", "run", "test_subset"], sort=False):
         pearson, spearman = correlate(group.influence.to_numpy(), group.influence_truth.to_numpy())
         rows.append({"method": method, "run": run, "test_subset": subset, "pearson": pearson,
-                     "spearman": spearman, "n_train_datasets": len(group)})
-    return pd.DataFrame(rows, columns=["method", "run", "test_subset", "pearson", "spearman", "n_train_datasets"])
+                     "spearman": spearman, "n_train_datasets": len(group),
+                     "finite": bool(np.isfinite(pearson) and np.isfinite(spearman))})
+    return pd.DataFrame(rows, columns=["method", "run", "test_subset", "pearson", "spearman", "n_train_datasets",
+                                       "finite"])
 
 
 def summarize(corr: pd.DataFrame) -> pd.DataFrame:
-    """Table 3 / 5 aggregation: average over test subsets within a run, then mean ± std over runs."""
+    """Table 3 / 5 aggregation: average over test subsets within a run, then mean ± std over runs.
+
+    A NaN correlation (constant or non-finite influence) cannot enter a mean, so each method also
+    reports ``subsets_scored`` of ``subsets_total`` (run, test subset) pairs: the mean is over those.
+    """
     per_run = corr.groupby(["method", "run"], sort=False)[["pearson", "spearman"]].mean()
     agg = per_run.groupby("method", sort=False).agg(["mean", "std"])
     agg.columns = [f"{metric}_{stat}" for metric, stat in agg.columns]
     agg["runs"] = per_run.groupby("method", sort=False).size()
+    finite = pd.Series(np.isfinite(corr.pearson.to_numpy(float)) & np.isfinite(corr.spearman.to_numpy(float)),
+                       index=corr.index)
+    counts = finite.groupby(corr.method, sort=False).agg(["sum", "size"])
+    agg["subsets_scored"] = counts["sum"].astype(int)
+    agg["subsets_total"] = counts["size"].astype(int)
     return agg.reset_index()
 
 
