@@ -227,7 +227,7 @@ def build(target: str, jobs: list[Job], out: Path, name: str) -> list[Path]:
     truth_once = truth.drop_duplicates(["data", "sizes", "mode", "run", "train_dataset", "test_subset"])
     if target == "table2":
         display, measured, ref = paper.table2(influence[influence.is_final], truth_once)
-        caption = "Table 2: standardised influence of each training dataset, mean over runs (measured vs paper)"
+        caption = "Table 2: standardised influence of each training dataset: the mean over runs, z-scored (measured vs paper)"
     elif target in ("table3", "table5"):
         metric = "pearson" if target == "table3" else "spearman"
         display, measured, ref = paper.table3_5(corr, metric)
@@ -260,7 +260,8 @@ def build(target: str, jobs: list[Job], out: Path, name: str) -> list[Path]:
                    "unlearn.batch_size": "batch_size", "unlearn.epochs": "epochs", "groundtruth.mode": "mode"}
         keys = sorted({columns[k] for j in jobs for k in j.swept if k in columns})
         long = paper.summary_long(corr, keys or ["testset"], "pearson")
-        long["value"] = [paper.mean_std(m, s) for m, s in zip(long["mean"], long["std"])]
+        long["value"] = [paper.with_count(paper.mean_std(m, s), k, n)
+                         for m, s, k, n in zip(long["mean"], long["std"], long["scored"], long["total"])]
         display = long.pivot_table(index="method", columns=keys or ["testset"], values="value", aggfunc="first")
         caption = f"{name}: Pearson correlation with the ground truth, mean ± std over runs"
     if target in ("table2", "table3", "table4", "table5"):
@@ -268,6 +269,9 @@ def build(target: str, jobs: list[Job], out: Path, name: str) -> list[Path]:
     if target in ("fig2", "fig3", "fig4"):
         display = display.set_index(display.columns[0])  # the plotted series, one row per point
     write_table(display, tables, caption)
+    if target in ("table3", "table4", "table5") or target not in TARGETS:  # tables of final correlations
+        md = tables.with_suffix(".md")
+        md.write_text(md.read_text() + "\n" + paper.scored_note(corr) + "\n")
     return [tables.with_suffix(".md"), figures] if figures.is_file() else [tables.with_suffix(".md")]
 
 

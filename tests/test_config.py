@@ -51,6 +51,7 @@ def test_untrac_inv_uses_the_paper_schedule():
     (lambda: OptimConfig(lr=-1e-5), "optim.lr"),
     (lambda: OptimConfig(name="lion"), "optim"),
     (lambda: TrainConfig(steps=0), "train.steps"),
+    (lambda: TrainConfig(clip_grad=0), "train.clip_grad"),
     (lambda: UnlearnConfig(batch_size=0), "unlearn.batch_size"),
     (lambda: Config(runs=0), "runs"),
 ])
@@ -64,3 +65,30 @@ def test_schema_rejects_unknown_keys_and_wrong_types():
         load("optim.lrr=1")
     with pytest.raises(Exception, match="runs"):
         load("runs=abc")
+
+
+@pytest.mark.parametrize("experiment", ["table2_paper", "fig2_paper", "fig2_inv_paper",
+                                        "table2_cpu", "fig2_cpu", "fig2_inv_cpu"])
+def test_synthetic_experiments_unlearn_with_adafactor(experiment):
+    """§5: "Adafactor is used in Section 5.1 due to memory constraints", at the constant lr 5e-5."""
+    cfg = load(f"experiment={experiment}")
+    assert (cfg.optim.name, cfg.optim.lr) == ("adafactor", 5e-5)
+
+
+def test_pile8_experiments_unlearn_with_adam():
+    cfg = load("experiment=table3_paper")
+    assert (cfg.optim.name, cfg.optim.lr) == ("adam", 5e-5)
+
+
+@pytest.mark.parametrize("experiment,model,steps,batch,optim", [
+    ("table2_paper", "t5xl", 512, 2, "adafactor"),  # §5.1; authors' train_synthetic.sh
+    ("table3_paper", "opt125m", 40000, 8, "adamw"),  # §5.2; authors' pretrain_opt.sh
+    ("fig2_paper", "t5xl", 512, 2, "adafactor"),
+    ("table4_paper", "opt125m", 40000, 8, "adamw"),
+    ("fig3_paper", "opt125m", 40000, 8, "adamw"),
+])
+def test_paper_presets_train_as_the_authors_scripts(experiment, model, steps, batch, optim):
+    """Where the paper is silent: their Trainer defaults (lr 5e-5 constant, max_grad_norm 1.0, fp32)."""
+    cfg = load(f"experiment={experiment}")
+    assert (cfg.model.name, cfg.train.steps, cfg.train.batch_size, cfg.train.optim) == (model, steps, batch, optim)
+    assert (cfg.train.lr, cfg.train.clip_grad, cfg.train.weight_decay, cfg.model.dtype) == (5e-5, 1.0, 0.0, "float32")

@@ -4,7 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from untrac.metrics import correlate, correlations, standardize, summarize, truth_agreement
+from untrac.metrics import (correlate, correlations, standardize, standardized_influence, summarize,
+                            truth_agreement)
+from untrac.paper import reference
 
 
 def test_correlate_matches_hand_computed_values():
@@ -52,3 +54,44 @@ def test_standardize_and_noise_floor():
     # truth runs: [4,3,2,1] vs [4,3,1,2] → Pearson 0.8, Spearman 0.8.
     assert floor["pearson"] == pytest.approx(0.8) and floor["spearman"] == pytest.approx(0.8)
     assert truth_agreement(truth[truth.run == 0]) == {}
+
+
+def test_papers_table2_rows_are_z_scores_of_one_vector():
+    """Every row of the published Table 2: mean 0 and population std 1 to its three decimals."""
+    values = reference("table2")[["dataset1", "dataset2", "dataset3", "dataset4"]].to_numpy()
+    assert len(values) == 16
+    np.testing.assert_allclose(values.mean(axis=1), 0, atol=5e-4)
+    np.testing.assert_allclose(values.std(axis=1, ddof=0), 1, atol=1e-3)
+
+
+def test_standardized_influence_z_scores_the_run_average():
+    _, truth = _frames()  # runs [4,3,2,1] and [4,3,1,2] → average [4, 3, 1.5, 1.5]
+    # a second test subset whose run average is [2, 1, 0.5, 0.5]: the subset average is [3, 2, 1, 1]
+    other = truth.assign(test_subset="u", influence=truth.influence - [2, 2, 1, 1, 2, 2, 1, 1])
+    row = standardized_influence(pd.concat([truth, other]).assign(method="m"), ["method"]).loc["m"]
+    mean = np.array([3.0, 2.0, 1.0, 1.0])  # over runs and subsets, by hand
+    expected = (mean - 1.75) / np.sqrt(((mean - 1.75) ** 2).mean())
+    np.testing.assert_allclose(row[["a", "b", "c", "d"]].to_numpy(), expected)
+    assert row.mean() == pytest.approx(0) and row.std(ddof=0) == pytest.approx(1)
+    # The per-run z-scores, averaged, would shrink the spread when runs disagree.
+    one = standardized_influence(truth.assign(method="m"), ["method"]).loc["m"]
+    assert one.std(ddof=0) == pytest.approx(1)
+    per_run = truth.groupby("run").influence.transform(standardize).groupby(truth.train_dataset).mean()
+    assert per_run.std(ddof=0) < 0.99
+
+
+def test_standardized_influence_keeps_a_nan_run_visible():
+    _, truth = _frames()
+    truth.loc[0, "influence"] = np.nan
+    row = standardized_influence(truth.assign(method="m"), ["method"]).loc["m"]
+    assert row.isna().all()
+
+
+def test_nan_correlations_are_kept_and_counted():
+    influence, truth = _frames()
+    influence.loc[(influence.run == 1) & influence.is_final, "influence"] = 7.0  # constant: no correlation
+    corr = correlations(influence, truth)
+    assert list(corr.finite) == [True, False] and len(corr) == 2  # the NaN row is kept
+    summary = summarize(corr).set_index("method")
+    assert (summary.at["m", "subsets_scored"], summary.at["m", "subsets_total"]) == (1, 2)
+    assert summary.at["m", "pearson_mean"] == pytest.approx(1.0)  # the mean is over the scored subset only

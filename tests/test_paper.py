@@ -77,6 +77,11 @@ def test_table3_and_5_average_subsets_then_runs():
     assert display.loc["UnTrac (measured)", "Different WinoBias"] == "0.500 ± 0.000"
     assert display.loc["UnTrac (measured)", "Equal TruthfulQA"] == "–"  # not run
     assert list(display.columns)[:3] == ["Equal ToxiGen", "Equal WinoBias", "Equal TruthfulQA"]
+    # A NaN subset is left out of the mean and the cell says so.
+    nan = _corr("untrac", [[0.2, float("nan")], [0.6, 0.8]], sizes="equal", testset="winobias")
+    display, _, _ = paper.table3_5(pd.concat([corr, nan]), "pearson")
+    assert display.loc["UnTrac (measured)", "Equal WinoBias"] == "0.450 ± 0.354 [3/4 scored]"  # runs 0.2, 0.7
+    assert "[" not in display.loc["UnTrac (measured)", "Equal ToxiGen"]
     spearman, _, _ = paper.table3_5(corr, "spearman")
     assert spearman.loc["UnTrac (measured)", "Equal ToxiGen"] == "0.250 ± 0.141"
     assert spearman.loc["UnTrac-Inv (paper)", "Equal WinoBias"] == "0.854 ± 0.010"

@@ -1,7 +1,9 @@
 """Stage wiring without Hydra: what the cache keys depend on, and the ground-truth sign."""
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from untrac.cache import make_key
 from untrac.config import (Config, DataConfig, GroundTruthConfig, MethodConfig, ModelConfig, OptimConfig,
@@ -28,19 +30,50 @@ def test_model_keys_ignore_what_does_not_change_the_model(experiment):
     assert make_key(experiment.model_fields(0, "dataset1")) != base
     experiment.cfg.train = TrainConfig(steps=5, batch_size=4)
     assert make_key(experiment.model_fields(0, None)) != base
+    experiment.cfg.train = TrainConfig(steps=5, batch_size=4, clip_grad=1.0)
+    assert experiment.model_fields(0, None)["train"]["clip_grad"] == 1.0
+    clipped = make_key(experiment.model_fields(0, None))
+    experiment.cfg.train = TrainConfig(steps=5, batch_size=4)
+    assert "clip_grad" not in experiment.model_fields(0, None)["train"]  # unclipped models keep their keys
+    assert make_key(experiment.model_fields(0, None)) != clipped
     experiment.cfg.groundtruth = GroundTruthConfig(mode="all_examples")
     fields = experiment.model_fields(0, None)
     assert fields["train"]["steps"] is None and fields["train"]["epochs"] == 1
 
 
-def test_ground_truth_is_loss_after_removal_minus_before(experiment):
+def _hand_loss(model, test) -> float:
+    """Mean over test examples of the model's own token-mean NLL, one example at a time (no padding)."""
+    with torch.no_grad():
+        return float(np.mean([model(input_ids=torch.tensor([ex["input_ids"]]),
+                                    labels=torch.tensor([ex["labels"]])).loss.item() for ex in test]))
+
+
+def test_ground_truth_is_loss_after_removal_minus_before(experiment, monkeypatch):
+    import untrac.pipeline
+
+    pools = {}
+    real_train = untrac.pipeline.train
+
+    def recording_train(model, arch, pool, steps, *args, desc="", **kwargs):
+        pools[desc] = ([tuple(ids) for ids in pool["input_ids"]], steps)
+        return real_train(model, arch, pool, steps, *args, desc=desc, **kwargs)
+
+    monkeypatch.setattr(untrac.pipeline, "train", recording_train)
     theta0 = experiment.trained(seed=0)
     truth = experiment.ground_truth(0, theta0)
-    base = experiment.test_losses(theta0)
-    loo = experiment.test_losses(experiment.trained(0, exclude="dataset2"))
+    rows = {z: [tuple(ids) for ids in ds["input_ids"]] for z, ds in experiment.task.train.items()}
+    assert set(pools) == {"train θ0", *(f"train θ−{z}" for z in rows)}
+    assert sorted(pools["train θ0"][0]) == sorted(sum(rows.values(), []))
+    for z in rows:  # θ−Z saw every other dataset's examples and none of Z's, for the same T steps
+        pool, steps = pools[f"train θ−{z}"]
+        assert sorted(pool) == sorted(sum((r for name, r in rows.items() if name != z), []))
+        assert not set(rows[z]) & set(pool) and steps == experiment.cfg.train.steps
+    test = experiment.task.test["test"]
+    expected = _hand_loss(experiment.trained(0, exclude="dataset2").cpu(), test) - _hand_loss(theta0.cpu(), test)
     row = truth[(truth.train_dataset == "dataset2") & (truth.test_subset == "test")]
-    assert row.influence.item() == pytest.approx(loo["test"] - base["test"])
-    assert set(truth.train_dataset) == {"dataset1", "dataset2", "dataset3", "dataset4"}
+    assert row.influence.item() == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert expected != 0
+    assert set(truth.train_dataset) == set(rows)
 
 
 def test_runs_vary_seed_retrains_but_sample_only_resamples(tmp_path):

@@ -23,9 +23,13 @@ def test_write_run_produces_the_output_contract(tmp_path):
         assert (tmp_path / name).is_file()
     corr = pd.read_csv(tmp_path / "correlations.csv")
     assert corr.pearson[0] == pytest.approx(1.0) and pd.isna(corr.pearson[1])  # NaN influence → NaN, not a number
+    assert list(corr.finite) == [True, False]
     metrics = json.loads((tmp_path / "metrics.json").read_text())  # strict JSON: NaN became null
     assert metrics["correlation"]["untrac"]["pearson_mean"] == pytest.approx(1.0)
     assert metrics["truth_agreement"]["pearson"] == pytest.approx(0.5)
+    counts = metrics["correlation"]["untrac"]
+    assert (counts["subsets_scored"], counts["subsets_total"]) == (1, 2)
+    assert "| 1 / 2 " in text  # the summary's "subsets scored" column
     assert "Non-finite" in text and "noise floor" in text and "| untrac" in text
 
 

@@ -114,9 +114,11 @@ class TrainConfig:
     weight_decay: float = 0.0
     epochs: int = 1  # groundtruth.mode=all_examples: epochs over the data instead of steps
     checkpoint_every: int = 128  # TracIn checkpoints (paper: 128 synthetic, 10,000 pile8)
+    clip_grad: Optional[float] = None  # max global gradient norm (authors' training: HF max_grad_norm 1.0)
 
     def __post_init__(self) -> None:
         _positive(self.steps, "train.steps")
+        _positive(self.clip_grad, "train.clip_grad")
         _positive(self.batch_size, "train.batch_size")
         _positive(self.lr, "train.lr")
         _positive(self.epochs, "train.epochs")

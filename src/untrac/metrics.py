@@ -19,37 +19,59 @@ def correlate(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
 
 
 def correlations(influence: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, run, test subset) from the final influence values."""
+    """One row per (method, run, test subset) from the final influence values; ``finite`` says
+    whether that subset was scored (a NaN correlation is kept as a row, never dropped)."""
     final = influence[influence.is_final]
     merged = final.merge(truth, on=["run", "train_dataset", "test_subset"], suffixes=("", "_truth"))
     rows = []
     for (method, run, subset), group in merged.groupby(["method", "run", "test_subset"], sort=False):
         pearson, spearman = correlate(group.influence.to_numpy(), group.influence_truth.to_numpy())
         rows.append({"method": method, "run": run, "test_subset": subset, "pearson": pearson,
-                     "spearman": spearman, "n_train_datasets": len(group)})
-    return pd.DataFrame(rows, columns=["method", "run", "test_subset", "pearson", "spearman", "n_train_datasets"])
+                     "spearman": spearman, "n_train_datasets": len(group),
+                     "finite": bool(np.isfinite(pearson) and np.isfinite(spearman))})
+    return pd.DataFrame(rows, columns=["method", "run", "test_subset", "pearson", "spearman", "n_train_datasets",
+                                       "finite"])
 
 
 def summarize(corr: pd.DataFrame) -> pd.DataFrame:
-    """Table 3 / 5 aggregation: average over test subsets within a run, then mean ± std over runs."""
+    """Table 3 / 5 aggregation: average over test subsets within a run, then mean ± std over runs.
+
+    A NaN correlation (constant or non-finite influence) cannot enter a mean, so each method also
+    reports ``subsets_scored`` of ``subsets_total`` (run, test subset) pairs: the mean is over those.
+    """
     per_run = corr.groupby(["method", "run"], sort=False)[["pearson", "spearman"]].mean()
     agg = per_run.groupby("method", sort=False).agg(["mean", "std"])
     agg.columns = [f"{metric}_{stat}" for metric, stat in agg.columns]
     agg["runs"] = per_run.groupby("method", sort=False).size()
+    finite = pd.Series(np.isfinite(corr.pearson.to_numpy(float)) & np.isfinite(corr.spearman.to_numpy(float)),
+                       index=corr.index)
+    counts = finite.groupby(corr.method, sort=False).agg(["sum", "size"])
+    agg["subsets_scored"] = counts["sum"].astype(int)
+    agg["subsets_total"] = counts["size"].astype(int)
     return agg.reset_index()
 
 
 def standardize(values: pd.Series) -> pd.Series:
-    """z-score across training datasets (Table 2: 'standardized for each method')."""
+    """z-score across training datasets (Table 2: 'standardized for each method'), population std.
+
+    All NaN when one value is NaN: z-scores of the rest would look complete but be on another scale.
+    """
     std = values.std(ddof=0)
-    return (values - values.mean()) / std if std > 0 else values * math.nan
+    return (values - values.mean()) / std if std > 0 and values.notna().all() else values * math.nan
 
 
 def standardized_influence(frame: pd.DataFrame, group_cols: list[str]) -> pd.DataFrame:
-    """Table 2: standardise each (group, run, subset) across training datasets, then average."""
-    frame = frame.copy()
-    frame["z"] = frame.groupby(group_cols + ["run", "test_subset"]).influence.transform(standardize)
-    return frame.groupby(group_cols + ["train_dataset"], sort=False).z.mean().unstack("train_dataset")
+    """Table 2: average each training dataset's influence over runs and test subsets, then z-score
+    that average across the training datasets (population std).
+
+    This is the paper's order: every row of its Table 2 has mean 0 and population std 1.000, which
+    an average of per-run z-scores would not have (its std is below 1 when runs disagree). A NaN
+    influence (non-finite unlearning) makes its row NaN rather than being silently averaged away.
+    """
+    keys = group_cols + ["train_dataset"]
+    mean = frame.groupby(keys, sort=False).influence.agg(lambda v: v.mean(skipna=False))
+    z = mean.groupby(level=group_cols, sort=False).transform(standardize)
+    return z.unstack("train_dataset")
 
 
 def truth_agreement(truth: pd.DataFrame) -> dict[str, float]:

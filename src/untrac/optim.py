@@ -17,7 +17,8 @@ def unlearning_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                                 weight_decay=cfg.weight_decay)
     if cfg.name == "adafactor":
-        # An explicit lr needs relative_step and scale_parameter off (transformers' documented recipe).
+        # A constant explicit lr: relative_step, scale_parameter and warmup_init off, which is what
+        # transformers' Trainer builds for `--optim adafactor` (the authors' §5.1 scripts).
         return Adafactor(params, lr=cfg.lr, relative_step=False, scale_parameter=False, warmup_init=False,
                          weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown unlearning optimizer {cfg.name!r}")

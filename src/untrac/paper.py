@@ -57,8 +57,8 @@ def _beside(measured: pd.DataFrame, paper: pd.DataFrame, cell) -> pd.DataFrame:
 
 def table2(final: pd.DataFrame, truth: pd.DataFrame):
     """Table 2. ``final``: data, method, run, train_dataset, test_subset, influence (final values);
-    ``truth``: data, run, train_dataset, test_subset, influence. z-scores across the four training
-    datasets per run and subset, averaged (``metrics.standardized_influence``)."""
+    ``truth``: data, run, train_dataset, test_subset, influence. The run-averaged influence,
+    z-scored across the four training datasets (``metrics.standardized_influence``)."""
     both = pd.concat([final, truth.assign(method="ground_truth")], ignore_index=True)
     z = standardized_influence(both, ["data", "method"]).stack().rename("z").reset_index()
     ref = reference("table2").melt(id_vars=["data", "method"], var_name="train_dataset", value_name="z")
@@ -73,14 +73,28 @@ def table2(final: pd.DataFrame, truth: pd.DataFrame):
 
 
 def summary_long(corr: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
-    """mean ± std over runs of ``metric`` (per run: average over test subsets) for each setting."""
+    """mean ± std over runs of ``metric`` (per run: average over test subsets) for each setting,
+    with the (run, test subset) pairs that gave a finite correlation (``scored``) of ``total``."""
     rows = []
     for values, group in corr.groupby(keys, sort=False):
         values = values if isinstance(values, tuple) else (values,)
         for r in summarize(group).itertuples():
             rows.append({**dict(zip(keys, values)), "method": r.method, "mean": getattr(r, f"{metric}_mean"),
-                         "std": getattr(r, f"{metric}_std"), "runs": r.runs})
-    return pd.DataFrame(rows, columns=[*keys, "method", "mean", "std", "runs"])
+                         "std": getattr(r, f"{metric}_std"), "runs": r.runs, "scored": r.subsets_scored,
+                         "total": r.subsets_total})
+    return pd.DataFrame(rows, columns=[*keys, "method", "mean", "std", "runs", "scored", "total"])
+
+
+def with_count(text: str, scored: int, total: int) -> str:
+    """A measured cell, marked with how many (run, test subset) pairs it averages when some were NaN."""
+    return text if scored == total else f"{text} [{scored}/{total} scored]"
+
+
+def scored_note(corr: pd.DataFrame) -> str:
+    """One line for a table's notes: finite correlations per method, of all (run, test subset) pairs."""
+    counts = summarize(corr)
+    return "Finite correlations, (run, test subset) pairs scored / total: " + ", ".join(
+        f"{METHODS.get(r.method, r.method)} {r.subsets_scored}/{r.subsets_total}" for r in counts.itertuples())
 
 
 def _mean_std_table(measured_long: pd.DataFrame, paper_long: pd.DataFrame, label):
@@ -93,6 +107,7 @@ def _mean_std_table(measured_long: pd.DataFrame, paper_long: pd.DataFrame, label
     (m_mean, m_std), (p_mean, p_std) = frames
     stds = {"measured": m_std, "paper": p_std}
     ran = {(r.method, label(r)) for r in measured_long.itertuples()}
+    counts = {(r.method, label(r)): (r.scored, r.total) for r in measured_long.itertuples() if label(r)}
 
     def cell(frame, method, column, value):
         std = stds["measured" if frame is m_mean else "paper"]
@@ -101,7 +116,7 @@ def _mean_std_table(measured_long: pd.DataFrame, paper_long: pd.DataFrame, label
         if frame is m_mean and (method, column) not in ran:
             return "–"  # not run
         s = std.at[method, column] if method in std.index and column in std.columns else math.nan
-        return mean_std(value, s)
+        return with_count(mean_std(value, s), *counts[method, column]) if frame is m_mean else mean_std(value, s)
 
     return _beside(m_mean, p_mean, cell), m_mean, p_mean
 

@@ -83,6 +83,8 @@ class Experiment:
         t = self.cfg.train
         train_fields = {"steps": t.steps, "batch_size": t.batch_size, "optim": t.optim, "lr": t.lr,
                         "weight_decay": t.weight_decay}
+        if t.clip_grad is not None:  # only when set, so that unclipped models keep their cache keys
+            train_fields["clip_grad"] = t.clip_grad
         if self.cfg.groundtruth.mode == "all_examples":
             train_fields = {**train_fields, "steps": None, "epochs": t.epochs}
         return {"model": asdict(self.cfg.model), "data": data_key(self.cfg.data), "train": train_fields,
@@ -122,7 +124,8 @@ class Experiment:
         with timed(self.results.seconds, "train"):
             losses = train(model, self.arch, pool, steps, cfg.train.batch_size, optimizer, self.device, seed,
                            cfg.model.dtype, cfg.train.checkpoint_every if with_ckpts else None,
-                           on_checkpoint if with_ckpts else None, desc=f"train {label}")
+                           on_checkpoint if with_ckpts else None, desc=f"train {label}",
+                           clip_grad=cfg.train.clip_grad)
 
         def write_model(tmp: Path) -> None:
             save_weights(model, tmp / "model.safetensors")

@@ -27,7 +27,9 @@ def correlation_table(summary: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame({
         "Pearson": [mean_std(m, s) for m, s in zip(summary.pearson_mean, summary.pearson_std)],
         "Spearman": [mean_std(m, s) for m, s in zip(summary.spearman_mean, summary.spearman_std)],
-        "runs": summary.runs.to_numpy()}, index=summary.method)
+        "runs": summary.runs.to_numpy(),
+        "subsets scored": [f"{k} / {n}" for k, n in zip(summary.subsets_scored, summary.subsets_total)]},
+        index=summary.method)
     table.index.name = "method"
     return table
 
@@ -38,10 +40,13 @@ def summary_markdown(influence: pd.DataFrame, truth: pd.DataFrame, corr: pd.Data
     standardized = pd.concat([standardized_influence(final, ["method"]),
                               standardized_influence(truth.assign(method="ground truth"), ["method"])])
     lines = [f"# {title}", "", "## Standardised influence of each training dataset (Table 2 style)", "",
-             "Mean over runs (and test subsets) of the influence z-scored across training datasets.", "",
+             "The influence averaged over runs (and test subsets), z-scored across training datasets "
+             "(population std: each row has mean 0 and std 1, as the paper's Table 2).", "",
              standardized.round(3).to_markdown(), "",
              "## Correlation with the leave-dataset-out ground truth (Table 3 style)", "",
-             "Per test subset, averaged over subsets within a run; mean ± std over runs.", "",
+             "Per test subset, averaged over subsets within a run; mean ± std over runs. \"subsets scored\": "
+             "(run, test subset) pairs with a finite correlation, of all pairs; the others (constant or "
+             "non-finite influence) are left out of the means.", "",
              correlation_table(summarize(corr)).to_markdown(), ""]
     if floor:
         lines += ["## Ground-truth noise floor", "",
@@ -75,7 +80,8 @@ def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, secon
     metrics = {
         "correlation": {row.method: {"pearson_mean": row.pearson_mean, "pearson_std": row.pearson_std,
                                      "spearman_mean": row.spearman_mean, "spearman_std": row.spearman_std,
-                                     "runs": int(row.runs)} for row in summary.itertuples()},
+                                     "runs": int(row.runs), "subsets_scored": int(row.subsets_scored),
+                                     "subsets_total": int(row.subsets_total)} for row in summary.itertuples()},
         "truth_agreement": floor,
         "seconds": dict(seconds),
         "counters": counters,

@@ -46,8 +46,14 @@ def steps_for(pool_size: int, batch_size: int, fixed_steps: int, epochs: int, mo
 def train(model: torch.nn.Module, arch: Arch, pool: datasets.Dataset, steps: int, batch_size: int,
           optimizer: torch.optim.Optimizer, device: torch.device, seed: int, dtype: str = "float32",
           checkpoint_every: int | None = None, on_checkpoint: Checkpoint | None = None,
-          desc: str = "train") -> list[float]:
-    """Minimise the mean example loss on batches from ``pool``; returns the loss of every step."""
+          desc: str = "train", clip_grad: float | None = None) -> list[float]:
+    """Minimise the mean example loss on batches from ``pool``; returns the loss of every step.
+
+    ``clip_grad``: rescale the gradient to at most this global L2 norm before each step, as
+    transformers' Trainer does with ``max_grad_norm`` (the authors' θ0 training, default 1.0).
+    The learning rate is constant: the authors' Trainer arguments default to
+    ``constant_with_warmup`` with 0 warm-up steps.
+    """
     model.to(device).train()
     losses = []
     bar = tqdm(sample_order(len(pool), steps, batch_size, seed), total=steps, desc=desc, leave=False)
@@ -57,6 +63,8 @@ def train(model: torch.nn.Module, arch: Arch, pool: datasets.Dataset, steps: int
             loss = batch_loss(model, batch, arch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         optimizer.step()
         losses.append(loss.item())
         if step % 20 == 0:

@@ -93,6 +93,8 @@ def test_complete_sweep_becomes_table3_beside_the_paper(tmp_path, composer, caps
     assert table.loc["UnTrac (paper)", "Equal ToxiGen"] == "0.419 ± 0.063"
     md = (tmp_path / "out" / "tables" / "table3.md").read_text()
     assert "4 ok" in md and "FAILED" not in md
+    # 2 runs × 2 subsets per job, two test sets per method
+    assert "pairs scored / total: UnTrac 8/8, GradDot 8/8" in md
     assert (tmp_path / "out" / "tables" / "table3.tex").is_file()
     assert (tmp_path / "out" / "figures" / "table3.png").is_file()
     # The same sweep as Table 5 (Spearman), found from the folder above it.

@@ -2,8 +2,11 @@
 
 A tokenised dataset is a ``datasets.Dataset`` with ``input_ids`` and, for pairs, ``labels``:
 - seq2seq: ``input_ids`` = prompt (encoder), ``labels`` = target (decoder), both ending in EOS;
-- causal: ``input_ids`` = BOS + prompt + target + EOS, ``labels`` = the same ids with the BOS and
-  prompt positions set to -100, so only the target counts (DESIGN §2 "loss of an example");
+- causal: ``input_ids`` = BOS + tokens of the joined text prompt + target + EOS, ``labels`` = the
+  same ids with the BOS and prompt positions set to -100, so only the target counts (DESIGN §2
+  "loss of an example"). The joined text is tokenised once, as the model reads it: tokenising
+  prompt and target apart would give a BPE tokenizer a lone space token ('?', 'Ġ', 'You' instead
+  of '?', 'ĠYou' for TruthfulQA's "question " + "answer");
 - pretraining blocks have no ``labels`` column: every token counts.
 """
 
@@ -13,6 +16,7 @@ import datasets
 import torch
 
 from untrac.data import Pair
+from untrac.errors import UntracError
 
 IGNORE = -100
 
@@ -27,15 +31,38 @@ def encode_pairs(tokenizer, pairs: Sequence[Pair], arch, max_length: int | None 
         dec = tokenizer(targets, truncation=True, max_length=max_length).input_ids
         return datasets.Dataset.from_dict({"input_ids": enc, "labels": dec})
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else arch.eos_id
+    inputs, labels = [], []
+    for ids, n_prompt in _joined(tokenizer, prompts, targets):
+        inputs.append(([bos] + ids + [arch.eos_id])[:max_length])
+        labels.append(([IGNORE] * (1 + n_prompt) + ids[n_prompt:] + [arch.eos_id])[:max_length])
+    return datasets.Dataset.from_dict({"input_ids": inputs, "labels": labels})
+
+
+def _joined(tokenizer, prompts: list[str], targets: list[str]) -> list[tuple[list[int], int]]:
+    """Token ids of each prompt + target, and how many leading tokens belong to the prompt.
+
+    A fast tokenizer gives character offsets: a token is the prompt's when it ends within the
+    prompt, so a token that spans the boundary (BPE 'ĠYou' after "question ") is the target's.
+    A slow tokenizer has no offsets; prompt and target tokenised apart are used when, together,
+    they are exactly the joined text's tokens (always so for byte tokenizers such as ByT5).
+    """
+    texts = [p + t for p, t in zip(prompts, targets)]
+    if tokenizer.is_fast:
+        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        out = []
+        for ids, offsets, prompt in zip(enc.input_ids, enc.offset_mapping, prompts):
+            n_prompt = next((i for i, (_, end) in enumerate(offsets) if end > len(prompt)), len(ids))
+            out.append((ids, n_prompt))
+        return out
+    joined = tokenizer(texts, add_special_tokens=False).input_ids
     p_ids = tokenizer(prompts, add_special_tokens=False).input_ids
     t_ids = tokenizer(targets, add_special_tokens=False).input_ids
-    inputs, labels = [], []
-    for p, t in zip(p_ids, t_ids):
-        ids = ([bos] + p + t + [arch.eos_id])[:max_length]
-        lab = ([IGNORE] * (1 + len(p)) + t + [arch.eos_id])[:max_length]
-        inputs.append(ids)
-        labels.append(lab)
-    return datasets.Dataset.from_dict({"input_ids": inputs, "labels": labels})
+    for ids, p, t, text in zip(joined, p_ids, t_ids, texts):
+        if ids != p + t:
+            raise UntracError(f"tokenizer {type(tokenizer).__name__} has no character offsets (not a fast "
+                              f"tokenizer) and splits {text[:40]!r} differently from its prompt and target "
+                              "apart; use a fast tokenizer (model.tokenizer=<hub id or folder>)")
+    return [(ids, len(p)) for ids, p in zip(joined, p_ids)]
 
 
 def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
