@@ -45,8 +45,8 @@ def floor_text(floor: dict) -> str:
     if floor["compares"] == "halves":
         s, sb = floor["seeds"], floor["pearson_all_seeds"]
         text += f" The reported ground truth is the mean of all {s} seeds, more reliable than either half"
-        text += (f": Spearman–Brown predicts Pearson {sb:.3f} between two independent {s}-seed means." if math.isfinite(sb)
-                 else " (Spearman–Brown gives no number: the halves do not agree positively).")
+        text += (f": Spearman–Brown predicts Pearson {sb:.3f} between two independent {s}-seed means."
+                 if math.isfinite(sb) else " (Spearman–Brown gives no number: the halves do not agree positively).")
     return text
 
 
