@@ -10,7 +10,9 @@ shared by every run). Its S ground-truth seeds are b_r + 1000·k for k = 0 … S
 - k = 0 is the run's own θ0, the model the method is scored on: S = 1 is exactly the single-seed
   ground truth, with the same cache entries.
 - The stride keeps the seeds of different runs apart (``runs`` ≤ 1000 is checked) and does not
-  depend on ``runs`` or S, so raising either reuses every model already in the cache.
+  depend on ``runs`` or S, so raising either reuses every model already in the cache. (So with
+  S ≥ 2, top-level seeds a multiple of 1000 apart share models: ``seed=1000``'s θ0 is ``seed=0``'s
+  second ground-truth seed.)
 """
 
 from typing import Callable
