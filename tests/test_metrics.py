@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from untrac.metrics import (correlate, correlations, standardize, standardized_influence, summarize,
-                            truth_agreement)
+from untrac.metrics import (MAX_SPLITS, correlate, correlations, half_splits, spearman_brown, standardize,
+                            standardized_influence, summarize, truth_agreement)
 from untrac.paper import reference
 
 
@@ -95,3 +95,54 @@ def test_nan_correlations_are_kept_and_counted():
     summary = summarize(corr).set_index("method")
     assert (summary.at["m", "subsets_scored"], summary.at["m", "subsets_total"]) == (1, 2)
     assert summary.at["m", "pearson_mean"] == pytest.approx(1.0)  # the mean is over the scored subset only
+def _per_seed(values: dict[int, list[float]], subsets=("s", "t"), runs=(0,)) -> pd.DataFrame:
+    """Per-seed ground truths: ``values[seed]`` lists subset s's four datasets, then subset t's."""
+    rows = [{"run": run, "seed": seed, "test_subset": subset, "train_dataset": d, "influence": v[4 * i + j]}
+            for run in runs for seed, v in values.items()
+            for i, subset in enumerate(subsets) for j, d in enumerate("abcd")]
+    return pd.DataFrame(rows)
+
+
+def test_half_splits_are_disjoint_balanced_and_each_counted_once():
+    assert half_splits([0, 1, 2, 3]) == [((0, 1), (2, 3)), ((0, 2), (1, 3)), ((0, 3), (1, 2))]
+    assert [len(half_splits(list(range(s)))) for s in (2, 3, 5, 6)] == [1, 3, 15, 10]
+    assert all(not set(a) & set(b) and len(a) == len(b) == 2 for a, b in half_splits(list(range(5))))
+    assert len(half_splits(list(range(12)))) == MAX_SPLITS
+
+
+def test_noise_floor_compares_disjoint_halves_of_seeds():
+    rng = np.random.default_rng(0)
+    values = {seed: list(rng.normal(size=8)) for seed in (10, 11, 12, 13)}
+    per_seed = _per_seed(values)
+    truth = per_seed.groupby(["run", "train_dataset", "test_subset"], as_index=False).influence.mean()
+    floor = truth_agreement(truth, per_seed)
+    # Direct: for each split of {10..13} into two pairs and each subset, correlate the pair means.
+    pearsons, spearmans = [], []
+    for a, b in [((10, 11), (12, 13)), ((10, 12), (11, 13)), ((10, 13), (11, 12))]:
+        for sl in (slice(0, 4), slice(4, 8)):
+            mean_a = np.mean([values[s][sl] for s in a], axis=0)
+            mean_b = np.mean([values[s][sl] for s in b], axis=0)
+            pearsons.append(np.corrcoef(mean_a, mean_b)[0, 1])
+            spearmans.append(np.corrcoef(pd.Series(mean_a).rank(), pd.Series(mean_b).rank())[0, 1])
+    assert floor["compares"] == "halves" and (floor["seeds"], floor["seeds_per_half"], floor["pairs"]) == (4, 2, 6)
+    assert floor["pearson"] == pytest.approx(np.mean(pearsons))
+    assert floor["spearman"] == pytest.approx(np.mean(spearmans))
+    r = floor["pearson"]
+    assert floor["pearson_all_seeds"] == pytest.approx(2 * r / (1 + r) if r > 0 else math.nan, nan_ok=True)
+    # Shared ground truth (runs_vary=sample): every run holds the same seeds; run 0 alone is compared.
+    shared = _per_seed(values, runs=(0, 1))
+    assert truth_agreement(truth, shared, shared=True) == floor
+
+
+def test_noise_floor_falls_back_to_runs_with_one_seed():
+    _, truth = _frames()
+    one_seed = truth.assign(seed=truth.run)
+    assert truth_agreement(truth, one_seed)["compares"] == "runs"
+    assert truth_agreement(truth, one_seed) == truth_agreement(truth)
+    assert truth_agreement(truth, one_seed, shared=True) == {}
+
+
+def test_spearman_brown():
+    assert spearman_brown(0.5, 2) == pytest.approx(2 / 3)  # two halves agreeing at 0.5 → 0.667 for the whole
+    assert spearman_brown(0.5, 3) == pytest.approx(0.75)
+    assert math.isnan(spearman_brown(-0.2, 2))

@@ -60,7 +60,7 @@ def test_ground_truth_is_loss_after_removal_minus_before(experiment, monkeypatch
 
     monkeypatch.setattr(untrac.pipeline, "train", recording_train)
     theta0 = experiment.trained(seed=0)
-    truth = experiment.ground_truth(0, theta0)
+    truth = experiment.truth.per_seed(0, theta0)
     rows = {z: [tuple(ids) for ids in ds["input_ids"]] for z, ds in experiment.task.train.items()}
     assert set(pools) == {"train θ0", *(f"train θ−{z}" for z in rows)}
     assert sorted(pools["train θ0"][0]) == sorted(sum(rows.values(), []))

@@ -38,3 +38,17 @@ def test_write_table_three_formats(tmp_path):
     write_table(frame, tmp_path / "t", caption="Table")
     assert pd.read_csv(tmp_path / "t.csv", index_col=0).loc["UnTrac", "Pearson"] == "0.4 ± 0.1"
     assert "UnTrac" in (tmp_path / "t.md").read_text() and "\\begin{tabular}" in (tmp_path / "t.tex").read_text()
+
+
+def test_write_run_with_seeds_writes_them_and_says_what_the_floor_compares(tmp_path):
+    influence, _ = _results()
+    influence = influence[influence.run == 0]
+    per_seed = pd.DataFrame({"run": 0, "seed": [s for s in (0, 1000, 2000, 3000) for _ in range(3)],
+                             "train_dataset": list("abc") * 4, "test_subset": "t",
+                             "influence": [3.0, 2.0, 1.0, 3.0, 1.0, 2.0, 2.0, 3.0, 1.0, 3.0, 2.0, 0.0]})
+    truth = per_seed.groupby(["run", "train_dataset", "test_subset"], as_index=False).influence.mean()
+    text = write_run(tmp_path, influence, truth, {}, {}, "demo", retrained_truth=False, truth_seeds=per_seed)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ground_truth_seeds.csv"), per_seed)
+    floor = json.loads((tmp_path / "metrics.json").read_text())["truth_agreement"]
+    assert floor["compares"] == "halves" and floor["seeds_per_half"] == 2
+    assert "2 vs 2 seeds" in text and "Spearman–Brown" in text and "mean of all 4 seeds" in text

@@ -35,6 +35,7 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
     (["optim.lr=0"], "optim.lr"),
     (["optim.lr=-1"], "optim.lr"),
     (["runs=0"], "runs"),
+    (["groundtruth.seeds=0"], "groundtruth.seeds"),
     (["train.batch_size=100000"], "train.batch_size"),
     (["model=t5xl"], "google/t5-xl-lm-adapt"),
     (["model=opt125m", "model.name_or_path=/nowhere", "model.tokenizer=/nowhere"], "/nowhere"),

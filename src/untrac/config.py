@@ -14,6 +14,8 @@ from untrac.errors import UntracError
 ARCHS = ("seq2seq", "causal")
 UNLEARN_OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam", "adafactor")
 TRAIN_OPTIMIZERS = ("adamw", "adam", "adafactor", "sgd")
+# Run r's k-th ground-truth seed is its base seed + k·stride (untrac.groundtruth.truth_seeds).
+GROUNDTRUTH_SEED_STRIDE = 1000
 METHODS = ("untrac", "untrac_inv", "graddot", "gradcos", "tracin", "hif_lissa", "hif_arnoldi")
 
 
@@ -200,12 +202,18 @@ class ScoreConfig:
 
 @dataclass
 class GroundTruthConfig:
-    """fixed_steps: θ−Z trained T steps (paper §2); all_examples: epochs over D \\ Z (App. A.1)."""
+    """fixed_steps: θ−Z trained T steps (paper §2); all_examples: epochs over D \\ Z (App. A.1).
+
+    ``seeds``: S training seeds, each with its own θ0 and θ−Z; the ground truth is their mean
+    (seed scheme in untrac.groundtruth.truth_seeds).
+    """
 
     mode: str = "fixed_steps"
+    seeds: int = 1
 
     def __post_init__(self) -> None:
         _one_of(self.mode, ("fixed_steps", "all_examples"), "groundtruth.mode")
+        _positive(self.seeds, "groundtruth.seeds")
 
 
 @dataclass
@@ -230,6 +238,10 @@ class Config:
 
     def __post_init__(self) -> None:
         _positive(self.runs, "runs")
+        # Run r's ground-truth seeds are seed + r + stride·k: more runs than the stride would share seeds.
+        _check(self.groundtruth.seeds == 1 or self.runs <= GROUNDTRUTH_SEED_STRIDE,
+               f"runs={self.runs} with groundtruth.seeds={self.groundtruth.seeds}: at most "
+               f"{GROUNDTRUTH_SEED_STRIDE} runs (their ground-truth seeds would overlap)")
         _positive(self.threads, "threads")
         _one_of(self.scale, ("cpu", "paper"), "scale")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),

@@ -74,12 +74,8 @@ def standardized_influence(frame: pd.DataFrame, group_cols: list[str]) -> pd.Dat
     return z.unstack("train_dataset")
 
 
-def truth_agreement(truth: pd.DataFrame) -> dict[str, float]:
-    """The noise floor: mean pairwise correlation between runs' ground-truth vectors.
-
-    If two retrainings of the same ground truth agree only to r, no method can be expected to
-    correlate with one of them much beyond r.
-    """
+def _runs_agreement(truth: pd.DataFrame) -> dict:
+    """Mean pairwise correlation between runs' ground-truth vectors (one training seed per run)."""
     runs = sorted(truth.run.unique())
     pearsons, spearmans = [], []
     for a, b in itertools.combinations(runs, 2):
@@ -90,5 +86,62 @@ def truth_agreement(truth: pd.DataFrame) -> dict[str, float]:
             spearmans.append(s)
     if not pearsons:
         return {}
-    return {"pearson": float(np.nanmean(pearsons)), "spearman": float(np.nanmean(spearmans)),
+    return {"compares": "runs", "pearson": float(np.nanmean(pearsons)), "spearman": float(np.nanmean(spearmans)),
             "pairs": len(pearsons)}
+
+
+MAX_SPLITS = 100  # S = 8 has 35 balanced splits; beyond ~10 seeds the first 100 are plenty
+
+
+def half_splits(seeds: list, limit: int = MAX_SPLITS) -> list[tuple[tuple, tuple]]:
+    """Unordered pairs of disjoint groups of ⌊S/2⌋ seeds (one seed left out when S is odd)."""
+    half = len(seeds) // 2
+    splits = []
+    for a in itertools.combinations(seeds, half):
+        rest = [s for s in seeds if s not in a]
+        for b in itertools.combinations(rest, half):
+            if a < b:  # each unordered pair once
+                splits.append((a, b))
+                if len(splits) == limit:
+                    return splits
+    return splits
+
+
+def spearman_brown(r: float, factor: float) -> float:
+    """Reliability of a mean over ``factor`` times as many seeds, from the reliability r of one group."""
+    return factor * r / (1 + (factor - 1) * r) if r > 0 else math.nan
+
+
+def _halves_agreement(per_seed: pd.DataFrame) -> dict:
+    """Correlation between the mean ground truths of two disjoint halves of each run's seeds."""
+    pearsons, spearmans, n_seeds = [], [], set()
+    for run, frame in per_seed.groupby("run"):
+        cells = frame.pivot(index=["test_subset", "train_dataset"], columns="seed", values="influence")
+        n_seeds.add(cells.shape[1])
+        for a, b in half_splits(list(cells.columns)):
+            halves = pd.DataFrame({"a": cells[list(a)].mean(axis=1), "b": cells[list(b)].mean(axis=1)})
+            for subset, group in halves.groupby(level="test_subset"):
+                p, s = correlate(group.a.to_numpy(), group.b.to_numpy())
+                pearsons.append(p)
+                spearmans.append(s)
+    seeds = min(n_seeds)
+    pearson = float(np.nanmean(pearsons))
+    return {"compares": "halves", "pearson": pearson, "spearman": float(np.nanmean(spearmans)),
+            "pairs": len(pearsons), "seeds": seeds, "seeds_per_half": seeds // 2,
+            "pearson_all_seeds": spearman_brown(pearson, seeds / (seeds // 2))}
+
+
+def truth_agreement(truth: pd.DataFrame, per_seed: pd.DataFrame | None = None, shared: bool = False) -> dict:
+    """The noise floor: how well the ground truth agrees with an independent re-measurement of itself.
+
+    With S ≥ 2 seeds per run (``per_seed``: one Eq. 1 row per seed): Pearson / Spearman between the
+    means of two disjoint halves of a run's seeds (⌊S/2⌋ vs ⌊S/2⌋), per test subset, averaged over
+    subsets, runs and the balanced splits; ``pearson_all_seeds`` is the Spearman–Brown prediction
+    for two independent S-seed means (the reported ground truth is more reliable than either half).
+    With one seed: the mean pairwise correlation between runs, which retrain it (``shared`` = runs
+    share one ground truth, so there is nothing to compare). If two measurements of the same ground
+    truth agree only to r, no method can be expected to correlate with one of them much beyond r.
+    """
+    if per_seed is not None and len(per_seed) and per_seed.groupby("run").seed.nunique().min() >= 2:
+        return _halves_agreement(per_seed[per_seed.run == per_seed.run.min()] if shared else per_seed)
+    return {} if shared else _runs_agreement(truth)

@@ -24,7 +24,7 @@ from untrac.cache import Cache, load_weights, make_key, save_weights
 from untrac.config import Config
 from untrac.data.prepare import data_key, load_task, sample
 from untrac.errors import UntracError
-from untrac.losses import dataset_loss
+from untrac.groundtruth import GroundTruth, mean_over_seeds, subset_losses, truth_seeds
 from untrac.methods import NEEDS_CHECKPOINTS, NEEDS_HESSIAN_POOL, Checkpoint, ScoreInputs, registry
 from untrac.models import build_model, load_tokenizer, model_arch, resolve_device
 from untrac.optim import training_optimizer
@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class Results:
     influence: pd.DataFrame
-    truth: pd.DataFrame
+    truth: pd.DataFrame  # the S-seed mean ground truth, with its SE
+    truth_seeds: pd.DataFrame = field(default_factory=pd.DataFrame)  # Eq. 1 of every seed
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     counters: dict = field(default_factory=dict)
     cache_hits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -69,6 +70,7 @@ class Experiment:
         self.arch = model_arch(cfg.model, self.tokenizer)  # building a model here would load its weights
         self.task = load_task(cfg.data, cfg.testset, self.tokenizer, self.arch, Path(cfg.cache_dir))
         self.results = Results(influence=pd.DataFrame(), truth=pd.DataFrame())
+        self.truth = GroundTruth(cfg, list(self.task.train), self.trained, self.test_losses, self.results.counters)
         self._check_batch_sizes()
 
     def _check_batch_sizes(self) -> None:
@@ -148,19 +150,10 @@ class Experiment:
         return [Checkpoint(it["step"], it["lr"], lambda model, f=path / it["file"]: load_weights(model, f))
                 for it in items]
 
-    # -- ground truth (Eq. 1) ----------------------------------------------------------------
+    # -- ground truth (Eq. 1, over groundtruth.seeds seeds: untrac.groundtruth) ---------------
     def test_losses(self, model) -> dict[str, float]:
-        return {name: dataset_loss(model, ds, self.arch, self.device, self.cfg.unlearn.eval_batch_size,
-                                   self.cfg.model.dtype) for name, ds in self.task.test.items()}
-
-    def ground_truth(self, seed: int, theta0) -> pd.DataFrame:
-        """Eq. 1: I_truth(Z', Z) = L(Z', θ−Z) − L(Z', θ0), the mean test loss per subset."""
-        base = self.test_losses(theta0)
-        rows = []
-        for z in self.task.train:
-            loo = self.test_losses(self.trained(seed, exclude=z))
-            rows += [{"train_dataset": z, "test_subset": s, "influence": loo[s] - base[s]} for s in base]
-        return pd.DataFrame(rows)
+        return subset_losses(model, self.task.test, self.arch, self.device, self.cfg.unlearn.eval_batch_size,
+                             self.cfg.model.dtype)
 
     # -- scoring -----------------------------------------------------------------------------
     def score(self, theta0, train_seed: int, sample_seed: int) -> pd.DataFrame:
@@ -181,14 +174,15 @@ class Experiment:
 
     def run(self, run: int) -> None:
         cfg = self.cfg
-        train_seed = cfg.seed + run if cfg.data.runs_vary == "seed" else cfg.seed
+        train_seed = truth_seeds(cfg, run)[0]  # seed + run, or seed when runs only resample (runs_vary)
         sample_seed = cfg.seed + run
         theta0 = self.trained(train_seed, checkpoints=cfg.method.name in NEEDS_CHECKPOINTS)
         with timed(self.results.seconds, "groundtruth_total"):
-            truth = self.ground_truth(train_seed, theta0).assign(run=run)
+            per_seed = self.truth.per_seed(run, theta0)
         with timed(self.results.seconds, "score"):
             influence = self.score(theta0, train_seed, sample_seed).assign(method=cfg.method.name, run=run)
-        self.results.truth = pd.concat([self.results.truth, truth], ignore_index=True)
+        self.results.truth_seeds = pd.concat([self.results.truth_seeds, per_seed], ignore_index=True)
+        self.results.truth = pd.concat([self.results.truth, mean_over_seeds(per_seed)], ignore_index=True)
         self.results.influence = pd.concat([self.results.influence, influence], ignore_index=True)
 
 
@@ -204,7 +198,7 @@ def run_experiment(cfg: Config) -> Results:
         log.info("run %d/%d", run + 1, cfg.runs)
         exp.run(run)
     exp.results.counters["peak_memory"] = peak_memory_mb(exp.device)
-    exp.results.truth = exp.results.truth[["run", "train_dataset", "test_subset", "influence"]]
+    exp.results.truth = exp.results.truth[["run", "train_dataset", "test_subset", "influence", "se", "seeds"]]
     exp.results.influence = exp.results.influence[
         ["method", "run", "train_dataset", "test_subset", "step", "is_final", "influence"]]
     return exp.results

@@ -34,6 +34,24 @@ def correlation_table(summary: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def floor_text(floor: dict) -> str:
+    """What the noise floor compares, in words (metrics.truth_agreement)."""
+    if floor["compares"] == "runs":
+        what = f"Mean pairwise agreement of the ground truth between runs ({floor['pairs']} run pairs × subsets)"
+    else:
+        h, s = floor["seeds_per_half"], floor["seeds"]
+        what = (f"Agreement between the mean ground truths of two disjoint groups of {h} of the {s} training "
+                f"seeds ({h} vs {h} seeds; {floor['pairs']} splits × subsets × runs)")
+    text = (f"{what}: Pearson {floor['pearson']:.3f}, Spearman {floor['spearman']:.3f}. "
+            "A method cannot be expected to agree with the ground truth much more than it agrees with itself.")
+    if floor["compares"] == "halves":
+        s, sb = floor["seeds"], floor["pearson_all_seeds"]
+        text += f" The reported ground truth is the mean of all {s} seeds, more reliable than either half"
+        text += (f": Spearman–Brown predicts Pearson {sb:.3f} between two independent {s}-seed means."
+                 if math.isfinite(sb) else " (Spearman–Brown gives no number: the halves do not agree positively).")
+    return text
+
+
 def summary_markdown(influence: pd.DataFrame, truth: pd.DataFrame, corr: pd.DataFrame, seconds: dict,
                      title: str, nonfinite: list, floor: dict) -> str:
     final = influence[influence.is_final]
@@ -49,10 +67,7 @@ def summary_markdown(influence: pd.DataFrame, truth: pd.DataFrame, corr: pd.Data
              "non-finite influence) are left out of the means.", "",
              correlation_table(summarize(corr)).to_markdown(), ""]
     if floor:
-        lines += ["## Ground-truth noise floor", "",
-                  f"Mean pairwise agreement of the ground truth between runs ({floor['pairs']} run pairs × subsets): "
-                  f"Pearson {floor['pearson']:.3f}, Spearman {floor['spearman']:.3f}. "
-                  "A method cannot be expected to agree with the ground truth much more than it agrees with itself.", ""]
+        lines += ["## Ground-truth noise floor", "", floor_text(floor), ""]
     if nonfinite:
         lines += ["## Non-finite losses", "", "Unlearning produced NaN/inf and was stopped; these influences are NaN "
                   "and their correlations are NaN:", ""] + [f"- {item}" for item in nonfinite] + [""]
@@ -61,16 +76,20 @@ def summary_markdown(influence: pd.DataFrame, truth: pd.DataFrame, corr: pd.Data
 
 
 def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, seconds: dict, counters: dict,
-              title: str, retrained_truth: bool = True) -> str:
+              title: str, retrained_truth: bool = True, truth_seeds: pd.DataFrame | None = None) -> str:
     """Write the five files of DESIGN §6 into ``out_dir`` and return the summary text.
 
     ``retrained_truth``: runs re-trained the ground truth (so its run-to-run agreement, the noise
     floor, means something); False when runs only re-sample the scored examples.
+    ``truth_seeds``: Eq. 1 of every ground-truth seed (``ground_truth_seeds.csv``); with ≥ 2 seeds
+    the noise floor compares disjoint halves of them.
     """
-    floor = truth_agreement(truth) if retrained_truth else {}
+    floor = truth_agreement(truth, truth_seeds, shared=not retrained_truth)
     out_dir.mkdir(parents=True, exist_ok=True)
     influence.to_csv(out_dir / "influence.csv", index=False)
     truth.to_csv(out_dir / "ground_truth.csv", index=False)
+    if truth_seeds is not None:
+        truth_seeds.to_csv(out_dir / "ground_truth_seeds.csv", index=False)
     corr = correlations(influence, truth)
     corr.to_csv(out_dir / "correlations.csv", index=False)
     nonfinite = counters.get("nonfinite", [])
