@@ -136,6 +136,40 @@ class UntracTask(Task):
         return {m: batch["attention_mask"] if m.startswith("encoder.") else decoder for m in self.modules}
 
 
+class PerExampleLinear(torch.nn.Module):
+    """``linear`` applied to a [batch, tokens, d] view of a flattened [batch·tokens, d] input.
+
+    OPT's decoder layers flatten (batch, tokens) before ``fc1``/``fc2``; kronfluence would then take
+    every token for an example (and fail to add those layers' scores to the others'). Same function,
+    per-example rows restored; ``batch`` is set by a pre-hook on the enclosing layer.
+    """
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.linear, self.batch = linear, 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.view(self.batch, -1, x.shape[-1])).reshape(-1, self.linear.out_features)
+
+
+def unflatten_opt_mlp(model: torch.nn.Module) -> None:
+    """Wrap every OPT decoder layer's fc1/fc2 in ``PerExampleLinear`` (in place; no-op for other models)."""
+    from transformers.models.opt.modeling_opt import OPTDecoderLayer
+
+    for layer in [m for m in model.modules() if isinstance(m, OPTDecoderLayer)]:
+        wrapped = []
+        for name in ("fc1", "fc2"):
+            wrapped.append(PerExampleLinear(getattr(layer, name)))
+            setattr(layer, name, wrapped[-1])
+
+        def set_batch(module, args, kwargs, wrapped=wrapped):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            for w in wrapped:
+                w.batch = hidden.shape[0]
+
+        layer.register_forward_pre_hook(set_batch, with_kwargs=True)
+
+
 def tracked_modules(model: torch.nn.Module) -> list[str]:
     """The linear layers with a trainable parameter (kronfluence factors nn.Linear only)."""
     names = [n for n, m in model.named_modules()
@@ -155,6 +189,7 @@ class EkfacScorer:
         if inputs.hessian_pool is None or len(inputs.hessian_pool) == 0:
             raise UntracError("method=ekfac needs a Hessian pool of training examples (none was given)")
         model = inputs.fresh_model()
+        unflatten_opt_mlp(model)
         modules = tracked_modules(model)
         generator = torch.Generator(device=inputs.device).manual_seed(inputs.seed)
         self.task = UntracTask(inputs.arch, modules, generator)
