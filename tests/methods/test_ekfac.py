@@ -24,6 +24,7 @@ which ``test_sampled_fisher_is_the_ggn_in_expectation`` checks separately, at th
 scaling that makes it the GGN of our mean-token loss.
 """
 
+import json
 from types import SimpleNamespace
 
 import datasets
@@ -223,3 +224,20 @@ def test_no_trainable_linear_layer_is_one_clear_line():
     train, test = random_sets(["z1"], 2, seed=0), random_sets(["s1"], 2, seed=1)
     with pytest.raises(UntracError, match="no trainable nn.Linear"):
         ekfac.score_ekfac(make_inputs(model, ARCH, train, test, pool=train["z1"], name="ekfac"))
+
+
+@pytest.mark.slow
+def test_method_ekfac_runs_in_the_pipeline(tmp_path):
+    """``python -m untrac.run method=ekfac`` on the tiny default job (shrunk): results for every pair."""
+    import pandas as pd
+    from test_run import REPO, SMALL, untrac
+
+    proc = untrac(*SMALL, "method=ekfac", tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    influence = pd.read_csv(tmp_path / "run" / "influence.csv")
+    assert set(influence.method) == {"ekfac"} and influence.is_final.all()
+    assert set(influence.train_dataset) == {"dataset1", "dataset2", "dataset3", "dataset4"}
+    assert influence.influence.notna().all() and (influence.influence != 0).all()
+    counters = json.loads((tmp_path / "run" / "metrics.json").read_text())["counters"]
+    assert counters["ekfac_modules"] > 0 and counters["ekfac_damping"] == SHIPPED["method"]["damping"]
+    assert not (REPO / "influence_results").exists()  # kronfluence's default output folder: not used
