@@ -57,7 +57,9 @@ try:  # an optional extra: the other methods must not need it
     from kronfluence.arguments import FactorArguments, ScoreArguments
     from kronfluence.task import Task
     from kronfluence.utils.dataset import DataLoaderKwargs
-except ImportError:  # pragma: no cover - exercised only where the extra is missing
+except ModuleNotFoundError as err:  # only a missing kronfluence; a broken install still raises
+    if err.name != "kronfluence":
+        raise
     Analyzer = None
     Task = object
 
