@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SCALE ?= cpu
 LAUNCHER ?= basic
+KRONFLUENCE := 'kronfluence>=1.0,<1.1'
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test test-fast bench clean
@@ -13,12 +14,14 @@ LAUNCHER ?= basic
 help: ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	# The CPU wheel of torch 2.13.0 first, so the dependency resolution below keeps it.
-	$(VENV)/bin/pip install -q torch==2.13.0
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -c constraints.txt --upgrade pip
+	# The CPU wheel of torch 2.13.0 first; constraints.txt pins it for every later resolution.
+	$(VENV)/bin/pip install -q -c constraints.txt torch==2.13.0
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev,ekfac]'
+	# kronfluence without its declared torchvision (never imported; its CUDA wheel breaks transformers).
+	$(VENV)/bin/pip install -q -c constraints.txt --no-deps $(KRONFLUENCE)
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the package with its test tools
@@ -49,10 +52,10 @@ ARGS ?=
 PAPER_TARGET = $(PY) scripts/paper_targets.py $@ --scale $(SCALE) --launcher $(LAUNCHER) -- $(ARGS)
 .PHONY: table2 table3 table4 table5 fig2 fig3 fig4
 
-table2: $(STAMP) ## Table 2: standardised influence, synthetic A/B, 7 methods + ground truth (cpu ≈ 14 min)
+table2: $(STAMP) ## Table 2: standardised influence, synthetic A/B, 8 methods + ground truth (cpu ≈ 14 min)
 	$(PAPER_TARGET)
 
-table3: $(STAMP) ## Table 3: Pearson, pile8 equal/different sizes × 3 test sets, 7 methods (cpu ≈ 1 h)
+table3: $(STAMP) ## Table 3: Pearson, pile8 equal/different sizes × 3 test sets, 8 methods (cpu ≈ 1 h)
 	$(PAPER_TARGET)
 
 table4: $(STAMP) ## Table 4: UnTrac/UnTrac-Inv across optimizers and learning rates, ToxiGen (cpu ≈ 17 min)

@@ -26,7 +26,7 @@ def test_default_is_the_embedded_job():
 
 @pytest.mark.parametrize("group,options", [
     ("model", ["t5_tiny", "opt_tiny", "t5xl", "opt125m"]),
-    ("method", ["untrac", "untrac_inv", "graddot", "gradcos", "tracin", "hif_lissa", "hif_arnoldi"]),
+    ("method", ["untrac", "untrac_inv", "graddot", "gradcos", "tracin", "hif_lissa", "hif_arnoldi", "ekfac"]),
     ("optim", ["sgd", "sgd_momentum", "rmsprop", "adam", "adafactor"]),
 ])
 def test_every_group_option_composes(group, options):

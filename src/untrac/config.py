@@ -16,7 +16,7 @@ UNLEARN_OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam", "adafactor")
 TRAIN_OPTIMIZERS = ("adamw", "adam", "adafactor", "sgd")
 # Run r's k-th ground-truth seed is its base seed + k·stride (untrac.groundtruth.truth_seeds).
 GROUNDTRUTH_SEED_STRIDE = 1000
-METHODS = ("untrac", "untrac_inv", "graddot", "gradcos", "tracin", "hif_lissa", "hif_arnoldi")
+METHODS = ("untrac", "untrac_inv", "graddot", "gradcos", "tracin", "hif_lissa", "hif_arnoldi", "ekfac")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -179,6 +179,7 @@ class MethodConfig:
     hessian_batch_size: int = 16
     arnoldi_iterations: int = 25
     arnoldi_topk: int = 25
+    fisher: str = "sampled"  # ekfac: sampled (labels drawn from the model: the GGN) | empirical (true labels)
 
     def __post_init__(self) -> None:
         _one_of(self.name, METHODS, "method")
@@ -186,6 +187,7 @@ class MethodConfig:
                     "hessian_batch_size", "arnoldi_iterations", "arnoldi_topk"):
             _positive(getattr(self, key), f"method.{key}")
         _check(self.damping >= 0, f"method.damping must be >= 0, got {self.damping}")
+        _one_of(self.fisher, ("sampled", "empirical"), "method.fisher")
         _check(self.arnoldi_topk <= self.arnoldi_iterations,
                "method.arnoldi_topk must not exceed method.arnoldi_iterations")
 

@@ -8,8 +8,9 @@ from untrac.data.collate import IGNORE, batches
 from untrac.models import Arch, autocast
 
 
-def example_losses(model, batch: dict[str, torch.Tensor], arch: Arch) -> torch.Tensor:
-    """Loss of each example in ``batch``: mean NLL of its target tokens, shape ``[batch]``."""
+def token_logits(model, batch: dict[str, torch.Tensor], arch: Arch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``[batch, length, vocab]`` aligned with the target tokens ``[batch, length]`` they score
+    (``IGNORE`` where nothing is predicted); logits at least float32."""
     labels = batch["labels"]
     if arch.kind == "seq2seq":
         decoder_inputs = model.prepare_decoder_input_ids_from_labels(labels=labels)
@@ -21,7 +22,12 @@ def example_losses(model, batch: dict[str, torch.Tensor], arch: Arch) -> torch.T
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
         targets = labels[:, 1:]
     # At least float32 for the log-softmax (bf16 logits), float64 kept for exact tests.
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return logits.to(torch.promote_types(logits.dtype, torch.float32)), targets
+
+
+def example_losses(model, batch: dict[str, torch.Tensor], arch: Arch) -> torch.Tensor:
+    """Loss of each example in ``batch``: mean NLL of its target tokens, shape ``[batch]``."""
+    logits, targets = token_logits(model, batch, arch)
     nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
     counted = (targets != IGNORE).sum(dim=1).clamp(min=1)
     return nll.sum(dim=1) / counted

@@ -25,7 +25,9 @@ from untrac.metrics import correlate, standardized_influence, summarize  # noqa:
 from untrac.report import mean_std  # noqa: E402
 
 METHODS = {"graddot": "GradDot", "gradcos": "GradCos", "hif_arnoldi": "HIF (Arnoldi)", "hif_lissa": "HIF (LISSA)",
-           "tracin": "TracIn", "untrac": "UnTrac", "untrac_inv": "UnTrac-Inv", "ground_truth": "Ground Truth"}
+           "tracin": "TracIn", "untrac": "UnTrac", "untrac_inv": "UnTrac-Inv",
+           "ekfac": "EK-FAC",  # not in the paper: its "paper" row stays blank
+           "ground_truth": "Ground Truth"}
 TESTSETS = {"toxigen": "ToxiGen", "winobias": "WinoBias", "truthfulqa": "TruthfulQA"}
 SIZES = {"equal": "Equal", "different": "Different"}
 OPTIMIZERS = {"sgd": "SGD", "sgd_momentum": "SGD w/momentum", "rmsprop": "RMSProp", "adam": "Adam",

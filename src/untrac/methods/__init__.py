@@ -40,7 +40,7 @@ class ScoreInputs:
     unlearn: UnlearnConfig
     seed: int
     dtype: str = "float32"
-    hessian_pool: datasets.Dataset | None = None  # training mixture, for HIF's Hessian
+    hessian_pool: datasets.Dataset | None = None  # training mixture, for HIF's Hessian and EK-FAC's factors
     checkpoints: list[Checkpoint] = field(default_factory=list)
     counters: dict = field(default_factory=dict)
 
@@ -53,15 +53,15 @@ Method = Callable[[ScoreInputs], pd.DataFrame]
 
 def registry() -> dict[str, Method]:
     """Name → scoring function (imported here, not at module load, to avoid an import cycle)."""
-    from untrac.methods import gradsim, hif, untrac
+    from untrac.methods import ekfac, gradsim, hif, untrac
 
     return {"untrac": untrac.score_untrac, "untrac_inv": untrac.score_untrac_inv,
             "graddot": gradsim.score_graddot, "gradcos": gradsim.score_gradcos, "tracin": gradsim.score_tracin,
-            "hif_lissa": hif.score_lissa, "hif_arnoldi": hif.score_arnoldi}
+            "hif_lissa": hif.score_lissa, "hif_arnoldi": hif.score_arnoldi, "ekfac": ekfac.score_ekfac}
 
 
 NEEDS_CHECKPOINTS = {"tracin"}
-NEEDS_HESSIAN_POOL = {"hif_lissa", "hif_arnoldi"}
+NEEDS_HESSIAN_POOL = {"hif_lissa", "hif_arnoldi", "ekfac"}
 
 
 def final_rows(scores: dict[tuple[str, str], float]) -> pd.DataFrame:
