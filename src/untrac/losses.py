@@ -10,6 +10,17 @@ from untrac.models import Arch, autocast
 
 def example_losses(model, batch: dict[str, torch.Tensor], arch: Arch) -> torch.Tensor:
     """Loss of each example in ``batch``: mean NLL of its target tokens, shape ``[batch]``."""
+    logits, targets = target_logits(model, batch, arch)
+    nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
+    counted = (targets != IGNORE).sum(dim=1).clamp(min=1)
+    return nll.sum(dim=1) / counted
+
+
+def target_logits(model, batch: dict[str, torch.Tensor], arch: Arch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits that predict each target token, and those targets (``IGNORE`` where not scored).
+
+    Shared by the loss and by HIF's Gauss–Newton operator, which needs the logits themselves.
+    """
     labels = batch["labels"]
     if arch.kind == "seq2seq":
         decoder_inputs = model.prepare_decoder_input_ids_from_labels(labels=labels)
@@ -21,10 +32,7 @@ def example_losses(model, batch: dict[str, torch.Tensor], arch: Arch) -> torch.T
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
         targets = labels[:, 1:]
     # At least float32 for the log-softmax (bf16 logits), float64 kept for exact tests.
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
-    counted = (targets != IGNORE).sum(dim=1).clamp(min=1)
-    return nll.sum(dim=1) / counted
+    return logits.to(torch.promote_types(logits.dtype, torch.float32)), targets
 
 
 def batch_loss(model, batch: dict[str, torch.Tensor], arch: Arch) -> torch.Tensor:
