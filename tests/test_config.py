@@ -64,3 +64,13 @@ def test_schema_rejects_unknown_keys_and_wrong_types():
         load("optim.lrr=1")
     with pytest.raises(Exception, match="runs"):
         load("runs=abc")
+
+
+def test_hif_lissa_scale_is_auto_or_a_positive_number():
+    assert load("method=hif_lissa").method.lissa_scale == "auto"
+    assert load("method=hif_lissa", "method.lissa_scale=50").method.lissa_scale == 50
+    for bad in ("abc", "-1"):
+        with pytest.raises(UntracError, match=r"method\.lissa_scale"):
+            load("method=hif_lissa", f"method.lissa_scale={bad}")
+    with pytest.raises(UntracError, match=r"method\.variant"):
+        load("method=hif_arnoldi", "method.variant=summed")

@@ -34,3 +34,16 @@ def test_write_table_three_formats(tmp_path):
     write_table(frame, tmp_path / "t", caption="Table")
     assert pd.read_csv(tmp_path / "t.csv", index_col=0).loc["UnTrac", "Pearson"] == "0.4 ± 0.1"
     assert "UnTrac" in (tmp_path / "t.md").read_text() and "\\begin{tabular}" in (tmp_path / "t.tex").read_text()
+
+
+def test_summary_flags_a_diverged_hif_solve(tmp_path):
+    influence, truth = _results()
+    solver = [{"method": "hif_lissa", "variant": "default", "operator": "ggn", "damping": 0.01, "lambda_max": 150.0,
+               "scale": 20.0, "iterations": 10, "residual": {"t": 3e8}, "status": "diverged"},
+              {"method": "hif_arnoldi", "variant": "default", "operator": "ggn", "damping": 0.01, "kept": 25,
+               "min_denominator": 0.05, "residual": {"t": 0.9}, "status": "low-rank"}]
+    text = write_run(tmp_path, influence, truth, {}, {"hif_solver": solver}, "demo")
+    lines = [line for line in text.splitlines() if line.startswith("- run")]
+    assert "**diverged**" in lines[0] and "do not trust" in lines[0] and "3e+08" in lines[0]
+    assert "**low-rank**" in lines[1] and "do not trust" not in lines[1]
+    assert json.loads((tmp_path / "metrics.json").read_text())["counters"]["hif_solver"][0]["status"] == "diverged"
