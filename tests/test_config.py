@@ -92,3 +92,11 @@ def test_paper_presets_train_as_the_authors_scripts(experiment, model, steps, ba
     cfg = load(f"experiment={experiment}")
     assert (cfg.model.name, cfg.train.steps, cfg.train.batch_size, cfg.train.optim) == (model, steps, batch, optim)
     assert (cfg.train.lr, cfg.train.clip_grad, cfg.train.weight_decay, cfg.model.dtype) == (5e-5, 1.0, 0.0, "float32")
+def test_hif_lissa_scale_is_auto_or_a_positive_number():
+    assert load("method=hif_lissa").method.lissa_scale == "auto"
+    assert load("method=hif_lissa", "method.lissa_scale=50").method.lissa_scale == 50
+    for bad in ("abc", "-1"):
+        with pytest.raises(UntracError, match=r"method\.lissa_scale"):
+            load("method=hif_lissa", f"method.lissa_scale={bad}")
+    with pytest.raises(UntracError, match=r"method\.variant"):
+        load("method=hif_arnoldi", "method.variant=summed")

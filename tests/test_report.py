@@ -52,3 +52,14 @@ def test_write_run_with_seeds_writes_them_and_says_what_the_floor_compares(tmp_p
     floor = json.loads((tmp_path / "metrics.json").read_text())["truth_agreement"]
     assert floor["compares"] == "halves" and floor["seeds_per_half"] == 2
     assert "2 vs 2 seeds" in text and "Spearman–Brown" in text and "mean of all 4 seeds" in text
+def test_summary_flags_a_diverged_hif_solve(tmp_path):
+    influence, truth = _results()
+    solver = [{"method": "hif_lissa", "variant": "default", "operator": "ggn", "damping": 0.01, "lambda_max": 150.0,
+               "scale": 20.0, "iterations": 10, "residual": {"t": 3e8}, "status": "diverged"},
+              {"method": "hif_arnoldi", "variant": "default", "operator": "ggn", "damping": 0.01, "kept": 25,
+               "min_denominator": 0.05, "residual": {"t": 0.9}, "status": "low-rank"}]
+    text = write_run(tmp_path, influence, truth, {}, {"hif_solver": solver}, "demo")
+    lines = [line for line in text.splitlines() if line.startswith("- run")]
+    assert "**diverged**" in lines[0] and "do not trust" in lines[0] and "3e+08" in lines[0]
+    assert "**low-rank**" in lines[1] and "do not trust" not in lines[1]
+    assert json.loads((tmp_path / "metrics.json").read_text())["counters"]["hif_solver"][0]["status"] == "diverged"

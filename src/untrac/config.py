@@ -7,7 +7,7 @@ Nothing here imports torch, so the config can be checked before anything heavy l
 """
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from untrac.errors import UntracError
 
@@ -169,13 +169,14 @@ class MethodConfig:
     """Which attribution method scores the training datasets, and its knobs (DESIGN §2)."""
 
     name: str = "untrac"
-    variant: str = "default"  # gradcos: default (per-example) | summed
+    variant: str = "default"  # gradcos: default (per-example) | summed; hif_*: default | authors
     per_example_batch: int = 16
     hessian_examples: int = 256
     normalize_train: bool = True
     damping: float = 0.01
     lissa_iterations: int = 10
-    lissa_scale: float = 10.0
+    lissa_scale: Any = "auto"  # "auto" (1.1·(λ_max + damping), power iteration) or a number > 0
+    power_iterations: int = 20  # most steps of the power iteration that estimates λ_max (HIF)
     hessian_batch_size: int = 16
     arnoldi_iterations: int = 25
     arnoldi_topk: int = 25
@@ -183,11 +184,18 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         _one_of(self.name, METHODS, "method")
-        for key in ("per_example_batch", "hessian_examples", "lissa_iterations", "lissa_scale",
+        for key in ("per_example_batch", "hessian_examples", "lissa_iterations", "power_iterations",
                     "hessian_batch_size", "arnoldi_iterations", "arnoldi_topk"):
             _positive(getattr(self, key), f"method.{key}")
+        if self.lissa_scale != "auto":
+            _check(isinstance(self.lissa_scale, (int, float)) and not isinstance(self.lissa_scale, bool)
+                   and self.lissa_scale > 0, f"method.lissa_scale must be 'auto' or a number > 0, got {self.lissa_scale!r}")
+        if self.name.startswith("hif_"):
+            _one_of(self.variant, ("default", "authors"), "method.variant")
         _check(self.damping >= 0, f"method.damping must be >= 0, got {self.damping}")
         _one_of(self.fisher, ("sampled", "empirical"), "method.fisher")
+        _check(not self.name.startswith("hif_") or self.variant == "authors" or self.damping > 0,
+               f"method.damping must be > 0 for {self.name} (G + damping·I must be positive definite)")
         _check(self.arnoldi_topk <= self.arnoldi_iterations,
                "method.arnoldi_topk must not exceed method.arnoldi_iterations")
 

@@ -10,7 +10,9 @@ from untrac.models import Arch, autocast
 
 def token_logits(model, batch: dict[str, torch.Tensor], arch: Arch) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits ``[batch, length, vocab]`` aligned with the target tokens ``[batch, length]`` they score
-    (``IGNORE`` where nothing is predicted); logits at least float32."""
+    (``IGNORE`` where nothing is predicted); logits at least float32.
+
+    Shared by the loss, HIF's Gauss–Newton operator and EK-FAC's sampled Fisher, which need the logits."""
     labels = batch["labels"]
     if arch.kind == "seq2seq":
         decoder_inputs = model.prepare_decoder_input_ids_from_labels(labels=labels)

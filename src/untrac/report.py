@@ -53,7 +53,7 @@ def floor_text(floor: dict) -> str:
 
 
 def summary_markdown(influence: pd.DataFrame, truth: pd.DataFrame, corr: pd.DataFrame, seconds: dict,
-                     title: str, nonfinite: list, floor: dict) -> str:
+                     title: str, nonfinite: list, floor: dict, solver: list | None = None) -> str:
     final = influence[influence.is_final]
     standardized = pd.concat([standardized_influence(final, ["method"]),
                               standardized_influence(truth.assign(method="ground truth"), ["method"])])
@@ -71,8 +71,27 @@ def summary_markdown(influence: pd.DataFrame, truth: pd.DataFrame, corr: pd.Data
     if nonfinite:
         lines += ["## Non-finite losses", "", "Unlearning produced NaN/inf and was stopped; these influences are NaN "
                   "and their correlations are NaN:", ""] + [f"- {item}" for item in nonfinite] + [""]
+    if solver:
+        lines += hif_solver_lines(solver)
     lines += ["## Seconds per stage", "", pd.Series(seconds, name="seconds").round(2).to_markdown(), ""]
     return "\n".join(lines)
+
+
+def hif_solver_lines(solver: list) -> list[str]:
+    """One line per HIF solve (``counters["hif_solver"]``, methods/hif.py): operator, λ_max, scale,
+    residual ‖(M + λI)x − v‖/‖v‖ and status, so a diverged or truncated inverse is not silent."""
+    lines = ["## HIF inverse", "", "Relative residual ‖(M + λI)x − v‖/‖v‖ of each test subset's solve "
+             "(x = 0 scores 1). converged ≤ 1e-3; truncated / low-rank: bounded but not solved; "
+             "diverged / near-singular: the numbers are not an inverse.", ""]
+    for run, rec in enumerate(solver):
+        residual = max(rec.get("residual", {}).values(), default=float("nan"))
+        detail = (f"λ_max≈{rec['lambda_max']:.4g}, scale {rec['scale']:.4g}, {rec['iterations']} iterations"
+                  if "scale" in rec else f"{rec.get('kept')} eigenpairs, smallest denominator "
+                  f"{rec.get('min_denominator', float('nan')):.3g}")
+        flag = " **(not an inverse: do not trust these influences)**" if rec["status"] in ("diverged", "near-singular") else ""
+        lines.append(f"- run {run}: {rec['method']} ({rec['variant']}, {rec['operator']}, damping {rec['damping']:g}): "
+                     f"{detail}; max residual {residual:.3g} — **{rec['status']}**{flag}")
+    return lines + [""]
 
 
 def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, seconds: dict, counters: dict,
@@ -93,7 +112,7 @@ def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, secon
     corr = correlations(influence, truth)
     corr.to_csv(out_dir / "correlations.csv", index=False)
     nonfinite = counters.get("nonfinite", [])
-    text = summary_markdown(influence, truth, corr, seconds, title, nonfinite, floor)
+    text = summary_markdown(influence, truth, corr, seconds, title, nonfinite, floor, counters.get("hif_solver"))
     (out_dir / "summary.md").write_text(text)
     summary = summarize(corr)
     metrics = {

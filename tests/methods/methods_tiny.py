@@ -116,3 +116,48 @@ def assert_rel(got: torch.Tensor, expected: torch.Tensor, tol: float) -> None:
     got, expected = torch.atleast_2d(got), torch.atleast_2d(expected)
     err = (got - expected).norm(dim=-1) / expected.norm(dim=-1).clamp_min(1e-300)
     assert err.max().item() <= tol, f"relative error {err.max().item():.3g} > {tol:g}"
+
+
+def explicit_ggn(model, ds: datasets.Dataset, arch) -> torch.Tensor:
+    """Gauss–Newton matrix of the mean loss over ``ds`` as a dense matrix, built from scratch:
+    G = (1/N) Σ_i Σ_t J_itᵀ (diag p − p pᵀ) J_it / T_i with J_it = ∂logits_it/∂θ by ``jacrev``,
+    one example at a time (no padding), the softmax Hessian written out."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = [p.detach() for p in model.parameters() if p.requires_grad]
+    sizes = [p.numel() for p in params]
+    flat0 = torch.cat([p.reshape(-1) for p in params])
+    wrapped = _Logits(model, arch)
+    total = torch.zeros(len(flat0), len(flat0), dtype=torch.float64)
+    for i in range(len(ds)):
+        batch = collate(ds[[i]], arch.pad_id)
+
+        def logits(flat):
+            swapped = {f"model.{n}": c.view_as(p) for n, c, p in zip(names, flat.split(sizes), params)}
+            return functional_call(wrapped, swapped, (batch,))
+
+        with sdpa_kernel([SDPBackend.MATH]):
+            z, targets = logits(flat0), wrapped.targets(batch)
+            jac = torch.func.jacrev(logits)(flat0)  # [T, V, P]
+        keep = targets != -100
+        z, jac = z[keep].double(), jac[keep].double()
+        p = torch.softmax(z, dim=-1)
+        h = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]  # [T, V, V]
+        total += torch.einsum("tvp,tvw,twq->pq", jac, h, jac) / keep.sum()
+    return total / len(ds)
+
+
+class _Logits(torch.nn.Module):
+    """Logits predicting the target tokens of a batch of ONE example (written out independently)."""
+
+    def __init__(self, model, arch):
+        super().__init__()
+        self.model, self.arch = model, arch
+
+    def targets(self, batch):
+        return (batch["labels"] if self.arch.kind == "seq2seq" else batch["labels"][:, 1:])[0]
+
+    def forward(self, batch):
+        if self.arch.kind == "seq2seq":
+            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+            return out.logits[0]
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[0, :-1]

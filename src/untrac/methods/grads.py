@@ -12,8 +12,8 @@ across training datasets do not see it. Means make the §4.3 identity literal: o
 ascent step of UnTrac moves θ by η·(1/N) Σ_i g_i, and changes the test loss by η·GradDot.
 
 Counters (``inputs.counters``): ``forward_backward`` (batches through a backward pass, as in
-unlearning), ``grad_examples`` (examples whose gradient was taken), ``hvp`` (Hessian-vector
-products) and ``hvp_examples`` (examples inside those products).
+unlearning), ``grad_examples`` (examples whose gradient was taken), ``hvp`` (Hessian- or
+Gauss–Newton-vector products, one per batch/chunk) and ``hvp_examples`` (examples inside them).
 """
 
 import logging
@@ -201,7 +201,8 @@ def hvp(model, batch: dict[str, torch.Tensor], arch: Arch, vector: torch.Tensor,
 
 
 class HessianBatches:
-    """Batches of the Hessian pool for stochastic HVPs: a fresh batch at every call.
+    """Batches of the Hessian pool for stochastic HVPs: a fresh batch at every call (HIF's
+    ``variant=authors``; the default HIF operator is ``hessian.PoolOperator``, the whole pool).
 
     Batches are drawn without replacement and the pool is reshuffled at every pass (the training
     sampler), so consecutive HVPs see different examples. With ``batch_size >= len(pool)`` every
@@ -220,5 +221,5 @@ class HessianBatches:
 
 
 def pool_hvp(model, arch: Arch, draw: HessianBatches, dtype: str = "float32", counters: dict | None = None):
-    """v ↦ H_b v on a fresh batch b from ``draw`` each call (the operator LiSSA and Arnoldi iterate)."""
+    """v ↦ H_b v on a fresh batch b from ``draw`` each call (what the authors' HIF baseline iterates)."""
     return lambda v: hvp(model, draw(), arch, v, dtype, counters)

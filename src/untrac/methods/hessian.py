@@ -1,0 +1,112 @@
+"""Curvature operators for HIF (paper Eq. 8) and a power-iteration estimate of their top eigenvalue.
+
+The default HIF operator is the Gauss–Newton matrix (GGN) of the mean loss over one FIXED pool of
+training examples (DESIGN §2 "HIF must have a well-posed target"):
+
+    G = (1/N) Σ_i J_iᵀ H_i J_i,   J_i = ∂(logits of example i)/∂θ,
+    H_i = ∇²_logits L(z_i) = (1/T_i) Σ_t (diag p_t − p_t p_tᵀ)  (softmax cross-entropy, T_i scored tokens).
+
+Each H_i is positive semi-definite, so G is too, and G + λI is positive definite for any damping
+λ > 0: (G + λI)⁻¹ exists and LiSSA / Arnoldi have one well-defined target. The exact Hessian
+differs from G by a term weighted by the residuals ∂L/∂logits, which makes it indefinite at an
+unconverged θ0 (measured on the default tiny T5: eigenvalues down to ≈ −8). G is the curvature
+used by EK-FAC / kronfluence (Grosse et al. 2023) and by Martens' Hessian-free optimisation.
+
+The pool is processed in fixed chunks of ``hessian_batch_size`` examples (memory), and every
+product is the mean over the whole pool, so the operator is the same matrix at every call.
+"""
+
+from typing import Callable
+
+import datasets
+import torch
+
+from untrac.data.collate import IGNORE, collate
+from untrac.losses import token_logits
+from untrac.methods.grads import bump, eager_attention, flatten, hvp, trainable, unflatten
+from untrac.models import Arch, autocast
+
+Operator = Callable[[torch.Tensor], torch.Tensor]
+
+
+def softmax_ce_hessian_product(logits: torch.Tensor, targets: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """H u for H = ∇²_logits of each example's mean token cross-entropy, [B, T, V] → [B, T, V].
+
+    Per scored token: (diag p − p pᵀ) u = p ⊙ u − p (pᵀu), scaled by 1/T_i (the example's loss is
+    a mean over its T_i target tokens); tokens that are not scored (``IGNORE``) contribute nothing.
+    """
+    p = torch.softmax(logits.detach(), dim=-1)
+    scored = (targets != IGNORE).to(p.dtype)
+    weight = (scored / scored.sum(dim=1, keepdim=True).clamp(min=1))[..., None]
+    return weight * (p * u - p * (p * u).sum(dim=-1, keepdim=True))
+
+
+def ggn_product(model, batch: dict[str, torch.Tensor], arch: Arch, vector: torch.Tensor, dtype: str = "float32"
+                ) -> torch.Tensor:
+    """Σ_{i in batch} J_iᵀ H_i J_i v (a SUM over the batch's examples), by reverse-mode autograd only.
+
+    J v comes from the "double-vjp" trick: w(u) = Jᵀu is linear in a dummy cotangent u, so
+    ∂⟨w(u), v⟩/∂u = J v. Then Jᵀ (H J v) is one more vjp through the same forward graph.
+    """
+    params = trainable(model)
+    with eager_attention(model), autocast(vector.device, dtype):
+        logits, targets = token_logits(model, batch, arch)
+        dummy = torch.zeros_like(logits, requires_grad=True)
+        jt_dummy = torch.autograd.grad(logits, params, dummy, create_graph=True, allow_unused=True)
+    used = [(g, v) for g, v in zip(jt_dummy, unflatten(vector, params)) if g is not None]
+    (jv,) = torch.autograd.grad([g for g, _ in used], dummy, [v.to(g.dtype) for g, v in used])
+    hjv = softmax_ce_hessian_product(logits, targets, jv)
+    return flatten(torch.autograd.grad(logits, params, hjv, allow_unused=True), params).detach().to(vector.dtype)
+
+
+class PoolOperator:
+    """v ↦ M v with M the mean over a fixed pool of a per-example curvature (GGN or exact Hessian).
+
+    The pool is cut once, in its own order, into chunks of ``batch_size``; every call visits all
+    chunks, so LiSSA, power iteration and Arnoldi all iterate one and the same matrix.
+    ``kind``: "ggn" (default, PSD) or "hessian" (the exact Hessian; for the authors' variant's
+    checks). Counters: ``hvp`` (operator-chunk products) and ``hvp_examples``.
+    """
+
+    def __init__(self, model, arch: Arch, pool: datasets.Dataset, batch_size: int, device: torch.device,
+                 dtype: str = "float32", counters: dict | None = None, kind: str = "ggn"):
+        self.model, self.arch, self.dtype, self.counters, self.kind = model, arch, dtype, counters, kind
+        self.size = len(pool)
+        step = max(1, min(batch_size, self.size))
+        self.chunks = [{k: v.to(device) for k, v in collate(pool[list(range(i, min(i + step, self.size)))],
+                                                              arch.pad_id).items()}
+                       for i in range(0, self.size, step)]
+
+    def __call__(self, vector: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros_like(vector)
+        for batch in self.chunks:
+            n = len(batch["labels"])
+            if self.kind == "ggn":
+                total += ggn_product(self.model, batch, self.arch, vector, self.dtype)
+            else:  # hvp() differentiates the chunk's MEAN loss: times n gives the chunk's sum
+                total += n * hvp(self.model, batch, self.arch, vector, self.dtype)
+            bump(self.counters, "hvp")
+            bump(self.counters, "hvp_examples", n)
+        return total / self.size
+
+
+def top_eigenvalue(op: Operator, start: torch.Tensor, iterations: int, tol: float = 1e-3) -> tuple[float, int]:
+    """Power iteration: the Rayleigh quotient xᵀMx of the dominant eigenvector, and the steps used.
+
+    Stops when the quotient changes by less than ``tol`` (relative) or after ``iterations`` steps.
+    For a PSD M the quotient approaches λ_max from below, hence LiSSA's safety margin on it. For
+    an indefinite M it finds the eigenvalue of largest |λ| (returned with its sign).
+    """
+    x = start / start.norm()
+    value, steps = 0.0, 0
+    for steps in range(1, iterations + 1):
+        y = op(x)
+        new = torch.dot(x, y).item()
+        norm = y.norm()
+        if not torch.isfinite(norm) or norm == 0:
+            return new, steps
+        x = y / norm
+        if steps > 1 and abs(new - value) <= tol * abs(new):
+            return new, steps
+        value = new
+    return value, steps
