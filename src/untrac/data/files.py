@@ -11,6 +11,7 @@ when both those columns exist, else a text: for training, texts are tokenised an
 """
 
 import csv
+import json
 import logging
 import zlib
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ def _read_saved(path: Path, where: str) -> Dataset:
     try:
         saved = datasets.load_from_disk(str(path))
     except Exception as err:  # noqa: BLE001 - not a save_to_disk folder, or a damaged one
+        if _saved_without_data(path):  # datasets saves an empty dataset but cannot load it back
+            raise UntracError(f"{where}: {path} has no rows") from err
         raise UntracError(f"{where}: {path} is a folder but not one written by datasets.save_to_disk "
                           f"({type(err).__name__})") from err
     if isinstance(saved, datasets.DatasetDict):
@@ -89,6 +92,13 @@ class Source:
     rows: Dataset
     where: str
     file: str
+
+
+def _saved_without_data(path: Path) -> bool:
+    try:
+        return json.loads((path / "state.json").read_text()).get("_data_files") == []
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def named_sources(named: dict[str, str], path: str | None, group_column: str | None, group: str, key: str,
