@@ -38,7 +38,7 @@ class ModelConfig:
     name: str = "t5_tiny"
     arch: str = "seq2seq"
     name_or_path: Optional[str] = None
-    tokenizer: str = "byt5"  # "byt5" (no files needed) or a hub id / local directory
+    tokenizer: Optional[str] = "byt5"  # "byt5" (no files needed), a hub id / local directory; null: name_or_path's
     d_model: int = 64
     num_layers: int = 2
     num_heads: int = 4
@@ -49,7 +49,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _one_of(self.arch, ARCHS, "model.arch")
         _one_of(self.dtype, ("float32", "bfloat16"), "model.dtype")
-        _check(self.arch != "auto" or bool(self.name_or_path), "model.arch=auto needs model.name_or_path=<checkpoint folder>")
+        _check(self.arch != "auto" or bool(self.name_or_path), "model=local needs model.name_or_path=<checkpoint folder>")
+        self.tokenizer = self.tokenizer or self.name_or_path  # the checkpoint's own tokenizer by default
+        _check(bool(self.tokenizer), "model.tokenizer is not set (byt5, a hub id or a folder)")
         for key in ("d_model", "num_layers", "num_heads", "d_ff", "max_positions"):
             _positive(getattr(self, key), f"model.{key}")
         _check(self.d_model % self.num_heads == 0, "model.d_model must be divisible by model.num_heads")
