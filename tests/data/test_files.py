@@ -62,7 +62,7 @@ def test_every_format_gives_the_same_pairs(tmp_path, name):
 
 @pytest.mark.parametrize("name", ["s.jsonl", "s.csv", "s.parquet", "s.txt", "saved"])
 def test_text_rows_are_scored_whole(tmp_path, name):
-    path = write(tmp_path / name, [{"text": t} for t in TEXTS])
+    path = write(tmp_path / name, [{"text": t} for t in TEXTS + [" \n "]])  # a blank text is dropped
     pairs = load_test(files_test(subsets={"mine": str(path)}), 0, tmp_path / "cache")
     assert pairs == {"mine": [("", t) for t in TEXTS]}
 

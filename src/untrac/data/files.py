@@ -160,7 +160,17 @@ def _require_text(rows: Dataset, columns: list[str], where: str) -> None:
             raise UntracError(f"{where}: {missing} of {len(rows)} rows have no {column!r} value")
 
 
+def non_blank(rows: Dataset, column: str, where: str) -> Dataset:
+    """Rows whose text is not blank (a blank text has nothing to learn or score); none left is an error."""
+    rows = rows.filter(lambda batch: [bool(t.strip()) for t in batch], batched=True, input_columns=column,
+                       desc="non-blank texts")
+    if len(rows) == 0:
+        raise UntracError(f"{where}: every {column!r} value is empty")
+    return rows
+
+
 def to_pairs(rows: Dataset, form: str, text: str, prompt: str, target: str) -> list[Pair]:
+    """(prompt, target) per row; a text row is ("", text): every token counts."""
     if form == "text":
         return [("", value) for value in rows[text]]
     return list(zip(rows[prompt], rows[target]))
@@ -198,12 +208,9 @@ def text_blocks(name: str, source: Source, cfg: DataConfig, tokenizer, arch, cac
     if cfg.block_size > arch.max_length:
         raise UntracError(f"data.block_size={cfg.block_size} exceeds the model's {arch.max_length} positions; "
                           f"set data.block_size<={arch.max_length}")
-    texts = rows.select_columns([cfg.text_column]).rename_column(cfg.text_column, "text") \
-        if cfg.text_column != "text" else rows.select_columns(["text"])
-    texts = texts.filter(lambda batch: [bool(t.strip()) for t in batch], batched=True, input_columns="text",
-                         desc=f"{name}: non-empty")
-    if len(texts) == 0:
-        raise UntracError(f"{where}: every {cfg.text_column!r} value is empty")
+    texts = non_blank(rows.select_columns([cfg.text_column]), cfg.text_column, where)
+    if cfg.text_column != "text":
+        texts = texts.rename_column(cfg.text_column, "text")
     fields = {"name": name, "source": identity(source.file), "where": source.where, "text_column": cfg.text_column,
               "tokenizer": tokenizer_fingerprint(tokenizer), "block_size": cfg.block_size, "format": 1}
 
@@ -225,6 +232,8 @@ def load_test(cfg: TestsetConfig, seed: int, cache_dir: Path) -> dict[str, list[
     for name, source in sources.items():
         rows = source.rows
         form = row_form(rows, cfg.text_column, cfg.prompt_column, cfg.target_column, source.where, "testset")
+        if form == "text":
+            rows = non_blank(rows, cfg.text_column, source.where)
         if len(rows) > cfg.per_subset:  # a stream per subset, so one subset's size moves no other
             rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
             rows = rows.select(np.sort(rng.choice(len(rows), cfg.per_subset, replace=False)))
