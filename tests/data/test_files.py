@@ -93,9 +93,10 @@ def test_named_files_and_custom_columns(tmp_path, tok):
     assert list(train) == ["a", "b"] and len(train["b"]) == 7
     assert train["a"]["input_ids"] == expected["input_ids"] and train["a"]["labels"] == expected["labels"]
     texts = [{"body": t} for t in TEXTS]
-    subsets = load_test(files_test(subsets={"t": str(write(tmp_path / "t.parquet", texts))}, text_column="body"),
-                        0, tmp_path / "cache")
-    assert subsets["t"] == [("", t) for t in TEXTS]
+    subsets = load_test(files_test(subsets={"t": str(write(tmp_path / "t.parquet", texts)),
+                                            "plain": str(write(tmp_path / "p.txt", [{"text": t} for t in TEXTS]))},
+                                   text_column="body"), 0, tmp_path / "cache")
+    assert subsets == {"t": [("", t) for t in TEXTS], "plain": [("", t) for t in TEXTS]}  # .txt rows are texts
 
 
 def test_texts_become_blocks_of_the_token_stream_and_are_cached(tmp_path, tok, caplog):

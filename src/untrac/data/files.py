@@ -34,8 +34,9 @@ BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parqu
 TEXT_TYPES = (Value("string"), Value("large_string"))
 
 
-def read_rows(path: str | Path, where: str, cache_dir: Path | None = None) -> Dataset:
-    """Every row of one file or ``save_to_disk`` folder; ``where`` (the config key) prefixes errors."""
+def read_rows(path: str | Path, where: str, cache_dir: Path | None = None, text_column: str = "text") -> Dataset:
+    """Every row of one file or ``save_to_disk`` folder; ``where`` (the config key) prefixes errors.
+    A ``.txt`` file's one column is named ``text_column``, as the other files' texts are."""
     path = Path(path)
     if path.is_dir():
         return _read_saved(path, where)
@@ -64,7 +65,7 @@ def read_rows(path: str | Path, where: str, cache_dir: Path | None = None) -> Da
         raise UntracError(f"{where}: {path} cannot be read as {builder} ({reason})") from err
     if len(rows) == 0:
         raise UntracError(f"{where}: {path} has no rows")
-    return rows
+    return rows.rename_column("text", text_column) if builder == "text" and text_column != "text" else rows
 
 
 def _read_saved(path: Path, where: str) -> Dataset:
@@ -102,7 +103,7 @@ def _saved_without_data(path: Path) -> bool:
 
 
 def named_sources(named: dict[str, str], path: str | None, group_column: str | None, group: str, key: str,
-                  label: str, cache_dir: Path | None = None) -> dict[str, Source]:
+                  label: str, text_column: str, cache_dir: Path | None = None) -> dict[str, Source]:
     """Name -> Source for ``{group}.{key}={name: file}`` and for the groups of ``{group}.path``."""
     out: dict[str, Source] = {}
 
@@ -112,10 +113,10 @@ def named_sources(named: dict[str, str], path: str | None, group_column: str | N
         out[name] = source
 
     for name, file in named.items():
-        add(str(name), Source(read_rows(file, f"{group}.{key}.{name}", cache_dir), f"{group}.{key}.{name} ({file})",
-                              file))
+        rows = read_rows(file, f"{group}.{key}.{name}", cache_dir, text_column)
+        add(str(name), Source(rows, f"{group}.{key}.{name} ({file})", file))
     if path:
-        groups = split_by_column(read_rows(path, f"{group}.path", cache_dir), group_column,
+        groups = split_by_column(read_rows(path, f"{group}.path", cache_dir, text_column), group_column,
                                  f"{group}.path ({path})", f"{group}.group_column")
         for name, rows in groups.items():
             add(name, Source(rows, f"{path} ({group_column}={name})", path))
@@ -180,7 +181,7 @@ def load_train(cfg: DataConfig, tokenizer, arch, cache_dir: Path) -> dict[str, D
     """The tokenised training datasets of ``data=files``: pairs for encode_pairs, texts as blocks."""
     cache_dir = Path(cache_dir) / "files"
     sources = named_sources(cfg.train, cfg.path, cfg.group_column, "data", "train", "training dataset",
-                            cache_dir / "hf")
+                            cfg.text_column, cache_dir / "hf")
     forms = {name: row_form(s.rows, cfg.text_column, cfg.prompt_column, cfg.target_column, s.where, "data")
              for name, s in sources.items()}
     if len(set(forms.values())) > 1:
@@ -227,7 +228,7 @@ def text_blocks(name: str, source: Source, cfg: DataConfig, tokenizer, arch, cac
 def load_test(cfg: TestsetConfig, seed: int, cache_dir: Path) -> dict[str, list[Pair]]:
     """The test subsets of ``testset=files`` as pairs, at most ``per_subset`` each (seeded, file order)."""
     sources = named_sources(cfg.subsets, cfg.path, cfg.group_column, "testset", "subsets", "test subset",
-                            Path(cache_dir) / "files" / "hf")
+                            cfg.text_column, Path(cache_dir) / "files" / "hf")
     out = {}
     for name, source in sources.items():
         rows = source.rows
