@@ -25,13 +25,14 @@ def test_default_is_the_embedded_job():
 
 
 @pytest.mark.parametrize("group,options", [
-    ("model", ["t5_tiny", "opt_tiny", "t5xl", "opt125m"]),
+    ("model", ["t5_tiny", "opt_tiny", "t5xl", "opt125m", ["local", "model.name_or_path=/ckpt"]]),
     ("method", ["untrac", "untrac_inv", "graddot", "gradcos", "tracin", "hif_lissa", "hif_arnoldi", "ekfac"]),
     ("optim", ["sgd", "sgd_momentum", "rmsprop", "adam", "adafactor"]),
 ])
 def test_every_group_option_composes(group, options):
     for option in options:
-        cfg = load(f"{group}={option}")
+        option, *more = [option] if isinstance(option, str) else option
+        cfg = load(f"{group}={option}", *more)
         assert getattr(cfg, group).name == option
 
 
@@ -50,7 +51,7 @@ def test_untrac_inv_uses_the_paper_schedule():
     (lambda: OptimConfig(lr=0), "optim.lr"),
     (lambda: OptimConfig(lr=-1e-5), "optim.lr"),
     (lambda: OptimConfig(name="lion"), "optim"),
-    (lambda: TrainConfig(steps=0), "train.steps"),
+    (lambda: TrainConfig(steps=-1), "train.steps"),  # 0 is allowed: θ0 is the given model
     (lambda: TrainConfig(clip_grad=0), "train.clip_grad"),
     (lambda: UnlearnConfig(batch_size=0), "unlearn.batch_size"),
     (lambda: Config(runs=0), "runs"),
@@ -92,6 +93,8 @@ def test_paper_presets_train_as_the_authors_scripts(experiment, model, steps, ba
     cfg = load(f"experiment={experiment}")
     assert (cfg.model.name, cfg.train.steps, cfg.train.batch_size, cfg.train.optim) == (model, steps, batch, optim)
     assert (cfg.train.lr, cfg.train.clip_grad, cfg.train.weight_decay, cfg.model.dtype) == (5e-5, 1.0, 0.0, "float32")
+
+
 def test_hif_lissa_scale_is_auto_or_a_positive_number():
     assert load("method=hif_lissa").method.lissa_scale == "auto"
     assert load("method=hif_lissa", "method.lissa_scale=50").method.lissa_scale == 50
@@ -100,3 +103,18 @@ def test_hif_lissa_scale_is_auto_or_a_positive_number():
             load("method=hif_lissa", f"method.lissa_scale={bad}")
     with pytest.raises(UntracError, match=r"method\.variant"):
         load("method=hif_arnoldi", "method.variant=summed")
+
+
+def test_own_files_and_checkpoint_compose_from_the_command_line():
+    """Dict values given on the command line replace the presets' empty maps (Hydra's struct lock is off there)."""
+    cfg = load("data=files", "data.train={news: /d/a.jsonl, code: 'b c.parquet'}", "testset=files",
+               "testset.subsets={toxic: /d/t.jsonl}", "model=local", "model.name_or_path=/ckpt", "train.steps=0")
+    assert cfg.data.train == {"news": "/d/a.jsonl", "code": "b c.parquet"} and cfg.data.kind == "files"
+    assert cfg.testset.subsets == {"toxic": "/d/t.jsonl"} and cfg.train.steps == 0
+    assert (cfg.model.arch, cfg.model.tokenizer) == ("auto", "/ckpt")  # the tokenizer defaults to the folder
+    grouped = load("data=files", "data.path=/d/all.jsonl", "data.group_column=source", "testset=toxigen")
+    assert (grouped.data.path, grouped.data.group_column, grouped.data.train) == ("/d/all.jsonl", "source", {})
+    with pytest.raises(UntracError, match="model=local needs model.name_or_path"):
+        load("model=local")
+    with pytest.raises(UntracError, match="data=files needs data.train"):
+        load("data=files", "testset=files", "testset.subsets={t: t.jsonl}")

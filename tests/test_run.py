@@ -62,6 +62,17 @@ def test_missing_corpus_folder_is_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_missing_data_file_is_exit_code_1_and_one_line_naming_it(tmp_path):
+    (tmp_path / "t.jsonl").write_text('{"text": "a test sentence"}\n')
+    (tmp_path / "code.jsonl").write_text('{"prompt": "p ", "target": "t"}\n')
+    proc = untrac("data=files", f"data.train={{news: {tmp_path}/news.jsonl, code: {tmp_path}/code.jsonl}}",
+                  "testset=files", f"testset.subsets={{t: {tmp_path}/t.jsonl}}", tmp=tmp_path, timeout=180)
+    lines = error_lines(proc)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert lines == [f"untrac: error: data.train.news: {tmp_path}/news.jsonl not found"], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
 def _log_of(run_dir: Path) -> str:
     return (run_dir / "run.log").read_text()
 

@@ -130,3 +130,12 @@ def load_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:
 
     load_model(model, str(path), strict=True, device=str(next(model.parameters()).device))
     return model
+
+
+def identity(path: str | Path) -> dict[str, Any]:
+    """What identifies a user's file or folder on disk, for cache keys: its resolved path and the size
+    and mtime of every file in it, so an edited file is not served stale from the cache."""
+    path = Path(path).resolve()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return {"path": str(path), "files": [[str(p.relative_to(path)) if p != path else p.name,
+                                          p.stat().st_size, p.stat().st_mtime_ns] for p in files]}

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from untrac.errors import UntracError
 
-ARCHS = ("seq2seq", "causal")
+ARCHS = ("seq2seq", "causal", "auto")  # auto: a local checkpoint, kind read from its config
 UNLEARN_OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam", "adafactor")
 TRAIN_OPTIMIZERS = ("adamw", "adam", "adafactor", "sgd")
 # Run r's k-th ground-truth seed is its base seed + k·stride (untrac.groundtruth.truth_seeds).
@@ -34,12 +34,13 @@ def _positive(value: float | int | None, key: str) -> None:
 
 @dataclass
 class ModelConfig:
-    """A model preset. ``name_or_path=None`` builds a random model from the size fields."""
+    """A model preset. ``name_or_path=None`` builds a random model from the size fields;
+    ``arch=auto`` (``model=local``) loads the checkpoint folder ``name_or_path`` with its weights."""
 
     name: str = "t5_tiny"
     arch: str = "seq2seq"
     name_or_path: Optional[str] = None
-    tokenizer: str = "byt5"  # "byt5" (no files needed) or a hub id / local directory
+    tokenizer: Optional[str] = "byt5"  # "byt5" (no files needed), a hub id / local directory; null: name_or_path's
     d_model: int = 64
     num_layers: int = 2
     num_heads: int = 4
@@ -50,6 +51,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _one_of(self.arch, ARCHS, "model.arch")
         _one_of(self.dtype, ("float32", "bfloat16"), "model.dtype")
+        _check(self.arch != "auto" or bool(self.name_or_path), "model=local needs model.name_or_path=<checkpoint folder>")
+        self.tokenizer = self.tokenizer or self.name_or_path  # the checkpoint's own tokenizer by default
+        _check(bool(self.tokenizer), "model.tokenizer is not set (byt5, a hub id or a folder)")
         for key in ("d_model", "num_layers", "num_heads", "d_ff", "max_positions"):
             _positive(getattr(self, key), f"model.{key}")
         _check(self.d_model % self.num_heads == 0, "model.d_model must be divisible by model.num_heads")
@@ -57,7 +61,9 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Training datasets. ``kind=synthetic``: the paper's Table 1 tasks; ``pile8``: §5.2 corpora."""
+    """Training datasets. ``kind=synthetic``: the paper's Table 1 tasks; ``pile8``: §5.2 corpora;
+    ``files``: your own files (``untrac.data.files``), ``train`` = {name: file} and/or one file ``path``
+    split into datasets by ``group_column``."""
 
     name: str = "synthA"
     kind: str = "synthetic"
@@ -71,11 +77,19 @@ class DataConfig:
     custom_sizes: dict[str, int] = field(default_factory=dict)
     block_size: int = 1024
     runs_vary: str = "seed"  # seed: each run retrains θ0 and ground truth | sample: only scoring sample
+    train: dict[str, str] = field(default_factory=dict)  # files: dataset name -> file or save_to_disk folder
+    path: Optional[str] = None  # files: one file holding every dataset, split by group_column
+    group_column: Optional[str] = None
+    text_column: str = "text"
+    prompt_column: str = "prompt"
+    target_column: str = "target"
 
     def __post_init__(self) -> None:
-        _one_of(self.kind, ("synthetic", "pile8"), "data.kind")
+        _one_of(self.kind, ("synthetic", "pile8", "files"), "data.kind")
         _one_of(self.runs_vary, ("seed", "sample"), "data.runs_vary")
-        if self.kind == "synthetic":
+        if self.kind == "files":
+            _check_files(self.train, self.path, self.group_column, "data", "train")
+        elif self.kind == "synthetic":
             _one_of(self.variant, ("A", "B"), "data.variant")
             _one_of(self.source, ("generate", "csv"), "data.source")
             _check(self.source != "csv" or bool(self.root), "data.source=csv needs data.root=<folder of the CSVs>")
@@ -90,16 +104,25 @@ class DataConfig:
 
 @dataclass
 class TestsetConfig:
-    """Test subsets. ``synthetic`` = the test set that comes with the synthetic data."""
+    """Test subsets. ``synthetic`` = the test set that comes with the synthetic data; ``files`` =
+    your own files, read like ``data=files`` (``subsets`` = {name: file}, ``path`` + ``group_column``)."""
 
     name: str = "synthetic"
     source: str = "local"
     root: Optional[str] = None
     per_subset: int = 256
     max_subsets: Optional[int] = None
+    subsets: dict[str, str] = field(default_factory=dict)  # files: subset name -> file or folder
+    path: Optional[str] = None  # files: one file holding every subset, split by group_column
+    group_column: Optional[str] = None
+    text_column: str = "text"
+    prompt_column: str = "prompt"
+    target_column: str = "target"
 
     def __post_init__(self) -> None:
-        _one_of(self.name, ("synthetic", "toxigen", "winobias", "truthfulqa"), "testset")
+        _one_of(self.name, ("synthetic", "toxigen", "winobias", "truthfulqa", "files"), "testset")
+        if self.name == "files":
+            _check_files(self.subsets, self.path, self.group_column, "testset", "subsets")
         _one_of(self.source, ("local", "hub"), "testset.source")
         _positive(self.per_subset, "testset.per_subset")
         _positive(self.max_subsets, "testset.max_subsets")
@@ -109,7 +132,7 @@ class TestsetConfig:
 class TrainConfig:
     """Training of θ0 and of every leave-dataset-out model θ−Z (paper §2, Eq. 1)."""
 
-    steps: int = 200
+    steps: int = 200  # 0: nothing is trained, θ0 is the given model (model=local)
     batch_size: int = 8
     optim: str = "adamw"
     lr: float = 1e-3
@@ -119,7 +142,7 @@ class TrainConfig:
     clip_grad: Optional[float] = None  # max global gradient norm (authors' training: HF max_grad_norm 1.0)
 
     def __post_init__(self) -> None:
-        _positive(self.steps, "train.steps")
+        _check(self.steps >= 0, f"train.steps must be >= 0, got {self.steps}")
         _positive(self.clip_grad, "train.clip_grad")
         _positive(self.batch_size, "train.batch_size")
         _positive(self.lr, "train.lr")
@@ -256,15 +279,28 @@ class Config:
         _one_of(self.scale, ("cpu", "paper"), "scale")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N")
-        synthetic_data = self.data.kind == "synthetic"
-        _check(synthetic_data == (self.testset.name == "synthetic"),
-               f"data={self.data.name} cannot be scored on testset={self.testset.name}: synthetic data uses "
-               "testset=synthetic, pile8 uses testset=toxigen|winobias|truthfulqa")
+        synthetic_data, testset = self.data.kind == "synthetic", self.testset.name
+        _check(testset == "files" or synthetic_data == (testset == "synthetic"),
+               f"data={self.data.name} cannot be scored on testset={testset}: synthetic data uses "
+               "testset=synthetic, pile8 and files use testset=toxigen|winobias|truthfulqa; any data takes testset=files")
+
+
+def _check_files(named: dict[str, str], path: Optional[str], group_column: Optional[str], group: str,
+                 key: str) -> None:
+    _check(bool(named) or bool(path), f"{group}=files needs {group}.{key}='{{name: file, ...}}' or "
+           f"{group}.path=<file> {group}.group_column=<column naming the {key}>")
+    _check(bool(path) == bool(group_column), f"{group}.path and {group}.group_column go together: "
+           f"one file split into {key} by the column")
 
 
 def register_configs() -> None:
     """Register the schema so ``conf/config.yaml`` can extend it and Hydra type-checks every key."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
-    store = ConfigStore.instance()
-    store.store(name="base_config", node=Config)
+    node = OmegaConf.structured(Config)
+    # Hydra locks the whole config (struct mode), which would refuse every key of a dict given on
+    # the command line (data.train='{news: a.jsonl}'); unlock just these {name: value} maps.
+    for path in ("data.custom_sizes", "data.train", "testset.subsets"):
+        OmegaConf.set_struct(OmegaConf.select(node, path), False)
+    ConfigStore.instance().store(name="base_config", node=node)

@@ -4,22 +4,25 @@ Tiny presets (``name_or_path: null``) are built from a config object with random
 ByT5's byte tokenizer, which needs no files, so tests and the default run work with no hub.
 Real presets load ``name_or_path`` (a hub id or a local directory) with ``from_pretrained``;
 ``opt125m`` keeps OPT-125m's architecture and tokenizer but starts from random weights, as the
-paper pretrains it from scratch (§5.2).
+paper pretrains it from scratch (§5.2). ``arch=auto`` (``model=local``) loads a local checkpoint
+folder with its weights, causal or seq2seq as its config says; remote code is never run.
 """
 
 import logging
 import socket
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import huggingface_hub
 
 import torch
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer,
-                          ByT5Tokenizer, OPTConfig, OPTForCausalLM, PreTrainedModel, T5Config,
+from transformers import (MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING, AutoConfig,
+                          AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, ByT5Tokenizer,
+                          OPTConfig, OPTForCausalLM, PretrainedConfig, PreTrainedModel, T5Config,
                           T5ForConditionalGeneration)
 
+from untrac.cache import identity
 from untrac.config import ModelConfig
 from untrac.errors import UntracError
 
@@ -81,9 +84,23 @@ def _offline_hint(what: str, name: str, key: str, err: Exception) -> UntracError
                        f"set {key}=<local directory with the files> or use a tiny preset (model=t5_tiny|opt_tiny)")
 
 
+def _reason(err: Exception) -> str:
+    return " ".join(f"{type(err).__name__}: {err}".split())[:200]  # one line
+
+
 def load_tokenizer(cfg: ModelConfig):
     if cfg.tokenizer == "byt5":
         return ByT5Tokenizer()
+    if Path(cfg.tokenizer).is_dir():  # the user's own files: any failure is theirs to fix
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer, trust_remote_code=False)
+        except Exception as err:  # noqa: BLE001 - broken or missing files fail in many ways
+            raise UntracError(f"model.tokenizer={cfg.tokenizer}: cannot load a tokenizer from this folder "
+                              f"({_reason(err)}); set model.tokenizer=<folder with tokenizer files> or byt5") from err
+        if tokenizer.eos_token_id is None:
+            raise UntracError(f"model.tokenizer={cfg.tokenizer}: the tokenizer has no EOS token, which ends every "
+                              "example and document; add one (tokenizer.eos_token) and save it again")
+        return tokenizer
     _check_available("tokenizer", cfg.tokenizer, "model.tokenizer")
     try:
         return AutoTokenizer.from_pretrained(cfg.tokenizer)
@@ -121,10 +138,41 @@ def _pretrained(cfg: ModelConfig) -> PreTrainedModel:
         raise _offline_hint("model", cfg.name_or_path, "model.name_or_path", err) from err
 
 
+def checkpoint_config(cfg: ModelConfig) -> tuple[PretrainedConfig, str]:
+    """The config of the local checkpoint folder ``model.name_or_path`` and its kind, seq2seq when
+    ``is_encoder_decoder`` else causal; a folder that is not a causal or seq2seq LM is an error."""
+    folder = Path(cfg.name_or_path)
+    if not folder.is_dir():
+        raise UntracError(f"model.name_or_path={cfg.name_or_path}: no such folder (model=local loads a "
+                          "checkpoint folder written by save_pretrained)")
+    if not (folder / "config.json").is_file():
+        raise UntracError(f"model.name_or_path={cfg.name_or_path}: the folder has no config.json, so it is not a "
+                          "Hugging Face checkpoint (write one with model.save_pretrained)")
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    except Exception as err:  # noqa: BLE001 - unknown model_type, bad JSON, remote code: all the user's file
+        raise UntracError(f"{folder / 'config.json'}: cannot be read ({_reason(err)})") from err
+    kind = "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
+    mapping = MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING if kind == "seq2seq" else MODEL_FOR_CAUSAL_LM_MAPPING
+    if type(config) not in mapping:
+        raise UntracError(f"model.name_or_path={cfg.name_or_path}: model_type {config.model_type!r} is not a "
+                          f"{kind} language model transformers can load (AutoModelFor"
+                          f"{'Seq2SeqLM' if kind == 'seq2seq' else 'CausalLM'})")
+    return config, kind
+
+
 def model_arch(cfg: ModelConfig, tokenizer) -> Arch:
     """What the loss code needs, read from the tokenizer and config alone (no weights loaded)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     max_length = cfg.max_positions
+    if cfg.arch == "auto":
+        config, kind = checkpoint_config(cfg)
+        vocab = getattr(config, "vocab_size", None)
+        if vocab is not None and len(tokenizer) > vocab:
+            raise UntracError(f"model.tokenizer={cfg.tokenizer} has {len(tokenizer)} tokens but the model at "
+                              f"{cfg.name_or_path} embeds {vocab}: use the checkpoint's own tokenizer")
+        max_length = getattr(config, "max_position_embeddings", None) or cfg.max_positions
+        return Arch(kind=kind, pad_id=pad, eos_id=tokenizer.eos_token_id, max_length=max_length)
     if cfg.name_or_path:
         _check_available("model", cfg.name_or_path, "model.name_or_path")
         try:
@@ -135,17 +183,40 @@ def model_arch(cfg: ModelConfig, tokenizer) -> Arch:
     return Arch(kind=cfg.arch, pad_id=pad, eos_id=tokenizer.eos_token_id, max_length=max_length)
 
 
+def _local(cfg: ModelConfig, kind: str) -> PreTrainedModel:
+    auto = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
+    try:
+        model = auto.from_pretrained(cfg.name_or_path, trust_remote_code=False)
+    except Exception as err:  # noqa: BLE001 - missing or damaged weight files are the user's to fix
+        raise UntracError(f"model.name_or_path={cfg.name_or_path}: cannot load the weights ({_reason(err)})") from err
+    # Training runs in float32 (bf16 only as CUDA autocast); upcasting a bf16/fp16 checkpoint is exact.
+    return model.float()
+
+
 def build_model(cfg: ModelConfig, tokenizer, seed: int) -> tuple[PreTrainedModel, Arch]:
     """A fresh model (random init seeded by ``seed`` for from-scratch models)."""
     arch = model_arch(cfg, tokenizer)
     torch.manual_seed(seed)
-    if cfg.name_or_path:
+    if cfg.arch == "auto":
+        model = _local(cfg, arch.kind)
+    elif cfg.name_or_path:
         model = _pretrained(cfg)
     else:
         build = _tiny_t5 if cfg.arch == "seq2seq" else _tiny_opt
         model = build(cfg, len(tokenizer), arch.pad_id, arch.eos_id)
     model.config.use_cache = False  # no generation here; the KV cache only costs memory
     return model, arch
+
+
+def model_key(cfg: ModelConfig) -> dict:
+    """The model config for cache keys; for a local checkpoint (``arch=auto``) also the size and
+    mtime of its files and of a tokenizer folder, so a checkpoint saved again is not served stale."""
+    fields = asdict(cfg)
+    if cfg.arch == "auto":
+        fields["checkpoint"] = identity(cfg.name_or_path)
+        if Path(cfg.tokenizer).is_dir():
+            fields["tokenizer_files"] = identity(cfg.tokenizer)
+    return fields
 
 
 def autocast(device: torch.device, dtype: str):

@@ -12,7 +12,7 @@ import shutil
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -26,7 +26,7 @@ from untrac.data.prepare import data_key, load_task, sample
 from untrac.errors import UntracError
 from untrac.groundtruth import GroundTruth, mean_over_seeds, subset_losses, truth_seeds
 from untrac.methods import NEEDS_CHECKPOINTS, NEEDS_HESSIAN_POOL, Checkpoint, ScoreInputs, registry
-from untrac.models import build_model, load_tokenizer, model_arch, resolve_device
+from untrac.models import build_model, load_tokenizer, model_arch, model_key, resolve_device
 from untrac.optim import training_optimizer
 from untrac.train import steps_for, train
 
@@ -89,11 +89,13 @@ class Experiment:
             train_fields["clip_grad"] = t.clip_grad
         if self.cfg.groundtruth.mode == "all_examples":
             train_fields = {**train_fields, "steps": None, "epochs": t.epochs}
-        return {"model": asdict(self.cfg.model), "data": data_key(self.cfg.data), "train": train_fields,
+        return {"model": model_key(self.cfg.model), "data": data_key(self.cfg.data), "train": train_fields,
                 "mode": self.cfg.groundtruth.mode, "seed": seed, "exclude": exclude}
 
     def trained(self, seed: int, exclude: str | None = None, checkpoints: bool = False) -> torch.nn.Module:
         """θ0 (``exclude=None``) or θ−Z, from the cache or trained now (and cached)."""
+        if self.cfg.train.steps == 0:
+            return self._given_model(seed, exclude, checkpoints)
         fields = self.model_fields(seed, exclude)
         ckpt_fields = {**fields, "checkpoint_every": self.cfg.train.checkpoint_every}
         label = "θ0" if exclude is None else f"θ−{exclude}"
@@ -107,6 +109,17 @@ class Experiment:
             self.results.cache_hits["models"] += 1
         model, _ = build_model(self.cfg.model, self.tokenizer, seed)
         load_weights(model, self.cache.path("models", make_key(fields)) / "model.safetensors")
+        return model.to(self.device).eval()
+
+    def _given_model(self, seed: int, exclude: str | None, checkpoints: bool) -> torch.nn.Module:
+        """train.steps=0: θ0 is the given model itself, untouched and not copied into the cache."""
+        if exclude is not None:
+            raise UntracError(f"train.steps=0 trains nothing, so θ−{exclude} would equal θ0: set groundtruth.mode=none "
+                              "to skip the leave-dataset-out ground truth, or train.steps=<n> to finetune")
+        if checkpoints:
+            raise UntracError(f"method={self.cfg.method.name} needs training checkpoints, but train.steps=0 trains "
+                              "nothing: give train.steps=<n> or choose another method")
+        model, _ = build_model(self.cfg.model, self.tokenizer, seed)
         return model.to(self.device).eval()
 
     def _train_and_store(self, fields, ckpt_fields, exclude, seed, with_ckpts: bool, label: str) -> None:

@@ -40,36 +40,58 @@ def pile8_sizes(cfg: DataConfig) -> dict[str, int]:
     return {name: max(1, round(n * cfg.size_scale)) for name, n in PAPER_SIZES[cfg.sizes].items()}
 
 
+def _test_pairs(testset: TestsetConfig, seed: int, cache_dir: Path) -> dict:
+    if testset.name == "files":
+        from untrac.data.files import load_test
+
+        return load_test(testset, seed, cache_dir)
+    from untrac.data.testsets import load_testset
+
+    return load_testset(testset.name, testset.source, testset.root, testset.per_subset, seed)
+
+
 def load_task(data: DataConfig, testset: TestsetConfig, tokenizer, arch: Arch, cache_dir: Path) -> Task:
     if data.kind == "synthetic":
         from untrac.data import synthetic
 
         text = (synthetic.load_csv(data.variant, data.root) if data.source == "csv"
                 else synthetic.generate(data.variant, seed=data.seed, n=data.n_per_dataset))
+        subsets = text.test if testset.name == "synthetic" else _test_pairs(testset, data.seed, cache_dir)
         train = {name: encode_pairs(tokenizer, pairs, arch) for name, pairs in text.train.items()}
-        test = {name: encode_pairs(tokenizer, pairs, arch) for name, pairs in text.test.items()}
     else:
-        from untrac.data.corpora import load_pile8
-        from untrac.data.testsets import load_testset
-
         # The test set first: it is quick, so a bad test file fails before corpora are tokenised.
-        subsets = load_testset(testset.name, testset.source, testset.root, testset.per_subset, data.seed)
-        sizes = pile8_sizes(data)
-        train = load_pile8(list(sizes), sizes, data.source, data.root, data.block_size, tokenizer,
-                           data.seed, Path(cache_dir) / "corpora")
-        if testset.max_subsets:
-            subsets = dict(list(subsets.items())[:testset.max_subsets])
-        test = {name: encode_pairs(tokenizer, pairs, arch) for name, pairs in subsets.items()}
+        subsets = _test_pairs(testset, data.seed, cache_dir)
+        if data.kind == "files":
+            from untrac.data.files import load_train
+
+            train = load_train(data, tokenizer, arch, cache_dir)
+        else:
+            from untrac.data.corpora import load_pile8
+
+            sizes = pile8_sizes(data)
+            train = load_pile8(list(sizes), sizes, data.source, data.root, data.block_size, tokenizer,
+                               data.seed, Path(cache_dir) / "corpora")
+    if testset.max_subsets:
+        subsets = dict(list(subsets.items())[:testset.max_subsets])
+    test = {name: encode_pairs(tokenizer, pairs, arch) for name, pairs in subsets.items()}
     _check_nonempty(train, "training dataset")
     _check_nonempty(test, "test subset")
     return Task(train=train, test=test)
 
 
+FILES_FIELDS = ("train", "path", "group_column", "text_column", "prompt_column", "target_column")
+
+
 def data_key(data: DataConfig) -> dict:
-    """The fields of the data config that determine the training data (for cache keys)."""
+    """The fields of the data config that determine the training data (for cache keys); for
+    ``data=files`` also the size and mtime of the files, so an edited file is not served stale."""
     fields = asdict(data)
     fields.pop("runs_vary")
-    return fields
+    if data.kind != "files":  # keys of synthetic and pile8 runs stay what they were before files existed
+        return {k: v for k, v in fields.items() if k not in FILES_FIELDS}
+    from untrac.data.files import files_key
+
+    return fields | files_key(data)
 
 
 def sample(ds: datasets.Dataset, n: int | None, seed: int) -> datasets.Dataset:
