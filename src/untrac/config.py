@@ -154,10 +154,14 @@ class UnlearnConfig:
     eval_every: int = 32
     eval_batch_size: int = 64
     clip_grad: Optional[float] = None
+    workers: str = "auto"  # processes for the independent runs: auto = one per available core; 1 = in-process
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "epochs", "max_steps", "eval_every", "eval_batch_size", "clip_grad"):
             _positive(getattr(self, key), f"unlearn.{key}")
+        self.workers = str(self.workers)  # Hydra may hand over an int
+        _check(self.workers == "auto" or (self.workers.isdigit() and int(self.workers) >= 1),
+               f"unlearn.workers must be 'auto' or a whole number >= 1, got {self.workers!r}")
 
 
 @dataclass

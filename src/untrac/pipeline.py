@@ -26,6 +26,7 @@ from untrac.data.prepare import data_key, load_task, sample
 from untrac.errors import UntracError
 from untrac.losses import dataset_loss
 from untrac.methods import NEEDS_CHECKPOINTS, NEEDS_HESSIAN_POOL, Checkpoint, ScoreInputs, registry
+from untrac.pieces import PieceStore
 from untrac.models import build_model, load_tokenizer, model_arch, resolve_device
 from untrac.optim import training_optimizer
 from untrac.train import steps_for, train
@@ -174,7 +175,8 @@ class Experiment:
                              method=cfg.method, optim=cfg.optim, unlearn=cfg.unlearn, seed=sample_seed,
                              dtype=cfg.model.dtype, hessian_pool=pool,
                              checkpoints=self.checkpoints(train_seed) if name in NEEDS_CHECKPOINTS else [],
-                             counters=self.results.counters)
+                             counters=self.results.counters,
+                             store=PieceStore(self.cache, {"theta0": make_key(self.model_fields(train_seed, None))}))
         return registry()[name](inputs)
 
     def run(self, run: int) -> None:
