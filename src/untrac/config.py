@@ -154,7 +154,9 @@ class UnlearnConfig:
     eval_every: int = 32
     eval_batch_size: int = 64
     clip_grad: Optional[float] = None
-    workers: str = "auto"  # processes for the independent runs: auto = one per available core; 1 = in-process
+    # Processes for the independent unlearning runs, each owning its cores (untrac.parallel):
+    # auto = one per available core for runs of >= 128 steps; 1 = in-process (the reference).
+    workers: str = "auto"
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "epochs", "max_steps", "eval_every", "eval_batch_size", "clip_grad"):

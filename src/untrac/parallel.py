@@ -31,12 +31,18 @@ def available_cores() -> list[int]:
     return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
 
 
-def resolve_workers(spec: str | int, jobs: int, device: torch.device) -> int:
-    """``auto`` = one worker per available core; never more workers than jobs; 1 on a GPU (one device)."""
+# Starting a worker (fork server, imports, receiving θ0) took 4–9 s here; ``auto`` keeps short
+# runs (tests, smoke runs) in-process, where that would cost more than it saves.
+AUTO_MIN_STEPS = 128
+
+
+def resolve_workers(spec: str | int, jobs: int, device: torch.device, steps_per_job: int = AUTO_MIN_STEPS) -> int:
+    """``auto`` = one worker per available core for runs of ≥ ``AUTO_MIN_STEPS`` steps, else 1;
+    never more workers than jobs; 1 on a GPU (one device)."""
     if device.type != "cpu":
         return 1
     if str(spec) == "auto":
-        wanted = len(available_cores())
+        wanted = len(available_cores()) if steps_per_job >= AUTO_MIN_STEPS else 1
     else:
         try:
             wanted = int(spec)

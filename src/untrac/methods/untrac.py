@@ -10,7 +10,7 @@ from untrac.methods import COLUMNS, ScoreInputs
 from untrac.parallel import resolve_workers, run_jobs
 from untrac.pieces import tokens_digest
 from untrac.prepared import EvalBatches, TokenRows, fused_activations
-from untrac.unlearn import Trajectory, unlearn_fast
+from untrac.unlearn import Trajectory, num_steps, unlearn_fast
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ def unlearn_each(inputs: ScoreInputs, forget_sets: dict, eval_sets: dict, forgot
         shared = {"theta0": inputs.theta0, "arch": inputs.arch, "device": inputs.device, "evals": evals,
                   "optim": inputs.optim, "unlearn": cfg, "seed": inputs.seed, "dtype": inputs.dtype,
                   "start": start, "tag": tag}
-        workers = resolve_workers(cfg.workers, len(todo), inputs.device)
+        steps = min(num_steps(len(rows), cfg) for _, rows in todo)
+        workers = resolve_workers(cfg.workers, len(todo), inputs.device, steps)
         for name, piece in run_jobs(_unlearn_one, shared, todo, workers):
             if store:
                 store.put(fields[name], piece)
