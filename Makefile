@@ -35,8 +35,9 @@ test: $(STAMP) ## every test, the slow end-to-end ones included
 test-fast: $(STAMP) ## unit tests only
 	$(PY) -m pytest -q -m "not slow"
 
-bench: $(STAMP) ## timings of the stages and methods (not part of the tests)
-	$(PY) scripts/bench.py
+bench: $(STAMP) ## UnTrac vs an HF-Trainer ascent loop (steps/s, ratio) and the default run's stage times
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 clean: ## remove outputs (results and cache)
 	rm -rf outputs

@@ -145,3 +145,34 @@ def test_sigkill_during_ground_truth_then_resume_gives_identical_numbers(tmp_pat
     for name in ["ground_truth.csv", "influence.csv"]:
         pd.testing.assert_frame_equal(pd.read_csv(interrupted / "run" / name),
                                       pd.read_csv(tmp_path / "reference" / "run" / name))
+
+
+@pytest.mark.slow
+def test_sigkill_during_scoring_then_resume_redoes_only_unfinished_datasets(tmp_path):
+    reference = untrac(*SMALL, tmp=tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    interrupted = tmp_path / "interrupted"
+    # One worker, so the datasets finish one by one and the kill can land between two of them.
+    cmd = [sys.executable, "-m", "untrac.run", f"cache_dir={interrupted / 'cache'}",
+           f"hydra.run.dir={interrupted / 'killed'}", *SMALL, "unlearn.workers=1"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pieces = interrupted / "cache" / "pieces"
+
+    def stored() -> int:
+        return len([p for p in pieces.iterdir() if not p.name.startswith(".")]) if pieces.exists() else 0
+
+    deadline = time.time() + 300
+    while time.time() < deadline and stored() < 1 and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = stored()
+    assert 1 <= done < 4, "the kill should land while the training datasets are being unlearned"
+
+    resumed = untrac(*SMALL, tmp=interrupted)  # the default worker count: it is not part of the key
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"untrac: {done} of 4 unlearning runs reused from the cache" in _log_of(interrupted / "run")
+    assert stored() == 4
+    pd.testing.assert_frame_equal(pd.read_csv(interrupted / "run" / "influence.csv"),
+                                  pd.read_csv(tmp_path / "reference" / "run" / "influence.csv"))

@@ -181,10 +181,16 @@ class UnlearnConfig:
     eval_every: int = 32
     eval_batch_size: int = 64
     clip_grad: Optional[float] = None
+    # Processes for the independent unlearning runs, each owning its cores (untrac.parallel):
+    # auto = one per available core for runs of >= 128 steps; 1 = in-process (the reference).
+    workers: str = "auto"
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "epochs", "max_steps", "eval_every", "eval_batch_size", "clip_grad"):
             _positive(getattr(self, key), f"unlearn.{key}")
+        self.workers = str(self.workers)  # Hydra may hand over an int
+        _check(self.workers == "auto" or (self.workers.isdigit() and int(self.workers) >= 1),
+               f"unlearn.workers must be 'auto' or a whole number >= 1, got {self.workers!r}")
 
 
 @dataclass

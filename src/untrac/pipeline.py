@@ -27,6 +27,7 @@ from untrac.errors import UntracError
 from untrac.groundtruth import GroundTruth, mean_over_seeds, subset_losses, truth_seeds
 from untrac.methods import NEEDS_CHECKPOINTS, NEEDS_HESSIAN_POOL, Checkpoint, ScoreInputs, registry
 from untrac.models import build_model, load_tokenizer, model_arch, model_key, resolve_device
+from untrac.pieces import PieceStore
 from untrac.optim import training_optimizer
 from untrac.train import steps_for, train
 
@@ -182,7 +183,8 @@ class Experiment:
                              method=cfg.method, optim=cfg.optim, unlearn=cfg.unlearn, seed=sample_seed,
                              dtype=cfg.model.dtype, hessian_pool=pool,
                              checkpoints=self.checkpoints(train_seed) if name in NEEDS_CHECKPOINTS else [],
-                             counters=self.results.counters)
+                             counters=self.results.counters,
+                             store=PieceStore(self.cache, {"theta0": make_key(self.model_fields(train_seed, None))}))
         return registry()[name](inputs)
 
     def run(self, run: int) -> None:

@@ -14,6 +14,7 @@ from untrac.data.collate import collate
 from untrac.losses import batch_loss, dataset_loss
 from untrac.models import Arch, autocast
 from untrac.optim import unlearning_optimizer
+from untrac.prepared import EvalBatches, TokenRows
 from untrac.train import sample_order
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,11 @@ def ascent_step(model, batch, arch: Arch, optimizer, device, dtype: str, clip: f
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     optimizer.step()
     return loss.item()
+
+
+def _count(counters: dict | None, key: str, n: int) -> None:
+    if counters is not None:
+        counters[key] = counters.get(key, 0) + n
 
 
 def unlearn(model, arch: Arch, device: torch.device, forget: datasets.Dataset,
@@ -93,4 +99,48 @@ def unlearn(model, arch: Arch, device: torch.device, forget: datasets.Dataset,
                 traj.nonfinite_step = step
                 log.warning("%s: non-finite evaluation loss at step %d; stopping", desc, step)
                 break
+    return traj
+
+
+def unlearn_fast(model, arch: Arch, device: torch.device, forget: TokenRows, evals: dict[str, EvalBatches],
+                 optim: OptimConfig, cfg: UnlearnConfig, seed: int, dtype: str = "float32",
+                 start: dict[str, float] | None = None, counters: dict | None = None,
+                 desc: str = "unlearn") -> Trajectory:
+    """``unlearn`` on data prepared once (``untrac.prepared``), the same steps and the same numbers.
+
+    ``start``: the evaluated losses at θ0 when already known (they are the same for every set
+    unlearned from θ0, so ``methods.untrac`` computes them once); evaluated here otherwise.
+    A test checks this against ``unlearn`` for every optimizer (tests/test_unlearn_fast.py).
+    """
+    model.to(device).eval()
+    optimizer = unlearning_optimizer(model.parameters(), optim)
+    total = num_steps(len(forget), cfg)
+    traj = Trajectory(steps=total)
+
+    def evaluate(step: int) -> bool:
+        for name, batches in evals.items():
+            loss = batches.loss(model, arch, device, dtype)
+            traj.rows.append({"step": step, "name": name, "loss": loss})
+            _count(counters, "eval_forward_examples", len(batches))
+            if not math.isfinite(loss):
+                return False
+        return True
+
+    if start is None:
+        evaluate(0)
+    else:
+        traj.rows += [{"step": 0, "name": name, "loss": start[name]} for name in evals]
+    order = sample_order(len(forget), total, min(cfg.batch_size, len(forget)), seed)
+    for step, idx in enumerate(order, start=1):
+        loss = ascent_step(model, forget.batch(idx, arch.pad_id, device), arch, optimizer, device, dtype,
+                           cfg.clip_grad)
+        _count(counters, "forward_backward", 1)
+        if not math.isfinite(loss):
+            traj.nonfinite_step = step
+            log.warning("%s: non-finite loss at step %d; stopping this unlearning run", desc, step)
+            break
+        if (step % cfg.eval_every == 0 or step == total) and not evaluate(step):
+            traj.nonfinite_step = step
+            log.warning("%s: non-finite evaluation loss at step %d; stopping", desc, step)
+            break
     return traj

@@ -7,7 +7,7 @@ influence = test loss after removing/unlearning Z − before; positive means Z h
 
 import copy
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import datasets
 import pandas as pd
@@ -43,6 +43,7 @@ class ScoreInputs:
     hessian_pool: datasets.Dataset | None = None  # training mixture, for HIF's Hessian and EK-FAC's factors
     checkpoints: list[Checkpoint] = field(default_factory=list)
     counters: dict = field(default_factory=dict)
+    store: Any = None  # untrac.pieces.PieceStore: finished pieces (trajectories) kept for a rerun
 
     def fresh_model(self) -> torch.nn.Module:
         return copy.deepcopy(self.theta0).to(self.device).eval()

@@ -1,11 +1,16 @@
 """UnTrac (Eq. 2–3) and UnTrac-Inv (Eq. 4): influence as the loss change caused by unlearning."""
 
+import copy
 import logging
+from dataclasses import asdict
 
 import pandas as pd
 
 from untrac.methods import COLUMNS, ScoreInputs
-from untrac.unlearn import Trajectory, unlearn
+from untrac.parallel import resolve_workers, run_jobs
+from untrac.pieces import tokens_digest
+from untrac.prepared import EvalBatches, TokenRows, fused_activations
+from untrac.unlearn import Trajectory, num_steps, unlearn_fast
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +30,67 @@ def loss_changes(traj: Trajectory) -> pd.DataFrame:
     return frame
 
 
+def _unlearn_one(shared: dict, job: tuple[str, TokenRows]) -> tuple[str, dict]:
+    """One unlearning run from a fresh θ0 (in this process or a worker): the stored piece."""
+    name, forget = job
+    s = shared
+    model = fused_activations(copy.deepcopy(s["theta0"])).to(s["device"]).eval()
+    counters: dict = {}
+    traj = unlearn_fast(model, s["arch"], s["device"], forget, s["evals"], s["optim"], s["unlearn"], s["seed"],
+                        s["dtype"], start=s["start"], counters=counters, desc=f"{s['tag']}: unlearn {name}")
+    return name, {"rows": traj.rows, "nonfinite_step": traj.nonfinite_step, "steps": traj.steps,
+                  "counters": counters}
+
+
+def piece_fields(inputs: ScoreInputs, tag: str, forget: TokenRows, eval_digests: dict[str, str]) -> dict:
+    """What determines one trajectory besides θ0 (whose key the store adds)."""
+    schedule = {k: v for k, v in asdict(inputs.unlearn).items() if k != "workers"}  # any count, same numbers
+    return {"method": tag, "forget": tokens_digest(forget.columns), "evals": eval_digests,
+            "optim": asdict(inputs.optim), "unlearn": schedule, "seed": inputs.seed, "dtype": inputs.dtype}
+
+
 def unlearn_each(inputs: ScoreInputs, forget_sets: dict, eval_sets: dict, forgotten_col: str, tag: str) -> pd.DataFrame:
     """From a fresh copy of θ0, unlearn each set of ``forget_sets`` and evaluate every ``eval_sets``.
 
     ``forgotten_col`` names the column that records what was unlearned (``train_dataset`` for
-    UnTrac, ``test_subset`` for UnTrac-Inv); the evaluated sets fill the other one.
+    UnTrac, ``test_subset`` for UnTrac-Inv); the evaluated sets fill the other one. Each finished
+    run is put in ``inputs.store`` at once; runs found there are not redone.
     """
     evaluated_col = "test_subset" if forgotten_col == "train_dataset" else "train_dataset"
+    cfg, store = inputs.unlearn, inputs.store
+    forgets = {name: TokenRows.of(ds) for name, ds in forget_sets.items()}
+    evals = {name: EvalBatches.of(ds, inputs.arch, cfg.eval_batch_size, inputs.device) for name, ds in eval_sets.items()}
+    digests = {name: tokens_digest(TokenRows.of(ds).columns) for name, ds in eval_sets.items()} if store else {}
+    fields = {name: piece_fields(inputs, tag, rows, digests) for name, rows in forgets.items()} if store else {}
+    pieces = {name: store.get(fields[name]) for name in forgets} if store else {}
+    pieces = {name: piece for name, piece in pieces.items() if piece is not None}
+    if pieces:
+        log.info("%s: %d of %d unlearning runs reused from the cache", tag, len(pieces), len(forgets))
+        inputs.counters["pieces_reused"] = inputs.counters.get("pieces_reused", 0) + len(pieces)
+    todo = [(name, rows) for name, rows in forgets.items() if name not in pieces]
+    if todo:
+        # θ0's losses open every trajectory: evaluated once here, not once per unlearned set.
+        theta0 = fused_activations(inputs.fresh_model())
+        start = {name: batches.loss(theta0, inputs.arch, inputs.device, inputs.dtype) for name, batches in evals.items()}
+        inputs.counters["eval_forward_examples"] = (inputs.counters.get("eval_forward_examples", 0)
+                                                    + sum(len(b) for b in evals.values()))
+        # Only what a run needs travels to the workers (not the datasets or the cache).
+        shared = {"theta0": inputs.theta0, "arch": inputs.arch, "device": inputs.device, "evals": evals,
+                  "optim": inputs.optim, "unlearn": cfg, "seed": inputs.seed, "dtype": inputs.dtype,
+                  "start": start, "tag": tag}
+        steps = min(num_steps(len(rows), cfg) for _, rows in todo)
+        workers = resolve_workers(cfg.workers, len(todo), inputs.device, steps)
+        for name, piece in run_jobs(_unlearn_one, shared, todo, workers):
+            if store:
+                store.put(fields[name], piece)
+            pieces[name] = piece
+            log.info("%s: unlearned %s (%d steps)", tag, name, piece["steps"])
     parts = []
-    for name, forget in forget_sets.items():
-        traj = unlearn(inputs.fresh_model(), inputs.arch, inputs.device, forget, eval_sets, inputs.optim,
-                       inputs.unlearn, inputs.seed, inputs.dtype, desc=f"{tag}: unlearn {name}",
-                       counters=inputs.counters)
+    for name in forgets:  # the order of the sets, whatever order the runs finished in
+        piece = pieces[name]
+        for key, n in piece["counters"].items():
+            inputs.counters[key] = inputs.counters.get(key, 0) + n
+        traj = Trajectory(rows=piece["rows"], nonfinite_step=piece["nonfinite_step"], steps=piece["steps"])
         if traj.nonfinite_step is not None:
             inputs.counters.setdefault("nonfinite", []).append({"unlearned": name, "step": traj.nonfinite_step})
         parts.append(loss_changes(traj).rename(columns={"name": evaluated_col}).assign(**{forgotten_col: name}))
