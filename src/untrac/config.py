@@ -204,8 +204,8 @@ class MethodConfig:
     normalize_train: bool = True
     damping: float = 0.01
     lissa_iterations: int = 10
-    lissa_scale: Any = "auto"  # "auto" (1.1·(λ_max + damping), power iteration) or a number > 0
-    power_iterations: int = 20  # most steps of the power iteration that estimates λ_max (HIF)
+    lissa_scale: Any = "auto"  # "auto" (1.1·(λ_max + damping), λ_max by Lanczos) or a number > 0
+    lanczos_iterations: int = 20  # most Lanczos steps of the λ_max estimate (HIF LiSSA)
     hessian_batch_size: int = 16
     arnoldi_iterations: int = 25
     arnoldi_topk: int = 25
@@ -213,7 +213,7 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         _one_of(self.name, METHODS, "method")
-        for key in ("per_example_batch", "hessian_examples", "lissa_iterations", "power_iterations",
+        for key in ("per_example_batch", "hessian_examples", "lissa_iterations", "lanczos_iterations",
                     "hessian_batch_size", "arnoldi_iterations", "arnoldi_topk"):
             _positive(getattr(self, key), f"method.{key}")
         if self.lissa_scale != "auto":

@@ -123,7 +123,7 @@ def test_ggn_operator_matches_explicit_matrix(problem):
     assert ((torch.stack([exact(e) for e in eye], dim=1) - h).norm() / h.norm()).item() < 1e-6
 
 
-def test_power_iteration_finds_the_top_eigenvalue(problem):
+def test_lanczos_finds_the_top_eigenvalue(problem):
     model, arch, _, _, pool, g = problem
     op = PoolOperator(model, arch, pool, 16, torch.device("cpu"))
     start = torch.randn(len(g), generator=torch.Generator().manual_seed(0), dtype=torch.float64)

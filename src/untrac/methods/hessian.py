@@ -1,4 +1,4 @@
-"""Curvature operators for HIF (paper Eq. 8) and a power-iteration estimate of their top eigenvalue.
+"""Curvature operators for HIF (paper Eq. 8) and a Lanczos estimate of their top eigenvalue.
 
 The default HIF operator is the Gauss–Newton matrix (GGN) of the mean loss over one FIXED pool of
 training examples (DESIGN §2 "HIF must have a well-posed target"):
@@ -16,6 +16,7 @@ The pool is processed in fixed chunks of ``hessian_batch_size`` examples (memory
 product is the mean over the whole pool, so the operator is the same matrix at every call.
 """
 
+import math
 from typing import Callable
 
 import datasets
@@ -63,7 +64,7 @@ class PoolOperator:
     """v ↦ M v with M the mean over a fixed pool of a per-example curvature (GGN or exact Hessian).
 
     The pool is cut once, in its own order, into chunks of ``batch_size``; every call visits all
-    chunks, so LiSSA, power iteration and Arnoldi all iterate one and the same matrix.
+    chunks, so LiSSA, its λ_max estimate and Arnoldi all iterate one and the same matrix.
     ``kind``: "ggn" (default, PSD) or "hessian" (the exact Hessian; for the authors' variant's
     checks). Counters: ``hvp`` (operator-chunk products) and ``hvp_examples``.
     """
@@ -91,22 +92,30 @@ class PoolOperator:
 
 
 def top_eigenvalue(op: Operator, start: torch.Tensor, iterations: int, tol: float = 1e-3) -> tuple[float, int]:
-    """Power iteration: the Rayleigh quotient xᵀMx of the dominant eigenvector, and the steps used.
+    """Largest eigenvalue of a symmetric M by Lanczos (three-term recurrence): the top Ritz value of
+    the tridiagonal T_k, and the number of products used.
 
-    Stops when the quotient changes by less than ``tol`` (relative) or after ``iterations`` steps.
-    For a PSD M the quotient approaches λ_max from below, hence LiSSA's safety margin on it. For
-    an indefinite M it finds the eigenvalue of largest |λ| (returned with its sign).
+    Stops when the top Ritz value changes by less than ``tol`` (relative) or after ``iterations``
+    products. Like power iteration it needs two vectors of memory and approaches λ_max from
+    below, but it converges much faster when the top eigenvalues are close (measured on the
+    default θ0: 10 power steps stopped at 105, 10% under λ_max ≈ 117). Without
+    re-orthogonalisation Lanczos may repeat converged Ritz values; the top one stays correct.
     """
-    x = start / start.norm()
-    value, steps = 0.0, 0
-    for steps in range(1, iterations + 1):
-        y = op(x)
-        new = torch.dot(x, y).item()
-        norm = y.norm()
-        if not torch.isfinite(norm) or norm == 0:
-            return new, steps
-        x = y / norm
-        if steps > 1 and abs(new - value) <= tol * abs(new):
-            return new, steps
-        value = new
-    return value, steps
+    q_prev, q = torch.zeros_like(start), start / start.norm()
+    alphas, betas, top, beta = [], [], float("nan"), 0.0
+    for k in range(1, iterations + 1):
+        w = op(q) - beta * q_prev
+        alpha = torch.dot(w, q).item()
+        w = w - alpha * q
+        alphas.append(alpha)
+        tri = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+        if betas:
+            off = torch.tensor(betas, dtype=torch.float64)
+            tri = tri + torch.diag(off, 1) + torch.diag(off, -1)
+        new = torch.linalg.eigvalsh(tri)[-1].item()
+        beta = w.norm().item()
+        if not math.isfinite(new) or (k > 1 and abs(new - top) <= tol * abs(new)) or beta <= 1e-12 * abs(new):
+            return new, k
+        top, q_prev, q = new, q, w / beta
+        betas.append(beta)
+    return top, iterations

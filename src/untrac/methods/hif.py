@@ -13,7 +13,7 @@ default tiny T5), where (H + λI)⁻¹ is not an influence operator. LiSSA and A
 same G (every product is the mean over the whole pool, in fixed chunks).
 
 - LiSSA: a damped Neumann recursion with scale s above λ_max(G) + λ — ``lissa_scale: auto`` sets
-  s = 1.1·(λ̂_max + λ) from a power iteration — so it contracts by construction. With few
+  s = 1.1·(λ̂_max + λ) from Lanczos — so it contracts by construction. With few
   iterations it is a truncated series; the relative residual ‖(G + λI)x − v‖/‖v‖ is recorded.
 - Arnoldi (Schioppa et al. 2022, "Scaling up influence functions", §3): the top-p Ritz pairs of G
   by magnitude. G is PSD, so its Ritz values are ≥ 0 (tiny negative round-off is clipped to 0)
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 HVP = Callable[[torch.Tensor], torch.Tensor]
 VARIANTS = ("default", "authors")
-SCALE_MARGIN = 1.1  # s = 1.1·(λ̂_max + λ): power iteration approaches λ_max from below
+SCALE_MARGIN = 1.1  # s = 1.1·(λ̂_max + λ): the Lanczos estimate approaches λ_max from below
 CONVERGED = 1e-3  # relative residual below which a solve counts as converged
 
 
@@ -243,17 +243,17 @@ class _Setup:
 def score_lissa(inputs: ScoreInputs):
     """HIF (Eq. 8) with the inverse by LiSSA, ``lissa_iterations`` steps, scale ``lissa_scale``.
 
-    ``lissa_scale: auto`` = 1.1·(λ̂_max + λ), λ̂_max by power iteration on the same operator (for
+    ``lissa_scale: auto`` = 1.1·(λ̂_max + λ), λ̂_max by Lanczos (``hessian.top_eigenvalue``) on the same operator (for
     the authors' variant the largest |λ| of the exact pool Hessian).
     """
     setup, cfg = _Setup(inputs), inputs.method
     lam_max, steps = top_eigenvalue(setup.op, _start(setup.dim, inputs.seed + 1, setup.params[0].detach()),
-                                    cfg.power_iterations)
+                                    cfg.lanczos_iterations)
     top = abs(lam_max) + setup.damping
     scale = SCALE_MARGIN * top if cfg.lissa_scale == "auto" else float(cfg.lissa_scale)
     # Contraction factor of the recursion along the top eigenvector (|1 − (λ_max + λ)/s|).
     contraction = abs(1.0 - top / scale)
-    setup.record.update(lambda_max=lam_max, power_iterations=steps, scale=scale, iterations=cfg.lissa_iterations,
+    setup.record.update(lambda_max=lam_max, lanczos_steps=steps, scale=scale, iterations=cfg.lissa_iterations,
                         contraction_top=contraction)
     if setup.authors:
         hvp = setup.fresh_batch_hvp()
