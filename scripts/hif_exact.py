@@ -61,7 +61,8 @@ def main() -> None:
     for s, ds in exp.task.test.items():
         v = mean_gradient(model, ds, *common).double().cpu().numpy()
         steps = [0]
-        x, info = cg(system, v, rtol=args.rtol, maxiter=args.maxiter, callback=lambda _: steps.__setitem__(0, steps[0] + 1))
+        x, info = cg(system, v, rtol=args.rtol, maxiter=args.maxiter,
+                     callback=lambda _: steps.__setitem__(0, steps[0] + 1))
         out["cg"][s] = {"iterations": steps[0], "converged": info == 0,
                         "relative_residual": float(np.linalg.norm(system.matvec(x) - v) / np.linalg.norm(v))}
         for z, g in train.items():

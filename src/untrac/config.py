@@ -217,8 +217,9 @@ class MethodConfig:
                     "hessian_batch_size", "arnoldi_iterations", "arnoldi_topk"):
             _positive(getattr(self, key), f"method.{key}")
         if self.lissa_scale != "auto":
-            _check(isinstance(self.lissa_scale, (int, float)) and not isinstance(self.lissa_scale, bool)
-                   and self.lissa_scale > 0, f"method.lissa_scale must be 'auto' or a number > 0, got {self.lissa_scale!r}")
+            number = isinstance(self.lissa_scale, (int, float)) and not isinstance(self.lissa_scale, bool)
+            _check(number and self.lissa_scale > 0,
+                   f"method.lissa_scale must be 'auto' or a number > 0, got {self.lissa_scale!r}")
         if self.name.startswith("hif_"):
             _one_of(self.variant, ("default", "authors"), "method.variant")
         _check(self.damping >= 0, f"method.damping must be >= 0, got {self.damping}")

@@ -88,7 +88,8 @@ def hif_solver_lines(solver: list) -> list[str]:
         detail = (f"λ_max≈{rec['lambda_max']:.4g}, scale {rec['scale']:.4g}, {rec['iterations']} iterations"
                   if "scale" in rec else f"{rec.get('kept')} eigenpairs, smallest denominator "
                   f"{rec.get('min_denominator', float('nan')):.3g}")
-        flag = " **(not an inverse: do not trust these influences)**" if rec["status"] in ("diverged", "near-singular") else ""
+        bad = rec["status"] in ("diverged", "near-singular")
+        flag = " **(not an inverse: do not trust these influences)**" if bad else ""
         lines.append(f"- run {run}: {rec['method']} ({rec['variant']}, {rec['operator']}, damping {rec['damping']:g}): "
                      f"{detail}; max residual {residual:.3g} — **{rec['status']}**{flag}")
     return lines + [""]

@@ -158,6 +158,6 @@ class _Logits(torch.nn.Module):
 
     def forward(self, batch):
         if self.arch.kind == "seq2seq":
-            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-            return out.logits[0]
+            return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                              labels=batch["labels"]).logits[0]
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[0, :-1]

@@ -6,7 +6,8 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from methods_tiny import explicit_ggn, explicit_hessian, example_grads, freeze, make_inputs, one_thread, task, tiny  # noqa: F401
+from methods_tiny import (explicit_ggn, explicit_hessian, example_grads, freeze, make_inputs, one_thread,  # noqa: F401
+                          task, tiny)
 from omegaconf import OmegaConf
 
 from untrac.errors import UntracError

@@ -243,8 +243,8 @@ class _Setup:
 def score_lissa(inputs: ScoreInputs):
     """HIF (Eq. 8) with the inverse by LiSSA, ``lissa_iterations`` steps, scale ``lissa_scale``.
 
-    ``lissa_scale: auto`` = 1.1·(λ̂_max + λ), λ̂_max by Lanczos (``hessian.top_eigenvalue``) on the same operator (for
-    the authors' variant the largest |λ| of the exact pool Hessian).
+    ``lissa_scale: auto`` = 1.1·(λ̂_max + λ), λ̂_max by Lanczos (``hessian.top_eigenvalue``) on the
+    same operator (for the authors' variant: the largest |λ| of the exact pool Hessian).
     """
     setup, cfg = _Setup(inputs), inputs.method
     lam_max, steps = top_eigenvalue(setup.op, _start(setup.dim, inputs.seed + 1, setup.params[0].detach()),
