@@ -74,6 +74,24 @@ def test_arnoldi_psd_rule_clips_round_off_and_keeps_the_largest():
     assert eig.values.tolist() == [5.0, 2.0, 0.0]
 
 
+def test_arnoldi_psd_rule_keeps_only_converged_ritz_pairs():
+    """n < dim: the extremal Ritz pairs converge, the rest do not; only the converged ones are kept,
+    and each kept pair's true residual ‖M u − θ u‖ is within RITZ_TOL·(θ + λ)."""
+    spectrum = torch.cat([torch.tensor([100.0, 60.0, 30.0]), torch.logspace(-4, 0, 197)]).double()
+    basis_q, _ = torch.linalg.qr(torch.randn(200, 200, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    m = basis_q @ torch.diag(spectrum) @ basis_q.T
+    like, damping = torch.zeros(1, dtype=torch.float64), 0.01
+    eig = hif.arnoldi_eigens(lambda x: m @ x, 200, iterations=12, topk=12, seed=0, like=like, damping=damping)
+    assert 3 <= len(eig.values) < 12  # the unconverged bottom of the Krylov spectrum is dropped
+    torch.testing.assert_close(eig.values[:3], spectrum[:3], rtol=1e-6, atol=0)
+    u = eig.vectors
+    residuals = (m @ u - u * eig.values).norm(dim=0)
+    assert torch.all(residuals <= hif.RITZ_TOL * (eig.values + damping) + 1e-9)
+    everything = hif.distill(*hif.arnoldi_iteration(lambda x: m @ x, hif._start(200, 0, like), 12), topk=12,
+                             psd=True, damping=float("inf"))  # an infinite tolerance keeps all 12
+    assert len(everything.values) == 12
+
+
 def test_arnoldi_stops_when_krylov_space_is_invariant():
     a = torch.diag(torch.tensor([1.0, 1.0, 2.0, 2.0, 3.0], dtype=torch.float64))  # 3 distinct eigenvalues
     hess, basis = hif.arnoldi_iteration(lambda x: a @ x, torch.ones(5, dtype=torch.float64), iterations=5)
