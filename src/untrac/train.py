@@ -6,7 +6,7 @@ from typing import Callable, Iterator
 
 import datasets
 import torch
-from tqdm.auto import tqdm
+from untrac.progress import tqdm
 
 from untrac.data.collate import collate
 from untrac.losses import batch_loss

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import datasets
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from untrac.progress import tqdm
 
 from untrac.config import OptimConfig, UnlearnConfig
 from untrac.data.collate import collate

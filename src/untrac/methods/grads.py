@@ -23,7 +23,7 @@ from typing import Iterator
 import datasets
 import torch
 from torch.func import functional_call, grad, vmap
-from tqdm.auto import tqdm
+from untrac.progress import tqdm
 
 from untrac.data.collate import batches, collate
 from untrac.losses import example_losses

@@ -13,7 +13,7 @@ from typing import Callable
 
 import datasets
 import torch
-from tqdm.auto import tqdm
+from untrac.progress import tqdm
 
 from untrac.errors import UntracError
 from untrac.methods import ScoreInputs, final_rows

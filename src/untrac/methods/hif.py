@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
+from untrac.progress import tqdm
 
 from untrac.errors import UntracError
 from untrac.methods import ScoreInputs, final_rows
