@@ -141,7 +141,7 @@ def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, secon
     out_dir.mkdir(parents=True, exist_ok=True)
     influence.to_csv(out_dir / "influence.csv", index=False)
     truth.to_csv(out_dir / "ground_truth.csv", index=False)
-    if truth_seeds is not None:
+    if truth_seeds is not None and len(truth_seeds):
         truth_seeds.to_csv(out_dir / "ground_truth_seeds.csv", index=False)
     corr = correlations(influence, truth)
     corr.to_csv(out_dir / "correlations.csv", index=False)
