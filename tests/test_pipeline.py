@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from untrac.cache import make_key
-from untrac.config import (Config, DataConfig, GroundTruthConfig, MethodConfig, ModelConfig, OptimConfig,
+from untrac.config import (METHODS, Config, DataConfig, GroundTruthConfig, MethodConfig, ModelConfig, OptimConfig,
                            RankConfig, TrainConfig, UnlearnConfig)
+from untrac.methods import EXAMPLE_METHODS
 from untrac.pipeline import Experiment, run_experiment
 
 TINY = dict(model=ModelConfig(d_model=16, num_layers=1, num_heads=2, d_ff=32),
@@ -111,3 +112,15 @@ def test_groundtruth_none_trains_only_theta0_and_shares_its_key(tmp_path, monkey
     top = results.examples
     assert list(top.columns) == ["method", "run", "train_dataset", "example", "test_subset", "score", "text"]
     assert len(top) == 3 and top.score.is_monotonic_decreasing and top.text.str.len().gt(0).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_groundtruth_none_works_with_every_method(tmp_path, method):
+    extra = {"hessian_examples": 8} if method.startswith("hif") or method == "ekfac" else {}
+    cfg = Config(**{**TINY, "method": MethodConfig(name=method, **extra),
+                    "train": TrainConfig(steps=4, batch_size=4, checkpoint_every=2)},
+                 cache_dir=str(tmp_path), groundtruth=GroundTruthConfig(mode="none"), rank=RankConfig(top_k=2))
+    results = run_experiment(cfg)
+    final = results.influence[results.influence.is_final]
+    assert len(final) == 4 and final.influence.notna().all() and results.truth.empty
+    assert len(results.examples) == (2 if method in EXAMPLE_METHODS else 0)
