@@ -217,7 +217,8 @@ class Experiment:
 
     def _keep_examples(self, scores: pd.DataFrame, scored: dict, run: int) -> None:
         top = top_examples(scores.assign(method=self.cfg.method.name, run=run), self.cfg.rank.top_k)
-        top["text"] = [example_text(self.tokenizer, scored[z][int(i)], self.arch.kind) for z, i in zip(top.train_dataset, top.example)]
+        top["text"] = [example_text(self.tokenizer, scored[z][int(i)], self.arch.kind)
+                       for z, i in zip(top.train_dataset, top.example)]
         self.results.examples = pd.concat([self.results.examples, top[EXAMPLE_COLUMNS]], ignore_index=True)
 
     def run(self, run: int) -> None:

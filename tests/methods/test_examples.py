@@ -78,7 +78,7 @@ def test_untrac_inv_example_changes_average_to_the_influence(setup):
     assert max(abs(v) for v in sets.values()) > 0  # the ascent moved the losses
     for key, value in sets.items():
         assert means[key] == pytest.approx(value, rel=1e-10, abs=1e-14)
-    # "before" is θ0's own loss of each example, in the scored sample's order
+    # one change per scored training example and test subset
     z = next(iter(train))
     before = per_example_losses(model, train[z], arch, torch.device("cpu"))
     assert len(examples[(examples.train_dataset == z)]) == len(before) * len(test)
