@@ -231,10 +231,10 @@ def build(target: str, jobs: list[Job], out: Path, name: str) -> list[Path]:
     elif target in ("table3", "table5"):
         metric = "pearson" if target == "table3" else "spearman"
         display, measured, ref = paper.table3_5(corr, metric)
-        caption = f"Table {target[-1]}: {metric.title()} correlation with the ground truth, mean ± std over runs"
+        caption = f"Table {target[-1]}: {metric.title()} correlation with the ground truth, mean ± std over runs [95 % bootstrap interval]"
     elif target == "table4":
         display, measured, ref = paper.table4(corr)
-        caption = "Table 4: Pearson correlation across optimizers (lr 5e-5) and Adam learning rates, mean ± std over runs"
+        caption = "Table 4: Pearson correlation across optimizers (lr 5e-5) and Adam learning rates, mean ± std over runs [95 % bootstrap interval]"
     elif target == "fig2":
         display = paper.figure2(influence[influence.method.isin(["untrac", "untrac_inv"])], figures)
         caption = "Figure 2: influence over unlearning steps, mean over runs and 95% CI half-width"
@@ -260,10 +260,12 @@ def build(target: str, jobs: list[Job], out: Path, name: str) -> list[Path]:
                    "unlearn.batch_size": "batch_size", "unlearn.epochs": "epochs", "groundtruth.mode": "mode"}
         keys = sorted({columns[k] for j in jobs for k in j.swept if k in columns})
         long = paper.summary_long(corr, keys or ["testset"], "pearson")
-        long["value"] = [paper.with_count(paper.mean_std(m, s), k, n)
-                         for m, s, k, n in zip(long["mean"], long["std"], long["scored"], long["total"])]
+        long["value"] = [paper.with_count(paper.mean_std(m, s, lo, hi), k, n)
+                         for m, s, k, n, lo, hi in zip(long["mean"], long["std"], long["scored"], long["total"],
+                                                       long["ci_low"], long["ci_high"])]
         display = long.pivot_table(index="method", columns=keys or ["testset"], values="value", aggfunc="first")
-        caption = f"{name}: Pearson correlation with the ground truth, mean ± std over runs"
+        caption = (f"{name}: Pearson correlation with the ground truth, mean ± std over runs "
+                   "[95 % bootstrap interval over (run, test subset) pairs]")
     if target in ("table2", "table3", "table4", "table5"):
         paper.heatmaps(measured, ref, figures, caption.split(":")[0])
     if target in ("fig2", "fig3", "fig4"):

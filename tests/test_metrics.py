@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from untrac.metrics import (MAX_SPLITS, correlate, correlations, half_splits, spearman_brown, standardize,
                             standardized_influence, summarize, truth_agreement)
@@ -146,3 +147,16 @@ def test_spearman_brown():
     assert spearman_brown(0.5, 2) == pytest.approx(2 / 3)  # two halves agreeing at 0.5 → 0.667 for the whole
     assert spearman_brown(0.5, 3) == pytest.approx(0.75)
     assert math.isnan(spearman_brown(-0.2, 2))
+
+
+def test_bootstrap_ci_is_scipys_percentile_interval_of_the_pooled_correlations():
+    from untrac.metrics import CI_RESAMPLES, bootstrap_ci
+
+    corr = pd.DataFrame({"method": "m", "run": [0, 0, 0, 1, 1, 1], "test_subset": list("abcabc"),
+                         "pearson": [0.9, 0.1, 0.5, 0.7, np.nan, 0.3], "spearman": [1.0, 0.0, 0.5, 0.5, 0.2, 0.4]})
+    direct = stats.bootstrap(([0.9, 0.1, 0.5, 0.7, 0.3],), np.mean, confidence_level=0.95, n_resamples=CI_RESAMPLES,
+                             method="percentile", rng=np.random.default_rng(0)).confidence_interval
+    summary = summarize(corr).iloc[0]
+    assert (summary.pearson_ci_low, summary.pearson_ci_high) == pytest.approx((direct.low, direct.high))
+    assert summary.pearson_ci_low < 0.5 < summary.pearson_ci_high  # brackets the mean of the five values
+    assert np.isnan(bootstrap_ci([0.4])).all() and np.isnan(bootstrap_ci([0.4, 0.4])).all()  # nothing to resample

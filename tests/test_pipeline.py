@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from untrac.cache import make_key
-from untrac.config import (Config, DataConfig, GroundTruthConfig, MethodConfig, ModelConfig, OptimConfig,
-                           TrainConfig, UnlearnConfig)
+from untrac.config import (METHODS, Config, DataConfig, GroundTruthConfig, MethodConfig, ModelConfig, OptimConfig,
+                           RankConfig, TrainConfig, UnlearnConfig)
+from untrac.methods import EXAMPLE_METHODS
 from untrac.pipeline import Experiment, run_experiment
 
 TINY = dict(model=ModelConfig(d_model=16, num_layers=1, num_heads=2, d_ff=32),
@@ -86,3 +87,40 @@ def test_runs_vary_seed_retrains_but_sample_only_resamples(tmp_path):
     truths = by_sample.truth.pivot(index=["train_dataset", "test_subset"], columns="run", values="influence")
     pd.testing.assert_series_equal(truths[0], truths[1], check_names=False)
     assert set(by_sample.influence.method) == {"untrac"}
+
+
+def test_groundtruth_none_trains_only_theta0_and_shares_its_key(tmp_path, monkeypatch):
+    import untrac.pipeline
+
+    trained = []
+    real_train = untrac.pipeline.train
+
+    def recording_train(*args, desc="", **kwargs):
+        trained.append(desc)
+        return real_train(*args, desc=desc, **kwargs)
+
+    monkeypatch.setattr(untrac.pipeline, "train", recording_train)
+    cfg = Config(**{**TINY, "method": MethodConfig(name="graddot")}, cache_dir=str(tmp_path),
+                 groundtruth=GroundTruthConfig(mode="none"), rank=RankConfig(top_k=3))
+    results = run_experiment(cfg)
+    assert trained == ["train θ0"]  # no leave-dataset-out model
+    assert results.truth.empty and "groundtruth_evaluations" not in results.counters
+    assert len(list((tmp_path / "models").iterdir())) == 1
+    fixed = Experiment(Config(**TINY, cache_dir=str(tmp_path)))  # fixed_steps reuses that θ0
+    assert fixed.cache.has("models", make_key(fixed.model_fields(0, None)))
+    assert len(results.influence) == 4 and set(results.influence.method) == {"graddot"}
+    top = results.examples
+    assert list(top.columns) == ["method", "run", "train_dataset", "example", "test_subset", "score", "text"]
+    assert len(top) == 3 and top.score.is_monotonic_decreasing and top.text.str.len().gt(0).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_groundtruth_none_works_with_every_method(tmp_path, method):
+    extra = {"hessian_examples": 8} if method.startswith("hif") or method == "ekfac" else {}
+    cfg = Config(**{**TINY, "method": MethodConfig(name=method, **extra),
+                    "train": TrainConfig(steps=4, batch_size=4, checkpoint_every=2)},
+                 cache_dir=str(tmp_path), groundtruth=GroundTruthConfig(mode="none"), rank=RankConfig(top_k=2))
+    results = run_experiment(cfg)
+    final = results.influence[results.influence.is_final]
+    assert len(final) == 4 and final.influence.notna().all() and results.truth.empty
+    assert len(results.examples) == (2 if method in EXAMPLE_METHODS else 0)

@@ -63,3 +63,29 @@ def test_summary_flags_a_diverged_hif_solve(tmp_path):
     assert "**diverged**" in lines[0] and "do not trust" in lines[0] and "3e+08" in lines[0]
     assert "**low-rank**" in lines[1] and "do not trust" not in lines[1]
     assert json.loads((tmp_path / "metrics.json").read_text())["counters"]["hif_solver"][0]["status"] == "diverged"
+
+
+def test_without_ground_truth_the_summary_ranks_datasets_and_says_why_no_correlations(tmp_path):
+    influence, truth = _results()
+    no_truth = truth.iloc[0:0].reindex(columns=["run", "train_dataset", "test_subset", "influence", "se", "seeds"])
+    examples = pd.DataFrame({"method": "untrac", "run": 0, "train_dataset": "a", "example": [3], "test_subset": "t",
+                             "score": [0.5], "text": ["x"]})
+    text = write_run(tmp_path, influence[influence.run == 0], no_truth, {}, {}, "demo", examples=examples)
+    assert pd.read_csv(tmp_path / "correlations.csv").empty
+    assert "No correlations: groundtruth.mode=none" in text and "noise floor" not in text
+    # ranking: run 0's influences 3, 2, 1 for a, b, c — highest first
+    assert "| untrac   | t             | a (3) | b (2) | c (1) |" in text
+    assert json.loads((tmp_path / "metrics.json").read_text())["correlation"] == {}
+    assert list(pd.read_csv(tmp_path / "examples.csv").columns) == list(examples.columns)
+
+
+def test_summary_shows_the_bootstrap_interval(tmp_path):
+    influence, truth = _results()
+    truth = pd.concat([truth, truth.assign(test_subset="u", influence=truth.influence[::-1].to_numpy())])
+    influence = truth.assign(method="untrac", step=5, is_final=True, influence=[3.0, 2.0, 1.0, 3.0, 2.5, 2.0,
+                                                                                1.0, 2.0, 3.0, 2.0, 1.0, 3.0])
+    text = write_run(tmp_path, influence, truth, {}, {}, "demo")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["correlation"]["untrac"]
+    low, high = metrics["pearson_ci_low"], metrics["pearson_ci_high"]
+    assert low <= metrics["pearson_mean"] <= high
+    assert f"[{low:.3f}, {high:.3f}]" in text

@@ -242,7 +242,8 @@ class ScoreConfig:
 
 @dataclass
 class GroundTruthConfig:
-    """fixed_steps: θ−Z trained T steps (paper §2); all_examples: epochs over D \\ Z (App. A.1).
+    """fixed_steps: θ−Z trained T steps (paper §2); all_examples: epochs over D \\ Z (App. A.1);
+    none: no leave-dataset-out models at all (influences and rankings only, no correlations).
 
     ``seeds``: S training seeds, each with its own θ0 and θ−Z; the ground truth is their mean
     (seed scheme in untrac.groundtruth.truth_seeds).
@@ -252,8 +253,19 @@ class GroundTruthConfig:
     seeds: int = 1
 
     def __post_init__(self) -> None:
-        _one_of(self.mode, ("fixed_steps", "all_examples"), "groundtruth.mode")
+        _one_of(self.mode, ("fixed_steps", "all_examples", "none"), "groundtruth.mode")
         _positive(self.seeds, "groundtruth.seeds")
+
+
+@dataclass
+class RankConfig:
+    """``top_k``: also write examples.csv, the k most influential training examples per test subset
+    (methods with per-example scores: untrac_inv, graddot, gradcos)."""
+
+    top_k: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _positive(self.top_k, "rank.top_k")
 
 
 @dataclass
@@ -267,6 +279,7 @@ class Config:
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     groundtruth: GroundTruthConfig = field(default_factory=GroundTruthConfig)
+    rank: RankConfig = field(default_factory=RankConfig)
     experiment: Optional[str] = None
     scale: str = "cpu"
     runs: int = 1

@@ -33,11 +33,30 @@ def correlations(influence: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
                                        "finite"])
 
 
+CI_RESAMPLES = 9999
+
+
+def bootstrap_ci(values, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval (``scipy.stats.bootstrap``, fixed seed) for the mean of the
+    finite ``values`` — one correlation per (run, test subset). NaN with fewer than two values or
+    no spread (nothing to resample). Percentile rather than BCa: BCa needs a jackknife that is
+    unstable with the handful of subsets × runs of a typical table."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2 or np.ptp(values) == 0:
+        return math.nan, math.nan
+    res = stats.bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=CI_RESAMPLES,
+                          method="percentile", rng=np.random.default_rng(0))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def summarize(corr: pd.DataFrame) -> pd.DataFrame:
     """Table 3 / 5 aggregation: average over test subsets within a run, then mean ± std over runs.
 
     A NaN correlation (constant or non-finite influence) cannot enter a mean, so each method also
     reports ``subsets_scored`` of ``subsets_total`` (run, test subset) pairs: the mean is over those.
+    ``{pearson,spearman}_ci_{low,high}``: 95 % bootstrap interval of the mean over the (run, test
+    subset) pairs (``bootstrap_ci``), so a difference between methods inside the noise shows.
     """
     per_run = corr.groupby(["method", "run"], sort=False)[["pearson", "spearman"]].mean()
     agg = per_run.groupby("method", sort=False).agg(["mean", "std"])
@@ -48,6 +67,10 @@ def summarize(corr: pd.DataFrame) -> pd.DataFrame:
     counts = finite.groupby(corr.method, sort=False).agg(["sum", "size"])
     agg["subsets_scored"] = counts["sum"].astype(int)
     agg["subsets_total"] = counts["size"].astype(int)
+    for metric in ("pearson", "spearman"):
+        ci = corr.groupby("method", sort=False)[metric].apply(bootstrap_ci)
+        agg[f"{metric}_ci_low"] = ci.map(lambda c: c[0])
+        agg[f"{metric}_ci_high"] = ci.map(lambda c: c[1])
     return agg.reset_index()
 
 

@@ -76,15 +76,17 @@ def table2(final: pd.DataFrame, truth: pd.DataFrame):
 
 def summary_long(corr: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
     """mean ± std over runs of ``metric`` (per run: average over test subsets) for each setting,
-    with the (run, test subset) pairs that gave a finite correlation (``scored``) of ``total``."""
+    with the (run, test subset) pairs that gave a finite correlation (``scored``) of ``total`` and
+    the 95 % bootstrap interval of the mean over those pairs (``ci_low``, ``ci_high``)."""
     rows = []
     for values, group in corr.groupby(keys, sort=False):
         values = values if isinstance(values, tuple) else (values,)
         for r in summarize(group).itertuples():
             rows.append({**dict(zip(keys, values)), "method": r.method, "mean": getattr(r, f"{metric}_mean"),
                          "std": getattr(r, f"{metric}_std"), "runs": r.runs, "scored": r.subsets_scored,
-                         "total": r.subsets_total})
-    return pd.DataFrame(rows, columns=[*keys, "method", "mean", "std", "runs", "scored", "total"])
+                         "total": r.subsets_total, "ci_low": getattr(r, f"{metric}_ci_low"),
+                         "ci_high": getattr(r, f"{metric}_ci_high")})
+    return pd.DataFrame(rows, columns=[*keys, "method", "mean", "std", "runs", "scored", "total", "ci_low", "ci_high"])
 
 
 def with_count(text: str, scored: int, total: int) -> str:
@@ -110,6 +112,7 @@ def _mean_std_table(measured_long: pd.DataFrame, paper_long: pd.DataFrame, label
     stds = {"measured": m_std, "paper": p_std}
     ran = {(r.method, label(r)) for r in measured_long.itertuples()}
     counts = {(r.method, label(r)): (r.scored, r.total) for r in measured_long.itertuples() if label(r)}
+    cis = {(r.method, label(r)): (r.ci_low, r.ci_high) for r in measured_long.itertuples() if label(r)}
 
     def cell(frame, method, column, value):
         std = stds["measured" if frame is m_mean else "paper"]
@@ -118,7 +121,9 @@ def _mean_std_table(measured_long: pd.DataFrame, paper_long: pd.DataFrame, label
         if frame is m_mean and (method, column) not in ran:
             return "–"  # not run
         s = std.at[method, column] if method in std.index and column in std.columns else math.nan
-        return with_count(mean_std(value, s), *counts[method, column]) if frame is m_mean else mean_std(value, s)
+        if frame is m_mean:
+            return with_count(mean_std(value, s, *cis[method, column]), *counts[method, column])
+        return mean_std(value, s)
 
     return _beside(m_mean, p_mean, cell), m_mean, p_mean
 

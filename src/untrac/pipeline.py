@@ -25,7 +25,7 @@ from untrac.config import Config
 from untrac.data.prepare import data_key, load_task, sample
 from untrac.errors import UntracError
 from untrac.groundtruth import GroundTruth, mean_over_seeds, subset_losses, truth_seeds
-from untrac.methods import NEEDS_CHECKPOINTS, NEEDS_HESSIAN_POOL, Checkpoint, ScoreInputs, registry
+from untrac.methods import EXAMPLE_METHODS, NEEDS_CHECKPOINTS, NEEDS_HESSIAN_POOL, Checkpoint, ScoreInputs, registry
 from untrac.models import build_model, load_tokenizer, model_arch, model_key, resolve_device
 from untrac.pieces import PieceStore
 from untrac.optim import training_optimizer
@@ -42,6 +42,25 @@ class Results:
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     counters: dict = field(default_factory=dict)
     cache_hits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    examples: pd.DataFrame = field(default_factory=pd.DataFrame)  # rank.top_k: the top examples (top_examples)
+
+
+EXAMPLE_COLUMNS = ["method", "run", "train_dataset", "example", "test_subset", "score", "text"]
+
+
+def top_examples(scores: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The k highest-scoring training examples per (method, run, test subset), highest first
+    (the shared sign: a high score = the example helped the model on the test subset)."""
+    ranked = scores.sort_values("score", ascending=False, kind="stable")
+    return ranked.groupby(["method", "run", "test_subset"], sort=False).head(k).reset_index(drop=True)
+
+
+def example_text(tokenizer, row: dict, kind: str) -> str:
+    """An example's tokens as text: the input, and for seq2seq pairs " → target"."""
+    text = tokenizer.decode(row["input_ids"], skip_special_tokens=True)
+    if kind == "seq2seq" and "labels" in row:
+        text += " → " + tokenizer.decode([t for t in row["labels"] if t >= 0], skip_special_tokens=True)
+    return text
 
 
 @contextmanager
@@ -91,7 +110,13 @@ class Experiment:
         if self.cfg.groundtruth.mode == "all_examples":
             train_fields = {**train_fields, "steps": None, "epochs": t.epochs}
         return {"model": model_key(self.cfg.model), "data": data_key(self.cfg.data), "train": train_fields,
-                "mode": self.cfg.groundtruth.mode, "seed": seed, "exclude": exclude}
+                "mode": self.train_mode, "seed": seed, "exclude": exclude}
+
+    @property
+    def train_mode(self) -> str:
+        """groundtruth.mode=none trains only θ0, for T steps like fixed_steps (so it shares its θ0)."""
+        mode = self.cfg.groundtruth.mode
+        return "fixed_steps" if mode == "none" else mode
 
     def trained(self, seed: int, exclude: str | None = None, checkpoints: bool = False) -> torch.nn.Module:
         """θ0 (``exclude=None``) or θ−Z, from the cache or trained now (and cached)."""
@@ -126,7 +151,7 @@ class Experiment:
     def _train_and_store(self, fields, ckpt_fields, exclude, seed, with_ckpts: bool, label: str) -> None:
         cfg = self.cfg
         pool = datasets.concatenate_datasets([ds for z, ds in self.task.train.items() if z != exclude])
-        steps = steps_for(len(pool), cfg.train.batch_size, cfg.train.steps, cfg.train.epochs, cfg.groundtruth.mode)
+        steps = steps_for(len(pool), cfg.train.batch_size, cfg.train.steps, cfg.train.epochs, self.train_mode)
         model, _ = build_model(cfg.model, self.tokenizer, seed)
         optimizer = training_optimizer(model.parameters(), cfg.train.optim, cfg.train.lr, cfg.train.weight_decay)
         staging = Path(self.cache.root) / "staging" / make_key(ckpt_fields)
@@ -170,7 +195,7 @@ class Experiment:
                              self.cfg.model.dtype)
 
     # -- scoring -----------------------------------------------------------------------------
-    def score(self, theta0, train_seed: int, sample_seed: int) -> pd.DataFrame:
+    def score(self, theta0, train_seed: int, sample_seed: int, run: int = 0) -> pd.DataFrame:
         cfg = self.cfg
         name = cfg.method.name
         scored = {z: sample(ds, cfg.score.samples_per_dataset, sample_seed + i)
@@ -183,22 +208,38 @@ class Experiment:
                              method=cfg.method, optim=cfg.optim, unlearn=cfg.unlearn, seed=sample_seed,
                              dtype=cfg.model.dtype, hessian_pool=pool,
                              checkpoints=self.checkpoints(train_seed) if name in NEEDS_CHECKPOINTS else [],
-                             counters=self.results.counters,
+                             counters=self.results.counters, examples=[] if cfg.rank.top_k else None,
                              store=PieceStore(self.cache, {"theta0": make_key(self.model_fields(train_seed, None))}))
-        return registry()[name](inputs)
+        influence = registry()[name](inputs)
+        if inputs.examples:
+            self._keep_examples(pd.concat(inputs.examples, ignore_index=True), scored, run)
+        return influence
+
+    def _keep_examples(self, scores: pd.DataFrame, scored: dict, run: int) -> None:
+        top = top_examples(scores.assign(method=self.cfg.method.name, run=run), self.cfg.rank.top_k)
+        top["text"] = [example_text(self.tokenizer, scored[z][int(i)], self.arch.kind)
+                       for z, i in zip(top.train_dataset, top.example)]
+        self.results.examples = pd.concat([self.results.examples, top[EXAMPLE_COLUMNS]], ignore_index=True)
 
     def run(self, run: int) -> None:
         cfg = self.cfg
         train_seed = truth_seeds(cfg, run)[0]  # seed + run, or seed when runs only resample (runs_vary)
         sample_seed = cfg.seed + run
         theta0 = self.trained(train_seed, checkpoints=cfg.method.name in NEEDS_CHECKPOINTS)
-        with timed(self.results.seconds, "groundtruth_total"):
-            per_seed = self.truth.per_seed(run, theta0)
+        if cfg.rank.top_k and cfg.method.name not in EXAMPLE_METHODS and run == 0:
+            log.warning("rank.top_k: method=%s scores whole datasets only; per-example scores come from %s",
+                        cfg.method.name, ", ".join(EXAMPLE_METHODS))
+        truth = cfg.groundtruth.mode != "none"  # none: no leave-dataset-out models, influences (rankings) only
+        if truth:
+            with timed(self.results.seconds, "groundtruth_total"):
+                per_seed = self.truth.per_seed(run, theta0)
         with timed(self.results.seconds, "score"):
-            influence = self.score(theta0, train_seed, sample_seed).assign(method=cfg.method.name, run=run)
+            influence = self.score(theta0, train_seed, sample_seed, run).assign(method=cfg.method.name, run=run)
+        self.results.influence = pd.concat([self.results.influence, influence], ignore_index=True)
+        if not truth:
+            return
         self.results.truth_seeds = pd.concat([self.results.truth_seeds, per_seed], ignore_index=True)
         self.results.truth = pd.concat([self.results.truth, mean_over_seeds(per_seed)], ignore_index=True)
-        self.results.influence = pd.concat([self.results.influence, influence], ignore_index=True)
 
 
 def run_experiment(cfg: Config) -> Results:
@@ -213,7 +254,8 @@ def run_experiment(cfg: Config) -> Results:
         log.info("run %d/%d", run + 1, cfg.runs)
         exp.run(run)
     exp.results.counters["peak_memory"] = peak_memory_mb(exp.device)
-    exp.results.truth = exp.results.truth[["run", "train_dataset", "test_subset", "influence", "se", "seeds"]]
+    exp.results.truth = exp.results.truth.reindex(columns=["run", "train_dataset", "test_subset", "influence", "se",
+                                                           "seeds"])
     exp.results.influence = exp.results.influence[
         ["method", "run", "train_dataset", "test_subset", "step", "is_final", "influence"]]
     return exp.results

@@ -43,6 +43,7 @@ class EvalBatches:
 
     batches: list[dict[str, torch.Tensor]]
     order: list[int]  # dataset index of each example, in batch order
+    last: torch.Tensor | None = None  # per-example losses of the latest evaluation (dataset order)
 
     @classmethod
     def of(cls, ds: datasets.Dataset, arch: Arch, batch_size: int, device: torch.device) -> "EvalBatches":
@@ -58,16 +59,22 @@ class EvalBatches:
         return len(self.order)
 
     @torch.inference_mode()
+    def example_losses(self, model, arch: Arch, device: torch.device, dtype: str = "float32") -> torch.Tensor:
+        """Every example's loss (float64, in dataset order); also kept as ``self.last``, so that the
+        per-example losses of the last evaluation of an unlearning run can be read after it."""
+        with autocast(device, dtype):
+            losses = [example_losses(model, batch, arch).double().cpu() for batch in self.batches]
+        self.last = _in_dataset_order(losses, self.order)
+        return self.last
+
     def loss(self, model, arch: Arch, device: torch.device, dtype: str = "float32") -> float:
         """Mean example loss (DESIGN §2), equal to ``losses.dataset_loss`` on the same set.
 
         The mean of a permutation of the per-example losses: summed in float64 as there.
+        dataset_loss averages in dataset order; the sum of float64 values of ~1e0 in another order
+        can differ in the last bit, so the mean is taken in that order (``example_losses``).
         """
-        with autocast(device, dtype):
-            losses = [example_losses(model, batch, arch).double().cpu() for batch in self.batches]
-        # dataset_loss averages in dataset order; the sum of float64 values of ~1e0 in another order
-        # can differ in the last bit, so restore that order before the mean.
-        return _in_dataset_order(losses, self.order).mean().item()
+        return self.example_losses(model, arch, device, dtype).mean().item()
 
 
 def _in_dataset_order(parts: list[torch.Tensor], order: list[int]) -> torch.Tensor:

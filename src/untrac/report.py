@@ -9,10 +9,14 @@ import pandas as pd
 from untrac.metrics import correlations, standardized_influence, summarize, truth_agreement
 
 
-def mean_std(mean: float, std: float) -> str:
+def mean_std(mean: float, std: float, low: float | None = None, high: float | None = None) -> str:
+    """"mean ± std [low, high]": the interval (95 % bootstrap) only when there is one."""
     if mean is None or math.isnan(mean):
         return "nan"
-    return f"{mean:.3f}" if std is None or math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+    text = f"{mean:.3f}" if std is None or math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+    if low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
+        text += f" [{low:.3f}, {high:.3f}]"
+    return text
 
 
 def write_table(frame: pd.DataFrame, stem: Path, caption: str = "") -> None:
@@ -25,13 +29,33 @@ def write_table(frame: pd.DataFrame, stem: Path, caption: str = "") -> None:
 
 def correlation_table(summary: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame({
-        "Pearson": [mean_std(m, s) for m, s in zip(summary.pearson_mean, summary.pearson_std)],
-        "Spearman": [mean_std(m, s) for m, s in zip(summary.spearman_mean, summary.spearman_std)],
+        "Pearson": [mean_std(*v) for v in zip(summary.pearson_mean, summary.pearson_std,
+                                              summary.pearson_ci_low, summary.pearson_ci_high)],
+        "Spearman": [mean_std(*v) for v in zip(summary.spearman_mean, summary.spearman_std,
+                                               summary.spearman_ci_low, summary.spearman_ci_high)],
         "runs": summary.runs.to_numpy(),
         "subsets scored": [f"{k} / {n}" for k, n in zip(summary.subsets_scored, summary.subsets_total)]},
         index=summary.method)
     table.index.name = "method"
     return table
+
+
+def ranking_table(influence: pd.DataFrame) -> pd.DataFrame:
+    """Per test subset, the training datasets by final influence (mean over runs), highest first."""
+    final = influence[influence.is_final]
+    mean = final.groupby(["method", "test_subset", "train_dataset"], sort=False).influence.mean().reset_index()
+    rows = {}
+    for (method, subset), group in mean.groupby(["method", "test_subset"], sort=False):
+        ranked = group.sort_values("influence", ascending=False, kind="stable")
+        rows[(method, subset)] = [f"{z} ({v:.3g})" for z, v in zip(ranked.train_dataset, ranked.influence)]
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.columns = [f"#{i + 1}" for i in range(table.shape[1])]
+    table.index = pd.MultiIndex.from_tuples(table.index, names=["method", "test subset"])
+    return table
+
+
+NO_TRUTH = ("No correlations: groundtruth.mode=none trains no leave-dataset-out models, so there is no "
+            "ground truth to compare with (set groundtruth.mode=fixed_steps to measure one).")
 
 
 def floor_text(floor: dict) -> str:
@@ -55,17 +79,24 @@ def floor_text(floor: dict) -> str:
 def summary_markdown(influence: pd.DataFrame, truth: pd.DataFrame, corr: pd.DataFrame, seconds: dict,
                      title: str, nonfinite: list, floor: dict, solver: list | None = None) -> str:
     final = influence[influence.is_final]
-    standardized = pd.concat([standardized_influence(final, ["method"]),
-                              standardized_influence(truth.assign(method="ground truth"), ["method"])])
+    parts = [standardized_influence(final, ["method"])]
+    if len(truth):
+        parts.append(standardized_influence(truth.assign(method="ground truth"), ["method"]))
     lines = [f"# {title}", "", "## Standardised influence of each training dataset (Table 2 style)", "",
              "The influence averaged over runs (and test subsets), z-scored across training datasets "
              "(population std: each row has mean 0 and std 1, as the paper's Table 2).", "",
-             standardized.round(3).to_markdown(), "",
-             "## Correlation with the leave-dataset-out ground truth (Table 3 style)", "",
-             "Per test subset, averaged over subsets within a run; mean ± std over runs. \"subsets scored\": "
-             "(run, test subset) pairs with a finite correlation, of all pairs; the others (constant or "
-             "non-finite influence) are left out of the means.", "",
-             correlation_table(summarize(corr)).to_markdown(), ""]
+             pd.concat(parts).round(3).to_markdown(), ""]
+    if not len(truth):
+        lines += ["## Training datasets ranked by influence, per test subset", "",
+                  "Final influence (mean over runs), highest first: the datasets that helped most on the subset.", "",
+                  ranking_table(influence).reset_index().to_markdown(index=False), "", "## Correlation with a ground truth", "", NO_TRUTH, ""]
+    else:
+        lines += ["## Correlation with the leave-dataset-out ground truth (Table 3 style)", "",
+                  "Per test subset, averaged over subsets within a run; mean ± std over runs, and in brackets "
+                  "the 95 % bootstrap interval of the mean over (run, test subset) pairs. \"subsets scored\": "
+                  "(run, test subset) pairs with a finite correlation, of all pairs; the others (constant or "
+                  "non-finite influence) are left out of the means.", "",
+                  correlation_table(summarize(corr)).to_markdown(), ""]
     if floor:
         lines += ["## Ground-truth noise floor", "", floor_text(floor), ""]
     if nonfinite:
@@ -96,32 +127,40 @@ def hif_solver_lines(solver: list) -> list[str]:
 
 
 def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, seconds: dict, counters: dict,
-              title: str, retrained_truth: bool = True, truth_seeds: pd.DataFrame | None = None) -> str:
+              title: str, retrained_truth: bool = True, truth_seeds: pd.DataFrame | None = None,
+              examples: pd.DataFrame | None = None) -> str:
     """Write the five files of DESIGN §6 into ``out_dir`` and return the summary text.
 
     ``retrained_truth``: runs re-trained the ground truth (so its run-to-run agreement, the noise
     floor, means something); False when runs only re-sample the scored examples.
     ``truth_seeds``: Eq. 1 of every ground-truth seed (``ground_truth_seeds.csv``); with ≥ 2 seeds
-    the noise floor compares disjoint halves of them.
+    the noise floor compares disjoint halves of them. An empty ``truth`` (groundtruth.mode=none):
+    no correlations (header-only files), a ranking per test subset in the summary instead.
+    ``examples`` (rank.top_k): the top training examples, written as ``examples.csv``.
     """
-    floor = truth_agreement(truth, truth_seeds, shared=not retrained_truth)
+    floor = truth_agreement(truth, truth_seeds, shared=not retrained_truth) if len(truth) else {}
     out_dir.mkdir(parents=True, exist_ok=True)
     influence.to_csv(out_dir / "influence.csv", index=False)
     truth.to_csv(out_dir / "ground_truth.csv", index=False)
-    if truth_seeds is not None:
+    if truth_seeds is not None and len(truth_seeds):
         truth_seeds.to_csv(out_dir / "ground_truth_seeds.csv", index=False)
     corr = correlations(influence, truth)
     corr.to_csv(out_dir / "correlations.csv", index=False)
+    if examples is not None and len(examples):
+        examples.to_csv(out_dir / "examples.csv", index=False)
     nonfinite = counters.get("nonfinite", [])
     text = summary_markdown(influence, truth, corr, seconds, title, nonfinite, floor, counters.get("hif_solver"))
     (out_dir / "summary.md").write_text(text)
-    summary = summarize(corr)
+    summary = summarize(corr) if len(corr) else pd.DataFrame()
     metrics = {
         "correlation": {row.method: {"pearson_mean": row.pearson_mean, "pearson_std": row.pearson_std,
+                                     "pearson_ci_low": row.pearson_ci_low, "pearson_ci_high": row.pearson_ci_high,
                                      "spearman_mean": row.spearman_mean, "spearman_std": row.spearman_std,
+                                     "spearman_ci_low": row.spearman_ci_low, "spearman_ci_high": row.spearman_ci_high,
                                      "runs": int(row.runs), "subsets_scored": int(row.subsets_scored),
                                      "subsets_total": int(row.subsets_total)} for row in summary.itertuples()},
         "truth_agreement": floor,
+        **({} if len(truth) else {"no_correlations": NO_TRUTH}),
         "seconds": dict(seconds),
         "counters": counters,
     }

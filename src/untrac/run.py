@@ -60,7 +60,8 @@ def _run(cfg, out_dir: Path, config_yaml: str) -> None:
     results = run_experiment(cfg)
     title = f"{cfg.method.name} on {cfg.data.name} / {cfg.testset.name} ({cfg.model.name}, {cfg.runs} run(s))"
     text = write_run(out_dir, results.influence, results.truth, dict(results.seconds), results.counters, title,
-                     retrained_truth=cfg.data.runs_vary == "seed", truth_seeds=results.truth_seeds)
+                     retrained_truth=cfg.data.runs_vary == "seed", truth_seeds=results.truth_seeds,
+                     examples=results.examples if cfg.rank.top_k else None)
     print(text)
     log.info("results written to %s", out_dir)
 

@@ -44,6 +44,9 @@ class ScoreInputs:
     checkpoints: list[Checkpoint] = field(default_factory=list)
     counters: dict = field(default_factory=dict)
     store: Any = None  # untrac.pieces.PieceStore: finished pieces (trajectories) kept for a rerun
+    # rank.top_k set: a list methods of EXAMPLE_METHODS append per-example scores to, one DataFrame
+    # ``train_dataset, example, test_subset, score`` (example = index in the scored sample); None: not asked
+    examples: list | None = None
 
     def fresh_model(self) -> torch.nn.Module:
         return copy.deepcopy(self.theta0).to(self.device).eval()
@@ -62,6 +65,7 @@ def registry() -> dict[str, Method]:
 
 
 NEEDS_CHECKPOINTS = {"tracin"}
+EXAMPLE_METHODS = ("untrac_inv", "graddot", "gradcos")  # methods that score single training examples
 NEEDS_HESSIAN_POOL = {"hif_lissa", "hif_arnoldi", "ekfac"}
 
 

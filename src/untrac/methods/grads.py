@@ -91,6 +91,25 @@ def mean_gradient(model, ds: datasets.Dataset, arch: Arch, device: torch.device,
     return total / len(ds)
 
 
+def example_gradients(model, ds: datasets.Dataset, arch: Arch, device: torch.device, batch_size: int,
+                      dtype: str = "float32", counters: dict | None = None,
+                      desc: str = "per-example gradients") -> Iterator[torch.Tensor]:
+    """Rows g_i = ∇_θ L(z_i, θ) of ``ds``, one ``[batch, #trainable]`` block at a time, in dataset
+    order; each block is dropped by the caller once used (the whole set's rows need not fit)."""
+    for batch in tqdm(batches(ds, batch_size, arch.pad_id, device=device), desc=desc, leave=False,
+                      total=-(-len(ds) // batch_size)):
+        with autocast(device, dtype):
+            rows = per_example_gradients(model, batch, arch)
+        bump(counters, "forward_backward")
+        bump(counters, "grad_examples", len(batch["labels"]))
+        yield rows
+
+
+def unit_rows(rows: torch.Tensor) -> torch.Tensor:
+    """g_i/‖g_i‖ for every row (a zero gradient stays zero)."""
+    return rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-30)
+
+
 def mean_unit_gradient(model, ds: datasets.Dataset, arch: Arch, device: torch.device, batch_size: int,
                        dtype: str = "float32", counters: dict | None = None,
                        desc: str = "normalised gradient") -> torch.Tensor:
@@ -101,13 +120,8 @@ def mean_unit_gradient(model, ds: datasets.Dataset, arch: Arch, device: torch.de
     """
     params = trainable(model)
     total = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype, device=device)
-    for batch in tqdm(batches(ds, batch_size, arch.pad_id, device=device), desc=desc, leave=False,
-                      total=-(-len(ds) // batch_size)):
-        with autocast(device, dtype):
-            per_example = per_example_gradients(model, batch, arch)
-        total += (per_example / per_example.norm(dim=1, keepdim=True).clamp_min(1e-30)).sum(dim=0)
-        bump(counters, "forward_backward")
-        bump(counters, "grad_examples", len(batch["labels"]))
+    for rows in example_gradients(model, ds, arch, device, batch_size, dtype, counters, desc):
+        total += unit_rows(rows).sum(dim=0)
     return total / len(ds)
 
 

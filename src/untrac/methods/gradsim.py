@@ -9,16 +9,20 @@ each training dataset's gradient is computed once, dotted with all of them and d
 Set gradients are gradients of the set's mean loss (see ``grads`` for why that scaling).
 """
 
+import logging
 from typing import Callable
 
 import datasets
+import numpy as np
+import pandas as pd
 import torch
 from untrac.progress import tqdm
 
 from untrac.errors import UntracError
 from untrac.methods import ScoreInputs, final_rows
-from untrac.methods.grads import mean_gradient, mean_unit_gradient
+from untrac.methods.grads import example_gradients, mean_gradient, mean_unit_gradient, unit_rows
 
+log = logging.getLogger(__name__)
 SetGradient = Callable[[torch.nn.Module, datasets.Dataset, str], torch.Tensor]
 Combine = Callable[[torch.Tensor, torch.Tensor], float]
 
@@ -48,15 +52,38 @@ def tracin_term(lr: float, train_grad: torch.Tensor, test_grad: torch.Tensor) ->
 
 
 def pairwise(inputs: ScoreInputs, model: torch.nn.Module, set_gradient: SetGradient,
-             combine: Combine, tag: str) -> dict[tuple[str, str], float]:
-    """``combine(v_Z, v_Z')`` for every (training dataset, test subset), one vector per set."""
-    tests = {s: set_gradient(model, ds, f"{tag}: test {s}") for s, ds in inputs.test.items()}
+             combine: Combine, tag: str, tests: dict[str, torch.Tensor] | None = None) -> dict[tuple[str, str], float]:
+    """``combine(v_Z, v_Z')`` for every (training dataset, test subset), one vector per set
+    (``tests``: the test subsets' vectors when already computed)."""
+    if tests is None:
+        tests = test_vectors(inputs, model, set_gradient, tag)
     scores = {}
     for z, ds in tqdm(inputs.train.items(), desc=f"{tag}: training datasets", leave=False):
         g = set_gradient(model, ds, f"{tag}: train {z}")
         for s, t in tests.items():
             scores[(z, s)] = combine(g, t)
     return scores
+
+
+def test_vectors(inputs: ScoreInputs, model, set_gradient: SetGradient, tag: str) -> dict[str, torch.Tensor]:
+    return {s: set_gradient(model, ds, f"{tag}: test {s}") for s, ds in inputs.test.items()}
+
+
+def example_scores(inputs: ScoreInputs, model, tests: dict[str, torch.Tensor], unit: bool, tag: str) -> pd.DataFrame:
+    """Per training example i and test subset Z': g_iᵀ v_Z' (GradDot: v = mean test gradient) or
+    (g_i/‖g_i‖)ᵀ v_Z' (GradCos: v = mean unit test gradient). Their mean over a training dataset's
+    examples is that dataset's set score, since the set vector is the mean of the rows."""
+    names, matrix = list(tests), torch.stack(list(tests.values()), dim=1)  # [#trainable, #subsets]
+    parts = []
+    for z, ds in inputs.train.items():
+        blocks = [(unit_rows(rows) if unit else rows) @ matrix
+                  for rows in example_gradients(model, ds, inputs.arch, inputs.device, inputs.method.per_example_batch,
+                                                inputs.dtype, inputs.counters, f"{tag}: examples of {z}")]
+        scores = torch.cat(blocks).double().cpu().numpy()
+        for j, s in enumerate(names):
+            parts.append(pd.DataFrame({"train_dataset": z, "example": np.arange(len(ds)), "test_subset": s,
+                                       "score": scores[:, j]}))
+    return pd.concat(parts, ignore_index=True)
 
 
 def _mean_grad(inputs: ScoreInputs) -> SetGradient:
@@ -73,7 +100,11 @@ def _unit_grad(inputs: ScoreInputs) -> SetGradient:
 
 def score_graddot(inputs: ScoreInputs):
     """GradDot (§4.1) at θ0 for every (Z, Z')."""
-    scores = pairwise(inputs, inputs.fresh_model(), _mean_grad(inputs), graddot, "graddot")
+    model = inputs.fresh_model()
+    tests = test_vectors(inputs, model, _mean_grad(inputs), "graddot")
+    scores = pairwise(inputs, model, _mean_grad(inputs), graddot, "graddot", tests)
+    if inputs.examples is not None:
+        inputs.examples.append(example_scores(inputs, model, tests, unit=False, tag="graddot"))
     return final_rows(scores)
 
 
@@ -82,8 +113,15 @@ def score_gradcos(inputs: ScoreInputs):
     variant = inputs.method.variant
     if variant == "summed":
         scores = pairwise(inputs, inputs.fresh_model(), _mean_grad(inputs), gradcos_summed, "gradcos")
+        if inputs.examples is not None:
+            log.warning("rank.top_k: method.variant=summed (a cosine of set gradients) has no per-example "
+                        "scores; method.variant=default has")
     elif variant == "default":
-        scores = pairwise(inputs, inputs.fresh_model(), _unit_grad(inputs), gradcos, "gradcos")
+        model = inputs.fresh_model()
+        tests = test_vectors(inputs, model, _unit_grad(inputs), "gradcos")
+        scores = pairwise(inputs, model, _unit_grad(inputs), gradcos, "gradcos", tests)
+        if inputs.examples is not None:
+            inputs.examples.append(example_scores(inputs, model, tests, unit=True, tag="gradcos"))
     else:
         raise UntracError(f"method.variant={variant!r} is not a GradCos variant (default | summed)")
     return final_rows(scores)

@@ -4,6 +4,7 @@ import copy
 import logging
 from dataclasses import asdict
 
+import numpy as np
 import pandas as pd
 
 from untrac.methods import COLUMNS, ScoreInputs
@@ -36,10 +37,34 @@ def _unlearn_one(shared: dict, job: tuple[str, TokenRows]) -> tuple[str, dict]:
     s = shared
     model = fused_activations(copy.deepcopy(s["theta0"])).to(s["device"]).eval()
     counters: dict = {}
+    for batches in s["evals"].values():
+        batches.last = None
     traj = unlearn_fast(model, s["arch"], s["device"], forget, s["evals"], s["optim"], s["unlearn"], s["seed"],
                         s["dtype"], start=s["start"], counters=counters, desc=f"{s['tag']}: unlearn {name}")
     return name, {"rows": traj.rows, "nonfinite_step": traj.nonfinite_step, "steps": traj.steps,
-                  "counters": counters}
+                  "counters": counters, "example_losses": _example_losses(s, traj)}
+
+
+def _example_losses(shared: dict, traj: Trajectory) -> dict | None:
+    """Each evaluated example's loss at θ0 and after the run (the final evaluation's, kept by
+    ``EvalBatches.last``): UnTrac-Inv's per-example influences (``example_changes``)."""
+    if traj.nonfinite_step is not None:
+        return None
+    return {name: {"before": shared["start_examples"][name], "after": batches.last.tolist()}
+            for name, batches in shared["evals"].items()}
+
+
+def example_changes(pieces: dict, forgotten_col: str) -> pd.DataFrame:
+    """Eq. 4 at the level of one example: L(z_i, θ_after) − L(z_i, θ0) for every evaluated example i;
+    its mean over a set's examples is that set's influence (a set's loss is its examples' mean)."""
+    evaluated_col = "test_subset" if forgotten_col == "train_dataset" else "train_dataset"
+    parts = []
+    for forgotten, piece in pieces.items():
+        for name, loss in (piece.get("example_losses") or {}).items():
+            change = np.asarray(loss["after"]) - np.asarray(loss["before"])
+            parts.append(pd.DataFrame({evaluated_col: name, "example": np.arange(len(change)),
+                                       forgotten_col: forgotten, "score": change}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def piece_fields(inputs: ScoreInputs, tag: str, forget: TokenRows, eval_digests: dict[str, str]) -> dict:
@@ -63,7 +88,9 @@ def unlearn_each(inputs: ScoreInputs, forget_sets: dict, eval_sets: dict, forgot
     digests = {name: tokens_digest(TokenRows.of(ds).columns) for name, ds in eval_sets.items()} if store else {}
     fields = {name: piece_fields(inputs, tag, rows, digests) for name, rows in forgets.items()} if store else {}
     pieces = {name: store.get(fields[name]) for name in forgets} if store else {}
-    pieces = {name: piece for name, piece in pieces.items() if piece is not None}
+    # Per-example losses are asked for: a piece stored without them (older runs) is done again.
+    pieces = {name: piece for name, piece in pieces.items()
+              if piece is not None and (inputs.examples is None or "example_losses" in piece)}
     if pieces:
         log.info("%s: %d of %d unlearning runs reused from the cache", tag, len(pieces), len(forgets))
         inputs.counters["pieces_reused"] = inputs.counters.get("pieces_reused", 0) + len(pieces)
@@ -72,12 +99,13 @@ def unlearn_each(inputs: ScoreInputs, forget_sets: dict, eval_sets: dict, forgot
         # θ0's losses open every trajectory: evaluated once here, not once per unlearned set.
         theta0 = fused_activations(inputs.fresh_model())
         start = {name: batches.loss(theta0, inputs.arch, inputs.device, inputs.dtype) for name, batches in evals.items()}
+        start_examples = {name: batches.last.tolist() for name, batches in evals.items()}
         inputs.counters["eval_forward_examples"] = (inputs.counters.get("eval_forward_examples", 0)
                                                     + sum(len(b) for b in evals.values()))
         # Only what a run needs travels to the workers (not the datasets or the cache).
         shared = {"theta0": inputs.theta0, "arch": inputs.arch, "device": inputs.device, "evals": evals,
                   "optim": inputs.optim, "unlearn": cfg, "seed": inputs.seed, "dtype": inputs.dtype,
-                  "start": start, "tag": tag}
+                  "start": start, "start_examples": start_examples, "tag": tag}
         steps = min(num_steps(len(rows), cfg) for _, rows in todo)
         workers = resolve_workers(cfg.workers, len(todo), inputs.device, steps)
         for name, piece in run_jobs(_unlearn_one, shared, todo, workers):
@@ -94,6 +122,8 @@ def unlearn_each(inputs: ScoreInputs, forget_sets: dict, eval_sets: dict, forgot
         if traj.nonfinite_step is not None:
             inputs.counters.setdefault("nonfinite", []).append({"unlearned": name, "step": traj.nonfinite_step})
         parts.append(loss_changes(traj).rename(columns={"name": evaluated_col}).assign(**{forgotten_col: name}))
+    if inputs.examples is not None and forgotten_col == "test_subset":
+        inputs.examples.append(example_changes(pieces, forgotten_col))
     return pd.concat(parts, ignore_index=True)[COLUMNS]
 
 
