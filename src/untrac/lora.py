@@ -9,8 +9,8 @@ at B = 0, so the first SGD ascent step (lr η) moves only B, by η·s·G·Aᵀ, 
 against η·G for full unlearning of W. ``init=orthonormal`` takes A = Q/s with Q's rows orthonormal
 (Qᵀ's at r > d_in), so s²·AᵀA = QᵀQ is the projector on r input directions and, at r ≥ d_in, the
 identity: one SGD step of LoRA then equals full unlearning restricted to the targeted weights (the
-paper's §4.3 single-step limit; tests/test_lora.py). Later steps move A too, a second-order
-(η²) departure. peft's default (``init=kaiming``: A kaiming-uniform, B = 0) gives
+paper's §4.3 single-step limit; tests/test_lora.py). From step 2 on A moves too: W_eff then
+gains terms like s·B·ΔA = η³·s²·G₁G₁ᵀG₂, a departure of relative size ~(η·s·‖G‖)². peft's default (``init=kaiming``: A kaiming-uniform, B = 0) gives
 E[s²·AᵀA] = s²·r/(3·d_in)·I instead: the same direction on average, a smaller step.
 
 The base weights are shared with θ0, never copied (at 7B a copy is 14 GB) and never updated: only
