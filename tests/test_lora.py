@@ -12,6 +12,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "methods"))
+sys.path.insert(0, str(Path(__file__).parent))  # test_run: the CLI helpers
 from methods_tiny import make_inputs, one_thread, task, tiny  # noqa: E402,F401  (one_thread: autouse fixture)
 
 from untrac.config import LoraConfig, OptimConfig, UnlearnConfig  # noqa: E402
@@ -219,3 +220,14 @@ def test_piece_key_full_unchanged_lora_keyed_by_its_settings():
     r8 = piece_fields(inputs, "untrac", rows, {})
     inputs.unlearn = UnlearnConfig(params="lora", lora=LoraConfig(r=4))
     assert r8 != full and piece_fields(inputs, "untrac", rows, {}) != r8
+
+
+def test_cli_lora_target_matching_nothing_is_exit_code_1_and_one_line(tmp_path):
+    from test_run import SMALL, error_lines, untrac
+
+    proc = untrac("unlearn.params=lora", "unlearn.lora.target_modules=[nope]", *SMALL, tmp=tmp_path, timeout=300)
+    lines = error_lines(proc)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert len(lines) == 1 and "unlearn.lora.target_modules" in lines[0] and "'nope'" in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "θ−" not in proc.stderr  # it failed before the ground truth's θ−Z trainings
