@@ -1,7 +1,8 @@
 """GPU memory per stage of one UnTrac unlearning run on a 7B model: full unlearning vs LoRA.
 
-Computed from the model's shape, not measured (docs/lora.md states the assumptions):
+Computed from the model's shape, not measured on a GPU (docs/lora.md states the assumptions):
     python scripts/lora_memory.py [--tokens 1024] [--eval-batch 64] [--r 8]
+    python scripts/lora_memory.py --check    # the per-layer activation count against HF's Llama (CPU)
 """
 
 import argparse
@@ -20,20 +21,60 @@ def lora_params(r: int, modules_per_layer: int = 2) -> int:
     return L * modules_per_layer * r * (D + D)  # A: r×d_in, B: d_out×r for q_proj and v_proj (d×d)
 
 
-def activation_bytes_per_token(weight_bytes: int, lora: bool) -> float:
-    """Saved for the backward pass, per token: every layer's (the first adapted layer is layer 0,
-    so LoRA needs them all, as full unlearning does) plus the loss over the vocabulary.
+def layer_bytes_per_token(weight_bytes: int, lora: bool, d: int = D, f: int = F) -> int:
+    """Bytes one decoder layer keeps for the backward pass, per token (counted on HF's Llama with
+    ``--check``). fp32 weights under bf16 autocast (the runner), full unlearning: each RMSNorm's fp32
+    input and normalised output (2·8d), the bf16 cast of the input made separately for q, k, v, gate
+    and up (5·2d), q, k, v and the attention output (4·2d), gate, up, SiLU(gate) and their product
+    (4·2f): 34d + 8f. LoRA on q, v: frozen linears keep no input and the frozen norms no output:
+    the norms' fp32 inputs (8d), the q and v input casts (4d), q, k, v, attention output (8d) and
+    gate, up, SiLU(gate) (6f): 20d + 6f. bf16 weights (not in the runner, not checked): one input
+    for q, k, v and one for gate, up instead of five casts: − 6d (full), − 2d (LoRA)."""
+    count = (20 * d + 6 * f) if lora else (34 * d + 8 * f)
+    return count - ((2 if lora else 6) * d if weight_bytes == 2 else 0)
 
-    bf16 (2 B) per layer: norm outputs feeding q/k/v and gate/up (2d), q k v (3d), attention output
-    (d), gate, up, SiLU(gate) and their product (4f), two residual-side inputs (2d): 2·(8d + 4f).
-    A frozen linear layer keeps no input (its weight gets no gradient), so LoRA on q, v does not
-    keep the MLP norm's output nor down_proj's input: − 2·(d + f).
-    With fp32 weights under bf16 autocast (the runner), the residual stream and RMSNorm run in
-    fp32: + 4·4d for the two norms' fp32 input and normalised output.
-    Loss: bf16 logits, their fp32 copy (untrac.losses upcasts) and log-softmax: V·(2 + 4 + 4).
-    """
-    per_layer = 2 * (8 * D + 4 * F) - (2 * (D + F) if lora else 0) + (16 * D if weight_bytes == 4 else 0)
-    return L * per_layer + 10 * V
+
+def activation_bytes_per_token(weight_bytes: int, lora: bool) -> float:
+    """Every layer's (the first adapted layer is layer 0, so LoRA needs them all, as full
+    unlearning does) plus the loss at its peak: bf16 logits, their fp32 copy (``untrac.losses``
+    upcasts) and the fp32 log-softmax (the part kept for the backward): V·(2 + 4 + 4)."""
+    return L * layer_bytes_per_token(weight_bytes, lora) + 10 * V
+
+
+def check(tokens: int = 128, d: int = 512, f: int = 1376) -> None:
+    """Count the bytes autograd saves per layer-token on a narrow HF Llama (CPU, bf16 autocast,
+    fp32 weights): the difference between 3 and 2 layers, against ``layer_bytes_per_token``."""
+    import sys
+    from pathlib import Path
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from untrac.config import LoraConfig
+    from untrac.lora import with_adapter
+
+    def saved(layers: int, lora: bool) -> int:
+        cfg = LlamaConfig(hidden_size=d, intermediate_size=f, vocab_size=1000, num_hidden_layers=layers,
+                          num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=tokens)
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(cfg).eval()
+        model = with_adapter(model, LoraConfig(), 0) if lora else model
+        seen: set[int] = set()
+
+        def pack(t):  # activations only (a token dimension), each storage once
+            if t.dim() >= 2 and tokens in t.shape:
+                seen.add((t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()))
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", torch.bfloat16):
+            model(input_ids=torch.randint(0, 1000, (1, tokens)))
+        return sum(n for _, n in seen)
+
+    for lora in (False, True):
+        measured = (saved(3, lora) - saved(2, lora)) / tokens
+        print(f"{'LoRA' if lora else 'full'}: measured {measured:.0f} B per layer-token, "
+              f"formula {layer_bytes_per_token(4, lora, d, f)}")
 
 
 def eval_bytes(batch: int, tokens: int) -> float:
@@ -69,7 +110,10 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=1024, help="tokens per unlearning batch (batch 1 × seq)")
     ap.add_argument("--eval-batch", type=int, default=64, help="unlearn.eval_batch_size")
     ap.add_argument("--r", type=int, default=8)
+    ap.add_argument("--check", action="store_true", help="count the saved activations of a narrow Llama (CPU)")
     args = ap.parse_args()
+    if args.check:
+        return check()
     p, a = n_params(), lora_params(args.r)
     print(f"parameters {p / 1e9:.3f} B; LoRA r={args.r} on q_proj,v_proj: {a:,} ({a / p:.4%})\n")
     print(f"Unlearning step, batch 1 × {args.tokens} tokens (GB; total + 1 GB CUDA context and slack):\n")
