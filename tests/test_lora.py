@@ -231,3 +231,29 @@ def test_cli_lora_target_matching_nothing_is_exit_code_1_and_one_line(tmp_path):
     assert len(lines) == 1 and "unlearn.lora.target_modules" in lines[0] and "'nope'" in lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert "θ−" not in proc.stderr  # it failed before the ground truth's θ−Z trainings
+
+
+def test_lora_in_worker_processes_and_from_the_cache_gives_the_same_numbers(tmp_path):
+    """The adapter's A is drawn from the run's seed, so a worker process builds the same adapter;
+    a finished LoRA piece is reused, and another rank is another piece."""
+    import dataclasses
+
+    from untrac.cache import Cache
+    from untrac.pieces import PieceStore
+
+    model, arch, tok = tiny("seq2seq")
+    train, test = task(tok, arch)
+    inputs = make_inputs(model, arch, train, test, name="untrac")
+    inputs.unlearn = UnlearnConfig(params="lora", eval_every=2, workers="1")
+    one = score_untrac(inputs)
+    two = score_untrac(dataclasses.replace(inputs, counters={},
+                                           unlearn=dataclasses.replace(inputs.unlearn, workers="2")))
+    assert one.equals(two) and one.influence.abs().max() > 0
+    store = PieceStore(Cache(tmp_path), {"theta0": "test"})
+    first = score_untrac(dataclasses.replace(inputs, counters={}, store=store))
+    counters: dict = {}
+    again = score_untrac(dataclasses.replace(inputs, counters=counters, store=store))
+    assert first.equals(one) and again.equals(one) and counters["pieces_reused"] == len(train)
+    rank4 = dataclasses.replace(inputs.unlearn, lora=LoraConfig(r=4))
+    score_untrac(dataclasses.replace(inputs, counters={}, store=store, unlearn=rank4))
+    assert len(list((tmp_path / "pieces").iterdir())) == 2 * len(train)
