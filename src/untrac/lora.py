@@ -10,16 +10,18 @@ against η·G for full unlearning of W. ``init=orthonormal`` takes A = Q/s with 
 (Qᵀ's at r > d_in), so s²·AᵀA = QᵀQ is the projector on r input directions and, at r ≥ d_in, the
 identity: one SGD step of LoRA then equals full unlearning restricted to the targeted weights (the
 paper's §4.3 single-step limit; tests/test_lora.py). From step 2 on A moves too: W_eff then
-gains terms like s·B·ΔA = η³·s²·G₁G₁ᵀG₂, a departure of relative size ~(η·s·‖G‖)². peft's default (``init=kaiming``: A kaiming-uniform, B = 0) gives
-E[s²·AᵀA] = s²·r/(3·d_in)·I instead: the same direction on average, a smaller step.
+gains terms like s·B·ΔA = η³·s²·G₁G₁ᵀG₂, a departure of relative size ~(η·s·‖G‖)².
+peft's default (``init=kaiming``: A kaiming-uniform, B = 0) gives E[s²·AᵀA] = s²·r/(3·d_in)·I
+instead: the same direction on average, a smaller step.
 
-The base weights are shared with θ0, never copied (at 7B a copy is 14 GB) and never updated: only
+The base weights are shared with θ0, never copied (at 7B a copy is 27 GB in fp32) and never updated: only
 adapter parameters require a gradient and reach the optimizer. The adapter lives in a structural
 copy of θ0 that is dropped after each unlearned set (docs/lora.md).
 """
 
 import contextlib
 import copy
+import warnings
 
 import torch
 
@@ -84,7 +86,9 @@ def with_adapter(model: torch.nn.Module, cfg: LoraConfig, seed: int) -> torch.nn
 
     config = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, target_modules=target_modules(model, cfg),
                             lora_dropout=0.0, bias="none", init_lora_weights=True)
-    with torch.random.fork_rng(devices=[]):  # peft draws A on the CPU; leave the caller's stream alone
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():  # peft draws A on the CPU
+        # peft 0.21 asks transformers 5 a deprecated question; nothing the user can act on.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         torch.manual_seed(seed)
         wrapped = get_peft_model(model, config)
     if cfg.init == "orthonormal":

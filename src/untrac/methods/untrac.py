@@ -73,7 +73,8 @@ def unlearn_each(inputs: ScoreInputs, forget_sets: dict, eval_sets: dict, forgot
     todo = [(name, rows) for name, rows in forgets.items() if name not in pieces]
     if todo:
         # θ0's losses open every trajectory: evaluated once here, not once per unlearned set.
-        theta0 = fused_activations(sharing_copy(inputs.theta0)).to(inputs.device).eval()  # evaluated only: weights shared
+        # Only evaluated: a copy sharing θ0's weights (θ0 is on the device; a full copy is 27 GB at 7B in fp32).
+        theta0 = fused_activations(sharing_copy(inputs.theta0)).to(inputs.device).eval()
         start = {name: batches.loss(theta0, inputs.arch, inputs.device, inputs.dtype) for name, batches in evals.items()}
         inputs.counters["eval_forward_examples"] = (inputs.counters.get("eval_forward_examples", 0)
                                                     + sum(len(b) for b in evals.values()))
