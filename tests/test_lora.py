@@ -258,3 +258,17 @@ def test_lora_in_worker_processes_and_from_the_cache_gives_the_same_numbers(tmp_
     rank4 = dataclasses.replace(inputs.unlearn, lora=LoraConfig(r=4))
     score_untrac(dataclasses.replace(inputs, counters={}, store=store, unlearn=rank4))
     assert len(list((tmp_path / "pieces").iterdir())) == 2 * len(train)
+
+
+def test_lora_keys_compose_from_the_command_line():
+    from test_config import load
+
+    cfg = load()
+    assert cfg.unlearn.params == "full" and cfg.unlearn.lora == LoraConfig(r=8, alpha=16.0, target_modules="auto")
+    cfg = load("unlearn.params=lora", "unlearn.lora.r=4", "unlearn.lora.alpha=8", "unlearn.lora.target_modules=[q,k]",
+               "unlearn.lora.init=orthonormal")
+    assert (cfg.unlearn.params, cfg.unlearn.lora.r, cfg.unlearn.lora.alpha) == ("lora", 4, 8.0)
+    assert cfg.unlearn.lora.target_modules == ["q", "k"] and cfg.unlearn.lora.init == "orthonormal"
+    assert load("unlearn.lora.target_modules=wo").unlearn.lora.target_modules == ["wo"]
+    with pytest.raises(Exception, match="unlearn.params"):
+        load("unlearn.params=half")
