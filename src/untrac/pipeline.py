@@ -25,6 +25,7 @@ from untrac.config import Config
 from untrac.data.prepare import data_key, load_task, sample
 from untrac.errors import UntracError
 from untrac.groundtruth import GroundTruth, mean_over_seeds, subset_losses, truth_seeds
+from untrac.lora import target_modules
 from untrac.methods import EXAMPLE_METHODS, NEEDS_CHECKPOINTS, NEEDS_HESSIAN_POOL, Checkpoint, ScoreInputs, registry
 from untrac.models import build_model, load_tokenizer, model_arch, model_key, resolve_device
 from untrac.pieces import PieceStore
@@ -226,6 +227,8 @@ class Experiment:
         train_seed = truth_seeds(cfg, run)[0]  # seed + run, or seed when runs only resample (runs_vary)
         sample_seed = cfg.seed + run
         theta0 = self.trained(train_seed, checkpoints=cfg.method.name in NEEDS_CHECKPOINTS)
+        if cfg.unlearn.params == "lora" and cfg.method.name in ("untrac", "untrac_inv"):
+            target_modules(theta0, cfg.unlearn.lora)  # a LoRA target that matches nothing fails before the ground truth
         if cfg.rank.top_k and cfg.method.name not in EXAMPLE_METHODS and run == 0:
             log.warning("rank.top_k: method=%s scores whole datasets only; per-example scores come from %s",
                         cfg.method.name, ", ".join(EXAMPLE_METHODS))

@@ -113,7 +113,8 @@ def unlearn_fast(model, arch: Arch, device: torch.device, forget: TokenRows, eva
     A test checks this against ``unlearn`` for every optimizer (tests/test_unlearn_fast.py).
     """
     model.to(device).eval()
-    optimizer = unlearning_optimizer(model.parameters(), optim)
+    # Only what trains: with a LoRA adapter (untrac.lora) that is the adapter, the base stays frozen.
+    optimizer = unlearning_optimizer([p for p in model.parameters() if p.requires_grad], optim)
     total = num_steps(len(forget), cfg)
     traj = Trajectory(steps=total)
 

@@ -1,12 +1,12 @@
 """UnTrac (Eq. 2–3) and UnTrac-Inv (Eq. 4): influence as the loss change caused by unlearning."""
 
-import copy
 import logging
 from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
 
+from untrac.lora import sharing_copy, unlearnable
 from untrac.methods import COLUMNS, ScoreInputs
 from untrac.parallel import resolve_workers, run_jobs
 from untrac.pieces import tokens_digest
@@ -35,12 +35,13 @@ def _unlearn_one(shared: dict, job: tuple[str, TokenRows]) -> tuple[str, dict]:
     """One unlearning run from a fresh θ0 (in this process or a worker): the stored piece."""
     name, forget = job
     s = shared
-    model = fused_activations(copy.deepcopy(s["theta0"])).to(s["device"]).eval()
     counters: dict = {}
     for batches in s["evals"].values():
         batches.last = None
-    traj = unlearn_fast(model, s["arch"], s["device"], forget, s["evals"], s["optim"], s["unlearn"], s["seed"],
-                        s["dtype"], start=s["start"], counters=counters, desc=f"{s['tag']}: unlearn {name}")
+    with unlearnable(s["theta0"], s["unlearn"], s["seed"]) as model:  # a copy of θ0, or θ0 + a LoRA adapter
+        model = fused_activations(model).to(s["device"]).eval()
+        traj = unlearn_fast(model, s["arch"], s["device"], forget, s["evals"], s["optim"], s["unlearn"], s["seed"],
+                            s["dtype"], start=s["start"], counters=counters, desc=f"{s['tag']}: unlearn {name}")
     return name, {"rows": traj.rows, "nonfinite_step": traj.nonfinite_step, "steps": traj.steps,
                   "counters": counters, "example_losses": _example_losses(s, traj)}
 
@@ -70,6 +71,8 @@ def example_changes(pieces: dict, forgotten_col: str) -> pd.DataFrame:
 def piece_fields(inputs: ScoreInputs, tag: str, forget: TokenRows, eval_digests: dict[str, str]) -> dict:
     """What determines one trajectory besides θ0 (whose key the store adds)."""
     schedule = {k: v for k, v in asdict(inputs.unlearn).items() if k != "workers"}  # any count, same numbers
+    if schedule["params"] == "full":  # the keys of full unlearning stay as they were before LoRA
+        del schedule["params"], schedule["lora"]
     return {"method": tag, "forget": tokens_digest(forget.columns), "evals": eval_digests,
             "optim": asdict(inputs.optim), "unlearn": schedule, "seed": inputs.seed, "dtype": inputs.dtype}
 
@@ -97,7 +100,8 @@ def unlearn_each(inputs: ScoreInputs, forget_sets: dict, eval_sets: dict, forgot
     todo = [(name, rows) for name, rows in forgets.items() if name not in pieces]
     if todo:
         # θ0's losses open every trajectory: evaluated once here, not once per unlearned set.
-        theta0 = fused_activations(inputs.fresh_model())
+        # Only evaluated: a copy sharing θ0's weights (θ0 is on the device; a full copy is 27 GB at 7B in fp32).
+        theta0 = fused_activations(sharing_copy(inputs.theta0)).to(inputs.device).eval()
         start = {name: batches.loss(theta0, inputs.arch, inputs.device, inputs.dtype) for name, batches in evals.items()}
         start_examples = {name: batches.last.tolist() for name, batches in evals.items()}
         inputs.counters["eval_forward_examples"] = (inputs.counters.get("eval_forward_examples", 0)
