@@ -124,14 +124,16 @@ def train_and_measure(label: str, overrides: list[str], seeds: list[int], testse
             # θ0 and θ−Z do not depend on the test set: the first test set trains, the others reuse.
             for z in [None] + list(exp.task.train):
                 trained_now = not exp.cache.has("models", make_key(exp.model_fields(seed, z)))
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 exp.trained(seed, exclude=z, checkpoints=checkpoints)
-                seconds = time.perf_counter() - start
+                seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
                 if i == 0:
                     first, last = train_losses(exp, seed, z)
                     train_rows.append({"label": label, "seed": seed, "exclude": z or "θ0",
                                        "steps": cfg.train.steps,
                                        "seconds": round(seconds, 2) if trained_now else np.nan,
+                                       # CPU seconds: the cost on a free core when the machine is shared
+                                       "cpu_seconds": round(cpu, 2) if trained_now else np.nan,
                                        "loss_first10": first, "loss_last10": last})
             start = time.perf_counter()
             if checkpoints:
@@ -201,6 +203,44 @@ def agreement(table: pd.DataFrame, max_splits: int = 200) -> list[dict]:
     return rows
 
 
+def predicted(table: pd.DataFrame, sizes=(1, 2, 3, 4, 6, 8), draws: int = 2000) -> list[dict]:
+    """Agreement of two independent S-seed means PREDICTED from the seeds at hand (any n >= 2).
+
+    Each seed's GT vector is centred over the training datasets (a shift common to every Z, e.g.
+    θ0's own noise, moves no correlation); the mean over seeds stands for the signal, and the
+    seeds' residuals (scaled by sqrt(n/(n-1))) are resampled with replacement as the noise of
+    one seed, keeping its correlation across datasets. Uses the measured mean as the truth, so it
+    is optimistic when n is small (the mean still carries noise/n).
+    """
+    rng = np.random.default_rng(0)
+    rows = []
+    for (label, testset), frame in table.groupby(["label", "testset"], sort=False):
+        frame = frame[frame.seed.isin(complete_seeds(frame))]
+        wide = frame.pivot_table(index=["seed", "test_subset"], columns="train_dataset", values="influence")
+        seeds, subsets = sorted(frame.seed.unique()), sorted(frame.test_subset.unique())
+        if len(seeds) < 2:
+            continue
+        cube = np.stack([wide.loc[s].loc[subsets].to_numpy() for s in seeds])
+        cube = cube - cube.mean(axis=2, keepdims=True)
+        signal = cube.mean(0)
+        resid = (cube - signal) * np.sqrt(len(seeds) / (len(seeds) - 1))
+        noise_var = float(resid.var(axis=0, ddof=0).mean())
+        signal_var = float(signal.var(axis=1, ddof=1).mean())
+        for size in sizes:
+            pr, sr = [], []
+            for _ in range(draws // 10):
+                pick = rng.integers(0, len(seeds), size=(2, size))
+                ga = signal + resid[pick[0]].mean(0)
+                gb = signal + resid[pick[1]].mean(0)
+                with np.errstate(all="ignore"):
+                    pr.append(np.nanmean([stats.pearsonr(x, y)[0] for x, y in zip(ga, gb)]))
+                    sr.append(np.nanmean([stats.spearmanr(x, y)[0] for x, y in zip(ga, gb)]))
+            rows.append({"label": label, "testset": testset, "seeds": len(seeds), "S": size,
+                         "pred_pearson": np.nanmean(pr), "pred_spearman": np.nanmean(sr),
+                         "signal_var": signal_var, "noise_var_1seed": noise_var})
+    return rows
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -228,13 +268,19 @@ def main() -> None:
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if args.out:
         summary.to_csv(args.out, index=False)
+    pred = pd.DataFrame(predicted(table))
+    if len(pred):
+        print("\npredicted from the seeds at hand (resampled residuals; optimistic for few seeds):")
+        print(pred.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        if args.out:
+            pred.to_csv(args.out.with_suffix(".predicted.csv"), index=False)
     for path in args.csv:
         train_csv = path.with_suffix(".train.csv")
         if train_csv.exists():
             t = pd.read_csv(train_csv)
             print(f"\n{train_csv}: seconds per training (median {t.seconds.median():.1f}), "
                   f"train loss first10→last10 by excluded dataset:")
-            print(t.groupby("exclude")[["seconds", "loss_first10", "loss_last10"]].mean().round(3).to_string())
+            print(t.groupby("exclude")[[c for c in ("seconds", "cpu_seconds", "loss_first10", "loss_last10") if c in t]].mean().round(3).to_string())
 
 
 if __name__ == "__main__":
