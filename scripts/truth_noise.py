@@ -70,12 +70,17 @@ def train_losses(exp, seed: int, exclude) -> tuple[float, float]:
 
 
 def checkpoint_states(exp, seed: int, exclude) -> dict[int, Path]:
-    """Step -> state file of the checkpoints of one cached model (θ0 or θ−Z)."""
+    """Step -> state file of the checkpoints of one model (θ0 or θ−Z): from the cache, or, for a
+    model still training, the checkpoints it has written so far to the cache's staging folder."""
     from untrac.cache import make_key
 
-    fields = {**exp.model_fields(seed, exclude), "checkpoint_every": exp.cfg.train.checkpoint_every}
-    path = exp.cache.path("checkpoints", make_key(fields))
-    return {it["step"]: path / it["file"] for it in json.loads((path / "checkpoints.json").read_text())}
+    key = make_key({**exp.model_fields(seed, exclude), "checkpoint_every": exp.cfg.train.checkpoint_every})
+    path = exp.cache.path("checkpoints", key)
+    if (path / "checkpoints.json").is_file():
+        return {it["step"]: path / it["file"] for it in json.loads((path / "checkpoints.json").read_text())}
+    staged = (Path(exp.cache.root) / "staging" / key).glob("step*.pt")
+    # a file written in the last seconds may be half-written
+    return {int(f.stem[4:]): f for f in staged if time.time() - f.stat().st_mtime > 10}
 
 
 def truth_at_checkpoints(exp, seed: int) -> pd.DataFrame:
@@ -91,22 +96,42 @@ def truth_at_checkpoints(exp, seed: int) -> pd.DataFrame:
     def losses_at(exclude) -> dict[int, dict[str, float]]:
         out = {}
         for step, file in checkpoint_states(exp, seed, exclude).items():
+            if step not in common:
+                continue
             model, _ = build_model(exp.cfg.model, exp.tokenizer, seed)
             model.load_state_dict(torch.load(file, map_location="cpu"))
             out[step] = exp.test_losses(model.to(exp.device).eval())
         return out
 
-    base = losses_at(None)
+    # only the steps every model of this seed has reached (models still training have fewer)
+    common = set.intersection(*(set(checkpoint_states(exp, seed, z)) for z in [None, *exp.task.train]))
+    base = {k: v for k, v in losses_at(None).items() if k in common}
     rows = []
     for z in exp.task.train:
         for step, loo in losses_at(z).items():
+            if step not in common:
+                continue
             rows += [{"step": step, "train_dataset": z, "test_subset": s, "influence": loo[s] - base[step][s]}
                      for s in loo]
     return pd.DataFrame(rows)
 
 
+def train_only(overrides: list[str], seeds: list[int], model: str, checkpoints: bool) -> None:
+    """Train (and cache) one model per seed: θ0 (``model=theta0``) or θ−Z; lets the models of one
+    seed train in parallel processes, a later ``train`` call then finds them all in the cache."""
+    import torch
+
+    from untrac.pipeline import Experiment
+
+    for seed in seeds:
+        cfg = compose(overrides)
+        torch.set_num_threads(cfg.threads or 1)
+        random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+        Experiment(cfg).trained(seed, exclude=None if model == "theta0" else model, checkpoints=checkpoints)
+
+
 def train_and_measure(label: str, overrides: list[str], seeds: list[int], testsets: list[str], out: Path,
-                      checkpoints: bool) -> None:
+                      checkpoints: bool, eval_only: bool = False) -> None:
     import torch
 
     from untrac.cache import make_key
@@ -122,7 +147,7 @@ def train_and_measure(label: str, overrides: list[str], seeds: list[int], testse
             random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
             exp = Experiment(cfg)
             # θ0 and θ−Z do not depend on the test set: the first test set trains, the others reuse.
-            for z in [None] + list(exp.task.train):
+            for z in [] if eval_only else [None] + list(exp.task.train):
                 trained_now = not exp.cache.has("models", make_key(exp.model_fields(seed, z)))
                 start, cpu_start = time.perf_counter(), time.process_time()
                 exp.trained(seed, exclude=z, checkpoints=checkpoints)
@@ -138,13 +163,18 @@ def train_and_measure(label: str, overrides: list[str], seeds: list[int], testse
             start = time.perf_counter()
             if checkpoints:
                 truth = truth_at_checkpoints(exp, seed)
-                truth = truth.assign(label=label + "@" + truth.step.astype(str)).drop(columns="step")
+                if not truth.empty:
+                    truth = truth.assign(label=label + "@" + truth.step.astype(str)).drop(columns="step")
             else:
                 truth = exp.ground_truth(seed, exp.trained(seed)).assign(label=label)
+            if truth.empty:
+                log.info("%s seed %d: no step that every model has reached yet", label, seed)
+                continue
             log.info("%s seed %d %s: GT in %.1fs (incl. evaluation)", label, seed, testset,
                      time.perf_counter() - start)
             gt_rows.append(truth.assign(seed=seed, testset=testset))
-        pd.concat(gt_rows, ignore_index=True).to_csv(out, index=False)  # after every seed: partial is usable
+        if gt_rows:
+            pd.concat(gt_rows, ignore_index=True).to_csv(out, index=False)  # after every seed: partial is usable
         pd.DataFrame(train_rows).to_csv(train_out, index=False)
         log.info("%s: seed %d done, %s written", label, seed, out)
 
@@ -252,15 +282,21 @@ def main() -> None:
     tr.add_argument("--out", type=Path, required=True)
     tr.add_argument("--checkpoints", action="store_true",
                     help="also the GT at every train.checkpoint_every steps (labels <label>@<step>)")
+    tr.add_argument("--eval-only", action="store_true",
+                    help="with --checkpoints: train nothing, GT at the steps every model has reached")
+    tr.add_argument("--only", default=None, help="train just this model per seed (theta0 or a dataset name), no GT")
     tr.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
     an = sub.add_parser("analyse", help="agreement of disjoint seed groups from per-seed GT CSVs")
     an.add_argument("csv", nargs="+", type=Path)
     an.add_argument("--max-splits", type=int, default=200)
     an.add_argument("--out", type=Path, default=None, help="write the summary CSV here too")
     args = parser.parse_args()
+    if args.cmd == "train" and args.only:
+        train_only(args.overrides, parse_seeds(args.seeds), args.only, args.checkpoints)
+        return
     if args.cmd == "train":
         train_and_measure(args.label, args.overrides, parse_seeds(args.seeds), args.testsets.split(","), args.out,
-                          args.checkpoints)
+                          args.checkpoints, args.eval_only)
         return
     table = pd.concat([pd.read_csv(p) for p in args.csv], ignore_index=True)
     summary = pd.DataFrame(agreement(table, args.max_splits))
