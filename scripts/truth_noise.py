@@ -165,6 +165,10 @@ def train_and_measure(label: str, overrides: list[str], seeds: list[int], testse
                 truth = truth_at_checkpoints(exp, seed)
                 if not truth.empty:
                     truth = truth.assign(label=label + "@" + truth.step.astype(str)).drop(columns="step")
+            elif eval_only and not all(exp.cache.has("models", make_key(exp.model_fields(seed, z)))
+                                       for z in [None, *exp.task.train]):
+                log.info("%s seed %d: not every model is in the cache, skipped (--eval-only)", label, seed)
+                continue
             else:
                 truth = exp.ground_truth(seed, exp.trained(seed)).assign(label=label)
             if truth.empty:
@@ -283,14 +287,25 @@ def main() -> None:
     tr.add_argument("--checkpoints", action="store_true",
                     help="also the GT at every train.checkpoint_every steps (labels <label>@<step>)")
     tr.add_argument("--eval-only", action="store_true",
-                    help="with --checkpoints: train nothing, GT at the steps every model has reached")
+                    help="train nothing: GT of the seeds whose models are all cached (with --checkpoints: "
+                         "at the steps every model has reached)")
     tr.add_argument("--only", default=None, help="train just this model per seed (theta0 or a dataset name), no GT")
     tr.add_argument("overrides", nargs="*", help="Hydra overrides (after --)")
     an = sub.add_parser("analyse", help="agreement of disjoint seed groups from per-seed GT CSVs")
     an.add_argument("csv", nargs="+", type=Path)
     an.add_argument("--max-splits", type=int, default=200)
     an.add_argument("--out", type=Path, default=None, help="write the summary CSV here too")
+    parser.add_argument("--start-at", default=None, help="HH:MM: import everything, then wait until then "
+                        "(a starved shared machine can take minutes just to import torch)")
     args = parser.parse_args()
+    if args.start_at:
+        import datetime
+
+        import untrac.pipeline  # noqa: F401 - the slow imports, done before the wait
+
+        hour, minute = map(int, args.start_at.split(":"))
+        target = datetime.datetime.now().replace(hour=hour, minute=minute, second=0, microsecond=0)
+        time.sleep(max(0.0, (target - datetime.datetime.now()).total_seconds()))
     if args.cmd == "train" and args.only:
         train_only(args.overrides, parse_seeds(args.seeds), args.only, args.checkpoints)
         return
