@@ -179,7 +179,8 @@ def train_and_measure(label: str, overrides: list[str], seeds: list[int], testse
             gt_rows.append(truth.assign(seed=seed, testset=testset))
         if gt_rows:
             pd.concat(gt_rows, ignore_index=True).to_csv(out, index=False)  # after every seed: partial is usable
-        pd.DataFrame(train_rows).to_csv(train_out, index=False)
+        if train_rows:
+            pd.DataFrame(train_rows).to_csv(train_out, index=False)
         log.info("%s: seed %d done, %s written", label, seed, out)
 
 
@@ -237,7 +238,7 @@ def agreement(table: pd.DataFrame, max_splits: int = 200) -> list[dict]:
     return rows
 
 
-def predicted(table: pd.DataFrame, sizes=(1, 2, 3, 4, 6, 8), draws: int = 2000) -> list[dict]:
+def predicted(table: pd.DataFrame, sizes=(1, 2, 3, 4, 6, 8), draws: int = 10000) -> list[dict]:
     """Agreement of two independent S-seed means PREDICTED from the seeds at hand (any n >= 2).
 
     Each seed's GT vector is centred over the training datasets (a shift common to every Z, e.g.
@@ -313,7 +314,9 @@ def main() -> None:
         train_and_measure(args.label, args.overrides, parse_seeds(args.seeds), args.testsets.split(","), args.out,
                           args.checkpoints, args.eval_only)
         return
-    table = pd.concat([pd.read_csv(p) for p in args.csv], ignore_index=True)
+    table = pd.concat([pd.read_csv(p) for p in args.csv if not p.name.endswith(".train.csv")], ignore_index=True)
+    # the same seed measured twice (a cached model evaluated again) counts once
+    table = table.drop_duplicates(["label", "testset", "seed", "train_dataset", "test_subset"])
     summary = pd.DataFrame(agreement(table, args.max_splits))
     pd.set_option("display.width", 200)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -327,7 +330,7 @@ def main() -> None:
             pred.to_csv(args.out.with_suffix(".predicted.csv"), index=False)
     for path in args.csv:
         train_csv = path.with_suffix(".train.csv")
-        if train_csv.exists():
+        if train_csv.exists() and train_csv.stat().st_size > 1:
             t = pd.read_csv(train_csv)
             print(f"\n{train_csv}: seconds per training (median {t.seconds.median():.1f}), "
                   f"train loss first10→last10 by excluded dataset:")
