@@ -13,6 +13,8 @@ KRONFLUENCE := 'kronfluence>=1.0,<1.1'
 
 help: ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@echo "The paper targets run python -m untrac.paper TARGET; rebuild a table from finished sweeps"
+	@echo "with python -m untrac.paper aggregate SWEEP... (--help for either)."
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,12 +47,12 @@ clean: ## remove outputs (results and cache)
 # ---- The paper's results ---------------------------------------------------------------------
 # Each target trains the models it needs (independent jobs that fill the shared cache), runs its
 # Hydra sweep(s) from conf/experiment/<name>_$(SCALE).yaml, and writes outputs/tables/<name>.{md,tex,csv}
-# and outputs/figures/<name>.png with the paper's numbers beside ours (scripts/paper_targets.py).
+# and outputs/figures/<name>.png with the paper's numbers beside ours (python -m untrac.paper).
 #   make table2 SCALE=paper LAUNCHER=submitit_slurm ARGS="hydra.launcher.partition=gpu"
 # ARGS: extra Hydra overrides for every job (e.g. cache_dir=..., runs=2). Times: 2 shared cores,
 # from scratch (models already in the cache make a target faster); table3 is an estimate.
 ARGS ?=
-PAPER_TARGET = $(PY) scripts/paper_targets.py $@ --scale $(SCALE) --launcher $(LAUNCHER) -- $(ARGS)
+PAPER_TARGET = $(PY) -m untrac.paper $@ --scale $(SCALE) --launcher $(LAUNCHER) -- $(ARGS)
 .PHONY: table2 table3 table4 table5 fig2 fig3 fig4
 
 table2: $(STAMP) ## Table 2: standardised influence, synthetic A/B, 8 methods + ground truth (cpu ≈ 14 min)

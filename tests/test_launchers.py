@@ -1,6 +1,5 @@
 """Parallel and distributed runs: launcher configs, the prefill plan, and a real submitit_local sweep."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -8,20 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from untrac.paper import targets
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["data.n_per_dataset=8", "train.steps=4", "train.batch_size=4", "train.checkpoint_every=2", "runs=1",
         "threads=1"]
-
-
-def _load(name: str):
-    sys.path.insert(0, str(REPO / "scripts"))
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-paper_targets = _load("paper_targets")
 
 
 def _compose(overrides):
@@ -40,7 +30,7 @@ def _compose(overrides):
 def test_each_launcher_composes_with_the_targets_settings(launcher):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    extra = paper_targets.LAUNCHER_ARGS.get(launcher, {}).get("paper", [])
+    extra = targets.LAUNCHER_ARGS.get(launcher, {}).get("paper", [])
     cfg = _compose(["experiment=table3_paper", f"hydra/launcher={launcher}", *extra])
     target = cfg.hydra.launcher._target_
     assert {"basic": "BasicLauncher", "joblib": "JoblibLauncher", "submitit_local": "LocalLauncher",
@@ -51,17 +41,17 @@ def test_each_launcher_composes_with_the_targets_settings(launcher):
 
 def test_prefill_plan_keeps_model_keys_and_pins_the_rest():
     """One job per model: data settings and runs are swept, methods/test sets/optimizers are not."""
-    t2 = paper_targets.prefill_overrides(_compose(["experiment=table2_cpu"]), [])
+    t2 = targets.prefill_overrides(_compose(["experiment=table2_cpu"]), [])
     assert "data=synthA,synthB" in t2 and "method=tracin" in t2
     assert {"prefill.run=range(0,3)", "prefill.model=range(0,5)", "prefill.checkpoints=true"} <= set(t2)
 
-    t4 = paper_targets.prefill_overrides(_compose(["experiment=table4_lr_cpu"]), [])
+    t4 = targets.prefill_overrides(_compose(["experiment=table4_lr_cpu"]), [])
     # pile8 trains θ0 and the ground truth once (runs differ in the scored sample): one run, 1 + 8 models
     assert {"method=untrac", "optim=adam", "testset=toxigen", "data.sizes=equal"} <= set(t4)
     assert [o for o in t4 if o.startswith("optim.lr=")] == ["optim.lr=5e-06"]
     assert {"prefill.run=range(0,1)", "prefill.model=range(0,9)", "prefill.checkpoints=false"} <= set(t4)
 
-    t3 = paper_targets.prefill_overrides(_compose(["experiment=table3_cpu"]), ["seed=0,1"])
+    t3 = targets.prefill_overrides(_compose(["experiment=table3_cpu"]), ["seed=0,1"])
     assert "data.sizes=equal,different" in t3 and "seed=0,1" in t3 and "testset=toxigen" in t3
 
 
@@ -84,7 +74,7 @@ def test_submitit_local_prefill_fills_the_cache_and_the_scoring_sweep_reuses_it(
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cache, prefill, sweep = tmp_path / "cache", tmp_path / "prefill", tmp_path / "sweep"
     common = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20", *TINY, f"cache_dir={cache}"]
-    _run([str(REPO / "scripts" / "prefill.py"), "-m", "method=tracin", "prefill.model=range(0,5)",
+    _run(["-m", "untrac.paper", "prefill", "-m", "method=tracin", "prefill.model=range(0,5)",
           "prefill.checkpoints=true", *common, f"hydra.sweep.dir={prefill}"], tmp_path)
     done = sorted((prefill / str(i) / "DONE").read_text() for i in range(5))
     assert all("trained" in line for line in done) and any(line.startswith("θ0") for line in done)
@@ -103,7 +93,7 @@ def test_submitit_local_prefill_fills_the_cache_and_the_scoring_sweep_reuses_it(
 def test_a_paper_target_runs_end_to_end_with_the_basic_launcher(tmp_path, capsys):
     """`make fig2` in miniature: prefill, the two sweeps, then the figure and its table."""
     out = tmp_path / "out"
-    code = paper_targets.main(["fig2", "--out", str(out), "--", *TINY,
+    code = targets.main(["fig2", "--out", str(out), "--", *TINY,
                                f"cache_dir={tmp_path / 'cache'}"])
     assert code == 0, capsys.readouterr()
     assert (out / "figures" / "fig2.png").stat().st_size > 10_000

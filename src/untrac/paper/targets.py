@@ -1,14 +1,14 @@
 """Run one of the paper's results end to end: ``make table2`` … ``make fig4`` call this.
 
-    python scripts/paper_targets.py TARGET [--scale cpu|paper] [--launcher basic|joblib|submitit_local|submitit_slurm]
-                                    [--out outputs] [--fresh] [-- extra overrides ...]
+    python -m untrac.paper TARGET [--scale cpu|paper] [--launcher basic|joblib|submitit_local|submitit_slurm]
+                                  [--out outputs] [--fresh] [-- extra overrides ...]
 
 1. **prefill**: every model the sweeps need (θ0 and each θ−Z of every run and data setting) is
-   one job of ``scripts/prefill.py`` — independent jobs that fill the shared cache, so a parallel
-   launcher or a cluster trains them at once;
+   one job of ``python -m untrac.paper prefill`` — independent jobs that fill the shared cache, so
+   a parallel launcher or a cluster trains them at once;
 2. **sweep**: each experiment part of the target (``conf/experiment/<part>_<scale>.yaml``) runs as
    a Hydra multirun of ``python -m untrac.run``; the scoring jobs find the models in the cache;
-3. **aggregate**: ``scripts/aggregate.py`` turns the sweep directories into
+3. **aggregate**: ``untrac.paper.aggregate`` turns the sweep directories into
    ``<out>/tables/<target>.{md,tex,csv}`` and ``<out>/figures/<target>.png``, listing failed or
    missing jobs.
 
@@ -27,8 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
+from untrac.paper import REPO
 
 # target → the experiment parts it runs (each conf/experiment/<part>_<scale>.yaml is one sweep)
 PARTS = {"table2": ["table2"], "table3": ["table3"], "table5": ["table3"], "table4": ["table4", "table4_lr"],
@@ -124,21 +123,51 @@ def reusable(base: Path, key: str) -> Path | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m untrac.paper", description=__doc__.split("\n\n")[0],
+        epilog="Also: `python -m untrac.paper aggregate SWEEP...` (tables from finished sweeps) and "
+               "`python -m untrac.paper prefill -m OVERRIDES...` (train a sweep's models into the cache).")
     parser.add_argument("target", choices=sorted(PARTS))
     parser.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
     parser.add_argument("--launcher", default="basic")
     parser.add_argument("--out", type=Path, default=Path("outputs"))
     parser.add_argument("--fresh", action="store_true", help="never reuse a finished sweep")
+    return parser
+
+
+def sweep_all(parts: list[str], extra: list[str], launch: list[str], root: Path) -> bool:
+    """Prefill the models of every part (once per distinct model set), then run each part's sweep
+    under ``root``; whether every command succeeded."""
+    py, start, complete, done = sys.executable, time.perf_counter(), True, []
+    for part in parts:
+        cfg = compose(part, extra)
+        spec = prefill_overrides(cfg, extra)
+        if models_signature(cfg, spec) in done:  # e.g. table4's two halves share their models
+            continue
+        done.append(models_signature(cfg, spec))
+        command = [py, "-m", "untrac.paper", "prefill", "-m", f"experiment={part}", *spec, *launch,
+                   *[o for o in extra if not _is_sweep(o)], f"hydra.sweep.dir={root / 'prefill' / part}"]
+        complete &= run(command, root / f"prefill_{part}.log") == 0
+    print(f"models ready after {time.perf_counter() - start:.0f} s", flush=True)
+    for part in parts:
+        command = [py, "-m", "untrac.run", "-m", f"experiment={part}", *launch, *extra,
+                   f"hydra.sweep.dir={root / part}"]
+        complete &= run(command, root / f"{part}.log") == 0
+    return complete
+
+
+def main(argv: list[str] | None = None) -> int:
+    from untrac.paper import aggregate
+
     argv = list(sys.argv[1:] if argv is None else argv)
     cut = argv.index("--") if "--" in argv else len(argv)
-    args = parser.parse_args(argv[:cut])
-    args.extra = argv[cut + 1:]  # Hydra overrides for every job
-    py, parts = sys.executable, [f"{p}_{args.scale}" for p in PARTS[args.target]]
-    family = str(compose(parts[0], args.extra).experiment)
+    args = _parser().parse_args(argv[:cut])
+    extra = argv[cut + 1:]  # Hydra overrides for every job
+    parts = [f"{p}_{args.scale}" for p in PARTS[args.target]]
+    family = str(compose(parts[0], extra).experiment)
     base = (args.out / "sweeps" / family).resolve()
-    key = fingerprint(family, args.scale, args.extra)
+    key = fingerprint(family, args.scale, extra)
     root = None if args.fresh or args.target != "table5" else reusable(base, key)
     launch = [f"hydra/launcher={args.launcher}", *LAUNCHER_ARGS.get(args.launcher, {}).get(args.scale, [])]
     start = time.perf_counter()
@@ -147,29 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         root = base / (time.strftime("%Y-%m-%d_%H-%M-%S-") + f"{time.time() % 1 * 1e6:06.0f}")
         root.mkdir(parents=True, exist_ok=True)
-        complete, done = True, []
-        for part in parts:
-            cfg = compose(part, args.extra)
-            spec = prefill_overrides(cfg, args.extra)
-            if models_signature(cfg, spec) in done:  # e.g. table4's two halves share their models
-                continue
-            done.append(models_signature(cfg, spec))
-            command = [py, str(REPO / "scripts" / "prefill.py"), "-m", f"experiment={part}", *spec, *launch,
-                       *[o for o in args.extra if not _is_sweep(o)], f"hydra.sweep.dir={root / 'prefill' / part}"]
-            complete &= run(command, root / f"prefill_{part}.log") == 0
-        print(f"models ready after {time.perf_counter() - start:.0f} s", flush=True)
-        for part in parts:
-            command = [py, "-m", "untrac.run", "-m", f"experiment={part}", *launch, *args.extra,
-                       f"hydra.sweep.dir={root / part}"]
-            complete &= run(command, root / f"{part}.log") == 0
+        complete = sweep_all(parts, extra, launch, root)
         (root / "meta.json").write_text(json.dumps({"fingerprint": key, "complete": bool(complete)}))
         print(f"sweeps finished after {time.perf_counter() - start:.0f} s (complete: {complete})", flush=True)
-    import aggregate
-
     code = aggregate.main([*[str(root / p) for p in parts], "--target", args.target, "--out", str(args.out)])
     print(f"{args.target}: {time.perf_counter() - start:.0f} s in all")
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,10 +1,9 @@
-"""scripts/aggregate.py on fake sweep directories laid out as Hydra leaves them.
+"""untrac.paper.aggregate (with .sweeps and .pooling) on fake sweep directories laid out as Hydra leaves them.
 
 The job configs are composed from the real conf/ (so config groups set their real keys); the
 results are made up so that the expected correlations are known.
 """
 
-import importlib.util
 import itertools
 from pathlib import Path
 
@@ -12,18 +11,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from untrac.paper import aggregate, pooling, sweeps
+
 REPO = Path(__file__).resolve().parents[2]
 CORPORA = ["bookcorpus", "ccstories", "ccnews", "gutenberg", "hackernews", "openwebtext2", "pilecc", "wikipedia"]
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-aggregate = _load("aggregate")
 
 
 @pytest.fixture(scope="module")
@@ -157,12 +148,12 @@ def test_two_sweeps_are_pooled_when_only_swept_keys_differ(tmp_path, composer):
     make_sweep(tmp_path / "b", composer, "table4_lr_cpu",
                {"method": "untrac,untrac_inv", "optim": "adam", "optim.lr": "5e-6,1e-4"})
     jobs, swept = [], set()
-    for sweep in aggregate.find_sweeps([tmp_path]):
-        found, keys = aggregate.read_jobs(sweep)
+    for sweep in sweeps.find_sweeps([tmp_path]):
+        found, keys = sweeps.read_jobs(sweep)
         jobs, swept = jobs + found, swept | keys
     assert {"method", "optim", "optim.lr"} <= swept
     # method=untrac_inv changes unlearn.* and optim= changes optim.*: both explained by the sweep.
-    assert aggregate.inconsistencies(jobs, swept) == []
+    assert pooling.inconsistencies(jobs, swept) == []
     assert aggregate.main([str(tmp_path), "--target", "table4", "--out", str(tmp_path / "out")]) == 0
     table = pd.read_csv(tmp_path / "out" / "tables" / "table4.csv", index_col=0)
     assert table.loc["UnTrac (measured)", "SGD"] == "1.000 ± 0.000"
@@ -176,24 +167,40 @@ def test_a_key_set_by_a_swept_group_must_still_follow_that_group(tmp_path, compo
     make_sweep(tmp_path / "b", composer, "table3_cpu", {"method": "untrac,graddot", "testset": "winobias"},
                task=("unlearn.eval_every=7",))
     jobs, swept = [], set()
-    for sweep in aggregate.find_sweeps([tmp_path]):
-        found, keys = aggregate.read_jobs(sweep)
+    for sweep in sweeps.find_sweeps([tmp_path]):
+        found, keys = sweeps.read_jobs(sweep)
         jobs, swept = jobs + found, swept | keys
-    assert aggregate.inconsistencies(jobs, swept) == ["unlearn.eval_every"]
+    assert pooling.inconsistencies(jobs, swept) == ["unlearn.eval_every"]
     assert aggregate.main([str(tmp_path), "--target", "table3", "--out", str(tmp_path / "out")]) == 3
 
 
 def test_expected_jobs_follow_hydra_basic_sweeper_order(tmp_path, composer):
     make_sweep(tmp_path / "s", composer, "table3_cpu", TABLE3, task=("runs=2",))
-    expected, swept = aggregate.expected_jobs(tmp_path / "s")
+    expected, swept = sweeps.expected_jobs(tmp_path / "s")
     assert swept == {"method", "testset"}
     assert [job[:2] for job in expected] == [["method=untrac", "testset=toxigen"], ["method=untrac", "testset=winobias"],
                                               ["method=graddot", "testset=toxigen"], ["method=graddot", "testset=winobias"]]
 
 
+def test_expansion_matches_the_basic_sweepers_rules(tmp_path):
+    """Params first, then the command line; a key given twice keeps its first place and its last
+    values; range() expands; fixed overrides are part of every job."""
+    multirun = {"hydra": {"sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+                                      "params": {"method": "untrac,graddot", "seed": "range(0,2)"}},
+                          "overrides": {"task": ["experiment=table3_cpu", "method=tracin,untrac", "+x=1"]}}}
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(multirun))
+    expected, swept = sweeps.expected_jobs(tmp_path)
+    assert swept == {"method", "seed"}
+    assert expected == [[f"method={m}", f"seed={s}", "experiment=table3_cpu", "+x=1"]
+                        for m in ("tracin", "untrac") for s in (0, 1)]
+    multirun["hydra"]["sweeper"]["_target_"] = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(multirun))
+    assert sweeps.expected_jobs(tmp_path) == (None, {"method", "seed"})  # another sweeper: jobs as found
+
+
 def test_prefill_sweeps_are_skipped_and_no_sweep_is_an_error(tmp_path, composer, capsys):
     (tmp_path / "prefill").mkdir()
     (tmp_path / "prefill" / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"job": {"name": "prefill"}}}))
-    assert aggregate.find_sweeps([tmp_path]) == []
+    assert sweeps.find_sweeps([tmp_path]) == []
     assert aggregate.main([str(tmp_path)]) == 1
     assert "no sweep" in capsys.readouterr().err

@@ -5,13 +5,14 @@ the i-th training dataset) of one run, exactly as ``python -m untrac.run`` would
 so the scoring jobs launched afterwards find every model in the cache. On a cluster the jobs
 train at once:
 
-    python scripts/prefill.py -m experiment=table2_cpu method=untrac \\
+    python -m untrac.paper prefill -m experiment=table2_cpu method=untrac \\
         prefill.run=0,1,2 prefill.model=0,1,2,3,4 prefill.checkpoints=true hydra/launcher=submitit_slurm
 
 A job whose model is already cached returns at once; a job outside the experiment (a run that
 does not retrain because ``data.runs_vary=sample``, an index past the last dataset) does nothing.
 A failure writes ``FAILED`` (one line) into the job directory and the sweep goes on.
-``scripts/paper_targets.py`` builds these command lines from an experiment's sweep.
+``untrac.paper.targets`` builds these command lines from an experiment's sweep; Hydra names
+these jobs ``prefill``, which the aggregator skips.
 """
 
 import logging
@@ -22,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger("prefill")
-REPO = Path(__file__).resolve().parents[1]
 FAILURES: list[str] = []
 
 
@@ -34,7 +34,7 @@ class PrefillJob:
 
 
 def _schema():
-    # Defined here, not at module level under __main__ alone, so submitit can pickle it by value.
+    # Built on call, as a local class: submitit (cloudpickle) then ships it by value to its workers.
     from untrac.config import Config
 
     @dataclass
@@ -86,10 +86,12 @@ def _task(raw) -> None:
 
 
 def main() -> None:
+    """Hydra's entry point: the command line (``sys.argv``) holds the overrides."""
     import hydra
     from hydra.core.config_store import ConfigStore
 
     from untrac.config import register_configs
+    from untrac.paper import REPO
 
     register_configs()
     ConfigStore.instance().store(name="base_config", node=_schema())  # Config + the prefill keys
@@ -97,7 +99,3 @@ def main() -> None:
     hydra.main(version_base="1.3", config_path=conf_dir, config_name="config")(_task)()
     if FAILURES:
         sys.exit("prefill: some jobs failed:\n  " + "\n  ".join(FAILURES))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,30 @@
+"""``python -m untrac.paper``: the paper's results from the command line.
+
+    python -m untrac.paper TARGET [--scale …] [--launcher …] [--out …] [--fresh] [-- overrides]   (targets)
+    python -m untrac.paper aggregate SWEEP [SWEEP ...] [--target …] [--out …] [--name …] [--split]
+    python -m untrac.paper prefill -m OVERRIDES ...   (Hydra command line; one job per model)
+"""
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else ""
+    if command == "aggregate":
+        from untrac.paper.aggregate import main as aggregate
+
+        return aggregate(argv[1:])
+    if command == "prefill":
+        from untrac.paper.prefill import main as prefill
+
+        sys.argv = [sys.argv[0], *argv[1:]]  # Hydra reads its overrides from sys.argv
+        prefill()
+        return 0
+    from untrac.paper.targets import main as driver
+
+    return driver(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Which finished jobs may be pooled into one table.
+
+Results are only pooled when the jobs' resolved configs (``.hydra/config.yaml``) differ in what
+the sweeps vary and nothing else: a key may differ only if it is a swept key, lies under one, or is
+set by an option of a swept config group, and then only as a function of those swept values.
+"""
+
+from pathlib import Path
+
+import yaml
+
+from untrac.paper import REPO
+from untrac.paper.sweeps import Job, flatten
+
+MISSING = "<absent>"
+
+
+def _conf_dir(jobs: list[Job]) -> Path:
+    """The conf/ the jobs were composed from (Hydra records it), else this checkout's."""
+    for job in jobs:
+        meta = job.path / ".hydra" / "hydra.yaml" if job.path else None
+        if meta and meta.is_file():
+            for source in yaml.safe_load(meta.read_text())["hydra"]["runtime"]["config_sources"]:
+                if source.get("provider") == "main" and source.get("schema") == "file":
+                    return Path(source["path"])
+    return REPO / "conf"
+
+
+def group_keys(conf_dir: Path, group: str, options: set[str]) -> set[str]:
+    """Config keys that the given options of config group ``group`` set (a swept group explains them)."""
+    keys = set()
+    for option in options:
+        path = conf_dir / group / f"{option}.yaml"
+        if not path.is_file():
+            keys.add(f"{group}.*")
+            continue
+        text = path.read_text()
+        node = {k: v for k, v in (yaml.safe_load(text) or {}).items() if k != "defaults"}
+        global_package = "@package _global_" in text.split("\n\n")[0]
+        keys |= set(flatten(node if global_package else {group: node}))
+    return keys
+
+
+def _explained(key: str, values: list, jobs: list[Job], swept: set[str], explained: dict) -> bool:
+    """Whether the swept keys that may set ``key`` determine its value in every job."""
+    explainers = [s for s in sorted(swept) if key == s or key.startswith(s + ".")
+                  or key in explained.get(s, ()) or f"{s}.*" in explained.get(s, ())]
+    by_setting: dict[tuple, set] = {}
+    for job, value in zip(jobs, values):
+        by_setting.setdefault(tuple(job.swept.get(s) for s in explainers), set()).add(str(value))
+    return bool(explainers) and all(len(v) == 1 for v in by_setting.values())
+
+
+def inconsistencies(jobs: list[Job], swept: set[str]) -> list[str]:
+    """Config keys whose differences between jobs the swept values do not explain."""
+    if len(jobs) < 2:
+        return []
+    conf_dir = _conf_dir(jobs)
+    explained = {s: group_keys(conf_dir, s, {j.swept.get(s) for j in jobs} - {None})
+                 for s in swept if (conf_dir / s).is_dir()}
+    bad = []
+    for key in sorted(set().union(*(j.config for j in jobs))):
+        values = [j.config.get(key, MISSING) for j in jobs]
+        if len(set(map(str, values))) > 1 and not _explained(key, values, jobs, swept, explained):
+            bad.append(key)
+    return bad
+
+
+def partition(jobs: list[Job], keys: list[str]) -> list[list[Job]]:
+    """The jobs grouped by their values of ``keys`` (first-seen order)."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(tuple(str(job.config.get(k, MISSING)) for k in keys), []).append(job)
+    return list(groups.values())

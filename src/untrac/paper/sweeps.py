@@ -1,0 +1,153 @@
+"""A Hydra multirun directory read back: the jobs the sweep defines, and what became of each.
+
+A job is ok (its three result files readable), failed (a ``FAILED`` file, or unreadable results),
+incomplete (a directory without results: killed or still running) or missing (no directory).
+The jobs a sweep defines are expanded from its ``multirun.yaml`` exactly as Hydra's basic sweeper
+does (``expand``), so a job that never started is still listed, under its number.
+"""
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+RESULTS = {"influence.csv": {"method", "run", "train_dataset", "test_subset", "step", "is_final", "influence"},
+           "ground_truth.csv": {"run", "train_dataset", "test_subset", "influence"},
+           "correlations.csv": {"method", "run", "test_subset", "pearson", "spearman"}}
+
+
+@dataclass
+class Job:
+    sweep: Path
+    num: int
+    overrides: list[str]
+    status: str  # ok | failed | incomplete | missing
+    reason: str = ""
+    path: Path | None = None
+    config: dict = field(default_factory=dict)  # flattened .hydra/config.yaml
+
+    @property
+    def swept(self) -> dict[str, str]:
+        return dict(_split(o) for o in self.overrides)
+
+    def label(self) -> str:
+        return f"{self.sweep}/{self.num} ({' '.join(self.overrides)})"
+
+
+def _split(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def flatten(node, prefix: str = "") -> dict:
+    """A nested config as ``{"a.b.c": value}``; lists as their repr, empty mappings as "{}"."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out if out or not prefix else {prefix[:-1]: "{}"}
+    return {prefix[:-1]: repr(node) if isinstance(node, list) else node}
+
+
+def _yaml(path: Path) -> dict:
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def find_sweeps(paths: list[Path]) -> list[Path]:
+    """Multirun directories at or up to four levels below ``paths``; prefill sweeps left out."""
+    sweeps = []
+    for path in paths:
+        found = [path] if (path / "multirun.yaml").is_file() else sorted(
+            p.parent for p in path.rglob("multirun.yaml") if len(p.relative_to(path).parts) <= 4)
+        sweeps += [s for s in found if _job_name(s) != "prefill"]
+    return sweeps
+
+
+def _job_name(sweep: Path) -> str:
+    return _yaml(sweep / "multirun.yaml").get("hydra", {}).get("job", {}).get("name", "")
+
+
+def expand(overrides: list) -> list[list[str]] | None:
+    """The job list of Hydra's basic sweeper for parsed ``overrides``: one list of ``key=value``
+    per job, the cartesian product of each key's values in the order the keys first appear (a
+    later override of the same key replaces its values in place). None for a continuous sweep
+    (``interval(…)``), which the basic sweeper cannot run."""
+    values: dict[str, list[str]] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            values[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            values[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            return None
+    return [list(job) for job in itertools.product(*values.values())]
+
+
+def expected_jobs(sweep: Path) -> tuple[list[list[str]] | None, set[str]]:
+    """The jobs the sweep defines (None under another sweeper than the basic one) and the keys it sweeps."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hydra = _yaml(sweep / "multirun.yaml").get("hydra", {})
+    sweeper = hydra.get("sweeper", {})
+    params = sweeper.get("params") or {}
+    # The basic sweeper's order: the config's sweeper params first, then the command line.
+    arguments = [f"{k}={v}" for k, v in params.items()] + list(hydra.get("overrides", {}).get("task", []))
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    swept = {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
+    swept |= {str(k).lstrip("+~") for k in params}
+    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None, swept
+    return expand(parsed), swept
+
+
+def _unreadable(path: Path) -> str:
+    for name, columns in RESULTS.items():
+        try:
+            header = set(pd.read_csv(path / name, nrows=1).columns)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            return f"{name} is unreadable ({type(err).__name__})"
+        if not columns <= header:
+            return f"{name} lacks column(s) {', '.join(sorted(columns - header))}"
+    return ""
+
+
+def _job_dirs(sweep: Path) -> dict[int, tuple[Path, list[str]]]:
+    """Job number → (directory, overrides) of every job directory Hydra left under ``sweep``."""
+    found = {}
+    for hydra_dir in sweep.rglob(".hydra"):
+        num = _yaml(hydra_dir / "hydra.yaml").get("hydra", {}).get("job", {}).get("num")
+        if num is not None:
+            found[int(num)] = (hydra_dir.parent, yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or [])
+    return found
+
+
+def _status(job: Job) -> Job:
+    path = job.path
+    job.config = flatten(_yaml(path / ".hydra" / "config.yaml"))
+    if (path / "FAILED").is_file():
+        job.status, job.reason = "failed", (path / "FAILED").read_text().strip().splitlines()[0]
+    elif not all((path / f).is_file() for f in RESULTS):
+        job.status, job.reason = "incomplete", "no results and no FAILED file (killed, or still running)"
+    else:
+        problem = _unreadable(path)
+        if problem:
+            job.status, job.reason = "failed", problem
+    return job
+
+
+def read_jobs(sweep: Path) -> tuple[list[Job], set[str]]:
+    """Every job of ``sweep`` (defined or found) with its status, and the keys the sweep varies."""
+    expected, swept = expected_jobs(sweep)
+    found = _job_dirs(sweep)
+    nums = sorted(set(range(len(expected))) | set(found)) if expected is not None else sorted(found)
+    jobs = []
+    for num in nums:
+        if num not in found:
+            jobs.append(Job(sweep, num, expected[num], "missing", "no job directory"))
+        else:
+            path, overrides = found[num]
+            jobs.append(_status(Job(sweep, num, overrides, "ok", path=path)))
+    return jobs, swept
