@@ -1,7 +1,8 @@
 """Train the models a sweep needs, one Hydra job per model, into the shared cache.
 
 Each job trains θ0 (``prefill.model=0``) or one leave-dataset-out model θ−Z (``prefill.model=i``,
-the i-th training dataset) of one run, exactly as ``python -m untrac.run`` would (same cache key),
+the i-th training dataset) of one run — for each of the run's ``groundtruth.seeds`` training seeds
+(no θ−Z with ``groundtruth.mode=none``) — exactly as ``python -m untrac.run`` would (same cache key),
 so the scoring jobs launched afterwards find every model in the cache. On a cluster the jobs
 train at once:
 
@@ -55,17 +56,25 @@ def train_one(cfg) -> str:
         return f"run {job.run}: nothing to train (runs={cfg.runs}, data.runs_vary={cfg.data.runs_vary})"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    seed = cfg.seed + job.run if cfg.data.runs_vary == "seed" else cfg.seed
-    torch.manual_seed(seed)
+    from untrac.groundtruth import truth_seeds
+
+    seeds = truth_seeds(cfg, job.run)  # the run's θ0 seed first, then its other ground-truth seeds
     exp = Experiment(cfg)
     names = list(exp.task.train)
     if job.model > len(names):
         return f"model {job.model}: past the {len(names)} training datasets, nothing to train"
+    if job.model > 0 and cfg.groundtruth.mode == "none":
+        return "groundtruth.mode=none: no leave-dataset-out model to train"
     exclude = None if job.model == 0 else names[job.model - 1]
-    exp.trained(seed, exclude=exclude, checkpoints=job.checkpoints and exclude is None)
     label = "θ0" if exclude is None else f"θ−{exclude}"
-    hits = exp.results.cache_hits.get("models", 0)
-    return f"{label} seed {seed}: {'already cached' if hits else 'trained'}"
+    done = []
+    for k, seed in enumerate(seeds if cfg.groundtruth.mode != "none" else seeds[:1]):
+        torch.manual_seed(seed)
+        before = exp.results.cache_hits.get("models", 0)
+        # TracIn's checkpoints belong to the scored θ0 only (the first seed).
+        exp.trained(seed, exclude=exclude, checkpoints=job.checkpoints and exclude is None and k == 0)
+        done.append(f"{label} seed {seed}: {'already cached' if exp.results.cache_hits.get('models', 0) > before else 'trained'}")
+    return "; ".join(done)
 
 
 def _task(raw) -> None:
