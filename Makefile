@@ -38,7 +38,7 @@ test-fast: $(STAMP) ## unit tests only
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP) ## UnTrac vs an HF-Trainer ascent loop (steps/s, ratio) and the default run's stage times
-	$(VENV)/bin/pip install -q -e '.[bench]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[bench]'
 	$(PY) scripts/bench.py $(BENCH_ARGS)
 
 clean: ## remove outputs (results and cache)

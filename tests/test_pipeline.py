@@ -9,6 +9,7 @@ from untrac.cache import make_key
 from untrac.config import (METHODS, Config, DataConfig, GroundTruthConfig, MethodConfig, ModelConfig, OptimConfig,
                            RankConfig, TrainConfig, UnlearnConfig)
 from untrac.methods import EXAMPLE_METHODS
+from untrac.errors import UntracError
 from untrac.pipeline import Experiment, run_experiment
 
 TINY = dict(model=ModelConfig(d_model=16, num_layers=1, num_heads=2, d_ff=32),
@@ -124,3 +125,14 @@ def test_groundtruth_none_works_with_every_method(tmp_path, method):
     final = results.influence[results.influence.is_final]
     assert len(final) == 4 and final.influence.notna().all() and results.truth.empty
     assert len(results.examples) == (2 if method in EXAMPLE_METHODS else 0)
+
+
+def test_batch_size_is_checked_against_the_pools_that_are_trained(tmp_path):
+    """32 examples in 4 datasets of 8: θ−Z pools hold 24, θ0's 32; mode=none trains only θ0."""
+    big = {**TINY, "train": TrainConfig(steps=4, batch_size=30)}
+    with pytest.raises(UntracError, match="smallest leave-dataset-out training set \\(24 examples\\)"):
+        Experiment(Config(**big, cache_dir=str(tmp_path)))
+    Experiment(Config(**big, cache_dir=str(tmp_path), groundtruth=GroundTruthConfig(mode="none")))
+    with pytest.raises(UntracError, match="larger than the training set \\(32 examples\\)"):
+        Experiment(Config(**{**TINY, "train": TrainConfig(steps=4, batch_size=33)}, cache_dir=str(tmp_path),
+                          groundtruth=GroundTruthConfig(mode="none")))

@@ -82,8 +82,11 @@ class Cache:
         if problem is None:
             self._verified.add(folder)
             return True
-        aside = folder.with_name(f"{folder.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-        os.rename(folder, aside)
+        aside = folder.with_name(f"{folder.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        try:
+            os.rename(folder, aside)
+        except FileNotFoundError:  # another process moved it aside first
+            return False
         log.warning("cache entry %s/%s is damaged (%s): moved to %s, rebuilding", kind, key, problem, aside)
         return False
 

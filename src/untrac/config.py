@@ -259,7 +259,8 @@ class MethodConfig:
             _one_of(self.variant, ("default", "authors"), "method.variant")
         _check(self.damping >= 0, f"method.damping must be >= 0, got {self.damping}")
         _one_of(self.fisher, ("sampled", "empirical"), "method.fisher")
-        _check(not self.name.startswith("hif_") or self.variant == "authors" or self.damping > 0,
+        _check(not (self.name.startswith("hif_") or self.name == "ekfac") or self.variant == "authors"
+               or self.damping > 0,
                f"method.damping must be > 0 for {self.name} (G + damping·I must be positive definite)")
         _check(self.arnoldi_topk <= self.arnoldi_iterations,
                "method.arnoldi_topk must not exceed method.arnoldi_iterations")
@@ -331,6 +332,9 @@ class Config:
                f"runs={self.runs} with groundtruth.seeds={self.groundtruth.seeds}: at most "
                f"{GROUNDTRUTH_SEED_STRIDE} runs (their ground-truth seeds would overlap)")
         _positive(self.threads, "threads")
+        _check(self.train.steps > 0 or self.groundtruth.mode != "all_examples",
+               "train.steps=0 (the given model is θ0) cannot be combined with groundtruth.mode=all_examples, "
+               "which trains every model for train.epochs: give train.steps or use groundtruth.mode=none")
         _one_of(self.scale, ("cpu", "paper"), "scale")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N")

@@ -6,6 +6,7 @@ and scripts can call it with a ``Config`` built in Python.
 
 import json
 import logging
+import os
 import random
 import resource
 import shutil
@@ -97,10 +98,14 @@ class Experiment:
     def _check_batch_sizes(self) -> None:
         """A batch larger than the data it draws from is a mistake: say so before any training."""
         cfg, sizes = self.cfg, {z: len(ds) for z, ds in self.task.train.items()}
-        smallest_pool = sum(sizes.values()) - max(sizes.values())
-        if len(sizes) > 1 and cfg.train.batch_size > smallest_pool:
-            raise UntracError(f"train.batch_size={cfg.train.batch_size} is larger than the smallest "
-                              f"leave-dataset-out training set ({smallest_pool} examples)")
+        if cfg.train.steps == 0:
+            return  # nothing is trained
+        trains_loo = cfg.groundtruth.mode != "none"  # θ−Z are trained only with a ground truth
+        smallest_pool = sum(sizes.values()) - (max(sizes.values()) if trains_loo and len(sizes) > 1 else 0)
+        if cfg.train.batch_size > smallest_pool:
+            what = "smallest leave-dataset-out training set" if trains_loo else "training set"
+            raise UntracError(f"train.batch_size={cfg.train.batch_size} is larger than the {what} "
+                              f"({smallest_pool} examples)")
     # -- training (θ0 and θ−Z) -------------------------------------------------------------
     def model_fields(self, seed: int, exclude: str | None) -> dict:
         t = self.cfg.train
@@ -155,7 +160,8 @@ class Experiment:
         steps = steps_for(len(pool), cfg.train.batch_size, cfg.train.steps, cfg.train.epochs, self.train_mode)
         model, _ = build_model(cfg.model, self.tokenizer, seed)
         optimizer = training_optimizer(model.parameters(), cfg.train.optim, cfg.train.lr, cfg.train.weight_decay)
-        staging = Path(self.cache.root) / "staging" / make_key(ckpt_fields)
+        # A folder of this process's own: two processes training the same θ0 must not share it.
+        staging = Path(self.cache.root) / "staging" / f"{make_key(ckpt_fields)}-{os.getpid()}"
         saved = []
 
         def on_checkpoint(step: int, lr: float, m: torch.nn.Module) -> None:

@@ -261,3 +261,15 @@ def test_bad_hif_settings_name_the_key():
         make_inputs(None, None, {}, {}, name="hif_lissa", lissa_scale="big")
     with pytest.raises(UntracError, match="method.damping"):
         make_inputs(None, None, {}, {}, name="hif_arnoldi", damping=0.0)
+
+
+def test_arnoldi_without_a_converged_ritz_pair_is_one_line(problem, monkeypatch):
+    """Too few iterations for any pair to converge: a clear error, not an empty reduction."""
+    import untrac.methods.hif as hif_module
+
+    empty = hif.Eigens(values=torch.zeros(0, dtype=torch.float64), coords=torch.zeros(2, 0, dtype=torch.float64),
+                       basis=torch.zeros(2, 3, dtype=torch.float64))
+    monkeypatch.setattr(hif_module, "arnoldi_eigens", lambda *a, **k: empty)
+    model, arch, train, test, pool, _ = problem
+    with pytest.raises(UntracError, match="no Ritz pair converged"):
+        hif.score_arnoldi(make_inputs(model, arch, train, test, name="hif_arnoldi", pool=pool))

@@ -297,6 +297,9 @@ def score_arnoldi(inputs: ScoreInputs):
     hvp = setup.fresh_batch_hvp() if setup.authors else setup.op
     eig = arnoldi_eigens(hvp, setup.dim, cfg.arnoldi_iterations, cfg.arnoldi_topk, inputs.seed,
                          setup.params[0].detach(), psd=not setup.authors, damping=setup.damping)
+    if len(eig.values) == 0:
+        raise UntracError(f"hif_arnoldi: no Ritz pair converged in {cfg.arnoldi_iterations} iterations "
+                          "(residual > 0.1·(λ_k + damping) for all); raise method.arnoldi_iterations or method.damping")
     denominators = (eig.values + setup.damping).abs()
     smallest, largest = denominators.min().item(), denominators.max().item()
     setup.record.update(kept=len(eig.values), eigenvalues=[round(v, 6) for v in eig.values.tolist()],
