@@ -72,8 +72,7 @@ def unlearn(model, arch: Arch, device: torch.device, forget: datasets.Dataset,
         for name, ds in evals.items():
             loss = dataset_loss(model, ds, arch, device, cfg.eval_batch_size, dtype)
             traj.rows.append({"step": step, "name": name, "loss": loss})
-            if counters is not None:
-                counters["eval_forward_examples"] = counters.get("eval_forward_examples", 0) + len(ds)
+            _count(counters, "eval_forward_examples", len(ds))
             if not math.isfinite(loss):
                 return False
         return True
@@ -88,8 +87,7 @@ def unlearn(model, arch: Arch, device: torch.device, forget: datasets.Dataset,
     for step, idx in enumerate(tqdm(order, total=total, desc=desc, leave=False), start=1):
         batch = {k: v.to(device) for k, v in collate(forget[idx], arch.pad_id).items()}
         loss = ascent_step(model, batch, arch, optimizer, device, dtype, cfg.clip_grad)
-        if counters is not None:
-            counters["forward_backward"] = counters.get("forward_backward", 0) + 1
+        _count(counters, "forward_backward", 1)
         if not math.isfinite(loss):
             traj.nonfinite_step = step
             log.warning("%s: non-finite loss at step %d; stopping this unlearning run", desc, step)
@@ -131,8 +129,12 @@ def unlearn_fast(model, arch: Arch, device: torch.device, forget: TokenRows, eva
         evaluate(0)
     else:
         traj.rows += [{"step": 0, "name": name, "loss": start[name]} for name in evals]
+    if cfg.batch_size > len(forget):
+        log.info("%s: unlearn.batch_size=%d > %d examples: one full batch per step", desc, cfg.batch_size,
+                 len(forget))
     order = sample_order(len(forget), total, min(cfg.batch_size, len(forget)), seed)
-    for step, idx in enumerate(order, start=1):
+    # Progress as in the reference loop: at paper scale one run is hours (§5.2, Appendix A.2).
+    for step, idx in enumerate(tqdm(order, total=total, desc=desc, leave=False), start=1):
         loss = ascent_step(model, forget.batch(idx, arch.pad_id, device), arch, optimizer, device, dtype,
                            cfg.clip_grad)
         _count(counters, "forward_backward", 1)
