@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from untrac.record import CORRELATIONS
+
 
 def correlate(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """Pearson and Spearman across training datasets; NaN when undefined (NaN input, constant vector)."""
@@ -29,8 +31,7 @@ def correlations(influence: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
         rows.append({"method": method, "run": run, "test_subset": subset, "pearson": pearson,
                      "spearman": spearman, "n_train_datasets": len(group),
                      "finite": bool(np.isfinite(pearson) and np.isfinite(spearman))})
-    return pd.DataFrame(rows, columns=["method", "run", "test_subset", "pearson", "spearman", "n_train_datasets",
-                                       "finite"])
+    return pd.DataFrame(rows, columns=list(CORRELATIONS.columns))
 
 
 CI_RESAMPLES = 9999

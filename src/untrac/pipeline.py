@@ -30,6 +30,7 @@ from untrac.lora import target_modules
 from untrac.methods import EXAMPLE_METHODS, NEEDS_CHECKPOINTS, NEEDS_HESSIAN_POOL, Checkpoint, ScoreInputs, registry
 from untrac.models import build_model, load_tokenizer, model_arch, model_key, resolve_device
 from untrac.pieces import PieceStore
+from untrac.record import EXAMPLES, INFLUENCE, TRUTH
 from untrac.optim import training_optimizer
 from untrac.train import steps_for, train
 
@@ -45,9 +46,6 @@ class Results:
     counters: dict = field(default_factory=dict)
     cache_hits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     examples: pd.DataFrame = field(default_factory=pd.DataFrame)  # rank.top_k: the top examples (top_examples)
-
-
-EXAMPLE_COLUMNS = ["method", "run", "train_dataset", "example", "test_subset", "score", "text"]
 
 
 def top_examples(scores: pd.DataFrame, k: int) -> pd.DataFrame:
@@ -226,7 +224,7 @@ class Experiment:
         top = top_examples(scores.assign(method=self.cfg.method.name, run=run), self.cfg.rank.top_k)
         top["text"] = [example_text(self.tokenizer, scored[z][int(i)], self.arch.kind)
                        for z, i in zip(top.train_dataset, top.example)]
-        self.results.examples = pd.concat([self.results.examples, top[EXAMPLE_COLUMNS]], ignore_index=True)
+        self.results.examples = pd.concat([self.results.examples, top[list(EXAMPLES.columns)]], ignore_index=True)
 
     def run(self, run: int) -> None:
         cfg = self.cfg
@@ -263,8 +261,6 @@ def run_experiment(cfg: Config) -> Results:
         log.info("run %d/%d", run + 1, cfg.runs)
         exp.run(run)
     exp.results.counters["peak_memory"] = peak_memory_mb(exp.device)
-    exp.results.truth = exp.results.truth.reindex(columns=["run", "train_dataset", "test_subset", "influence", "se",
-                                                           "seeds"])
-    exp.results.influence = exp.results.influence[
-        ["method", "run", "train_dataset", "test_subset", "step", "is_final", "influence"]]
+    exp.results.truth = exp.results.truth.reindex(columns=list(TRUTH.columns))
+    exp.results.influence = exp.results.influence[list(INFLUENCE.columns)]
     return exp.results

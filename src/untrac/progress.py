@@ -123,8 +123,10 @@ class JobLines(Callback):
     def on_job_end(self, config, job_return, **kwargs) -> None:
         if str(config.hydra.mode) != "RunMode.MULTIRUN":
             return
+        from untrac.record import FAILED
+
         num, label = self._label(config)
         elapsed = time.monotonic() - self.started.pop(num, time.monotonic())
-        failed = (config.hydra.runtime.output_dir and os.path.exists(os.path.join(config.hydra.runtime.output_dir, "FAILED")))
+        failed = (config.hydra.runtime.output_dir and os.path.exists(os.path.join(config.hydra.runtime.output_dir, FAILED)))
         left = f", {self.total - num - 1} left" if self.total else ""
         print(f"{label} {'FAILED' if failed else 'done'} in {elapsed:.0f} s{left}", file=sys.stderr, flush=True)

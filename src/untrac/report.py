@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from untrac.metrics import correlations, standardized_influence, summarize, truth_agreement
+from untrac.record import CORRELATIONS, EXAMPLES, INFLUENCE, METRICS, SUMMARY, TRUTH, TRUTH_SEEDS, write_frame
 
 
 def mean_std(mean: float, std: float, low: float | None = None, high: float | None = None) -> str:
@@ -129,28 +130,29 @@ def hif_solver_lines(solver: list) -> list[str]:
 def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, seconds: dict, counters: dict,
               title: str, retrained_truth: bool = True, truth_seeds: pd.DataFrame | None = None,
               examples: pd.DataFrame | None = None) -> str:
-    """Write the five files of DESIGN §6 into ``out_dir`` and return the summary text.
+    """Write the files of the output contract (``untrac.record``) into ``out_dir``, metrics.json
+    last, and return the summary text.
 
     ``retrained_truth``: runs re-trained the ground truth (so its run-to-run agreement, the noise
     floor, means something); False when runs only re-sample the scored examples.
-    ``truth_seeds``: Eq. 1 of every ground-truth seed (``ground_truth_seeds.csv``); with ≥ 2 seeds
+    ``truth_seeds``: Eq. 1 of every ground-truth seed (``record.TRUTH_SEEDS``); with ≥ 2 seeds
     the noise floor compares disjoint halves of them. An empty ``truth`` (groundtruth.mode=none):
     no correlations (header-only files), a ranking per test subset in the summary instead.
-    ``examples`` (rank.top_k): the top training examples, written as ``examples.csv``.
+    ``examples`` (rank.top_k): the top training examples, written as ``record.EXAMPLES``.
     """
     floor = truth_agreement(truth, truth_seeds, shared=not retrained_truth) if len(truth) else {}
     out_dir.mkdir(parents=True, exist_ok=True)
-    influence.to_csv(out_dir / "influence.csv", index=False)
-    truth.to_csv(out_dir / "ground_truth.csv", index=False)
+    write_frame(out_dir, INFLUENCE, influence)
+    write_frame(out_dir, TRUTH, truth)
     if truth_seeds is not None and len(truth_seeds):
-        truth_seeds.to_csv(out_dir / "ground_truth_seeds.csv", index=False)
+        write_frame(out_dir, TRUTH_SEEDS, truth_seeds)
     corr = correlations(influence, truth)
-    corr.to_csv(out_dir / "correlations.csv", index=False)
+    write_frame(out_dir, CORRELATIONS, corr)
     if examples is not None and len(examples):
-        examples.to_csv(out_dir / "examples.csv", index=False)
+        write_frame(out_dir, EXAMPLES, examples)
     nonfinite = counters.get("nonfinite", [])
     text = summary_markdown(influence, truth, corr, seconds, title, nonfinite, floor, counters.get("hif_solver"))
-    (out_dir / "summary.md").write_text(text)
+    (out_dir / SUMMARY).write_text(text)
     summary = summarize(corr) if len(corr) else pd.DataFrame()
     metrics = {
         "correlation": {row.method: {"pearson_mean": row.pearson_mean, "pearson_std": row.pearson_std,
@@ -164,7 +166,7 @@ def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, secon
         "seconds": dict(seconds),
         "counters": counters,
     }
-    (out_dir / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2, default=str))
+    (out_dir / METRICS).write_text(json.dumps(_finite(metrics), indent=2, default=str))
     return text
 
 

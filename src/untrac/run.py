@@ -29,30 +29,30 @@ def _one_line(err: BaseException) -> str:
 def _task(raw) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-    from omegaconf import OmegaConf
 
     from untrac.errors import UntracError
+    from untrac.record import FAILED, TRACEBACK, typed_config
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        cfg = OmegaConf.to_object(raw)
-        _run(cfg, out_dir, OmegaConf.to_yaml(raw))
+        cfg = typed_config(raw)  # as RunRecord.load reads it back from .hydra/config.yaml
+        _run(cfg, out_dir)
     except Exception as err:  # noqa: BLE001 - every failure becomes one line + a file in the run dir
         user_error = isinstance(err, UntracError) or isinstance(err.__cause__, UntracError)
         message = _one_line(err.__cause__ if isinstance(err.__cause__, UntracError) else err)
         if not user_error:
-            (out_dir / "traceback.txt").write_text(traceback.format_exc())
-            message = f"{type(err).__name__}: {message} (traceback in {out_dir / 'traceback.txt'})"
-        (out_dir / "FAILED").write_text(message + "\n")
+            (out_dir / TRACEBACK).write_text(traceback.format_exc())
+            message = f"{type(err).__name__}: {message} (traceback in {out_dir / TRACEBACK})"
+        (out_dir / FAILED).write_text(message + "\n")
         if not multirun:
             raise SystemExit(f"untrac: error: {message}")
         log.error("job failed: %s", message)
         FAILURES.append(f"{out_dir}: {message}")
 
 
-def _run(cfg, out_dir: Path, config_yaml: str) -> None:
+def _run(cfg, out_dir: Path) -> None:
     from untrac.pipeline import run_experiment
     from untrac.report import write_run
 

@@ -24,9 +24,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from untrac.errors import UntracError
 from untrac.paper import figures, tables
 from untrac.paper.pooling import MISSING, inconsistencies, partition
 from untrac.paper.sweeps import Job, find_sweeps, read_jobs
+from untrac.record import CORRELATIONS, INFLUENCE, TRUTH, load_config, read_frame
 from untrac.report import mean_std, write_table
 
 TARGETS = ("table2", "table3", "table4", "table5", "fig2", "fig3", "fig4")
@@ -43,8 +45,8 @@ def load(jobs: list[Job]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
                     "optim": c.get("optim.name"), "lr": float(c.get("optim.lr", math.nan)),
                     "batch_size": c.get("unlearn.batch_size"), "epochs": c.get("unlearn.epochs"),
                     "mode": c.get("groundtruth.mode"), "job": str(job.path)}
-        for name, file in (("influence", "influence.csv"), ("truth", "ground_truth.csv"), ("corr", "correlations.csv")):
-            frame = pd.read_csv(job.path / file).assign(**settings)
+        for name, table in (("influence", INFLUENCE), ("truth", TRUTH), ("corr", CORRELATIONS)):
+            frame = read_frame(job.path, table).assign(**settings)
             if name == "truth":
                 frame["method"] = c.get("method.name")
             parts[name].append(frame)
@@ -92,11 +94,9 @@ def _fig3(f, jobs, png):
 
 
 def _fig4(f, jobs, png):
-    from untrac.config import DataConfig
     from untrac.data.prepare import pile8_sizes
 
-    data = {k[5:]: v for k, v in jobs[0].config.items() if k.startswith("data.")}
-    sizes = pile8_sizes(DataConfig(**{k: v for k, v in data.items() if "." not in k and k != "custom_sizes"}))
+    sizes = pile8_sizes(load_config(jobs[0].path).data)  # the run's typed data config, as it ran
     display = figures.figure4(f["truth_once"], png, sizes)
     return display, ("Figure 4: ground-truth influence per corpus (mean over test subsets, 95% CI), "
                      "all examples vs fixed steps"), None
@@ -201,7 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     groups, bad = grouped
     for i, group in enumerate(groups, 1):
         name = (args.name or target) + (f"-cfg{i}" if len(groups) > 1 else "")
-        written = build(target, group, args.out, name)
+        try:
+            written = build(target, group, args.out, name)
+        except UntracError as err:  # a job's record does not read back (e.g. its config): one line
+            print(f"aggregate: error: {err}", file=sys.stderr)
+            return 2
         note = [f"Sweeps: {', '.join(str(s) for s in sweeps)}"]
         if len(groups) > 1:
             note.append("Config: " + ", ".join(f"{k}={group[0].config.get(k, MISSING)}" for k in bad))

@@ -1,6 +1,6 @@
 """Which finished jobs may be pooled into one table.
 
-Results are only pooled when the jobs' resolved configs (``.hydra/config.yaml``) differ in what
+Results are only pooled when the jobs' resolved configs (``.hydra/config.yaml``, ``record.CONFIG``) differ in what
 the sweeps vary and nothing else: a key may differ only if it is a swept key, lies under one, or is
 set by an option of a swept config group, and then only as a function of those swept values.
 """
@@ -11,6 +11,7 @@ import yaml
 
 from untrac.paper import REPO
 from untrac.paper.sweeps import Job, flatten
+from untrac.record import HYDRA
 
 MISSING = "<absent>"
 
@@ -18,7 +19,7 @@ MISSING = "<absent>"
 def _conf_dir(jobs: list[Job]) -> Path:
     """The conf/ the jobs were composed from (Hydra records it), else this checkout's."""
     for job in jobs:
-        meta = job.path / ".hydra" / "hydra.yaml" if job.path else None
+        meta = job.path / HYDRA if job.path else None
         if meta and meta.is_file():
             for source in yaml.safe_load(meta.read_text())["hydra"]["runtime"]["config_sources"]:
                 if source.get("provider") == "main" and source.get("schema") == "file":

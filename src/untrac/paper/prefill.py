@@ -81,15 +81,17 @@ def _task(raw) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
+    from untrac.record import FAILED, TRACEBACK
+
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         message = train_one(OmegaConf.to_object(raw))
         log.info(message)
         (out_dir / "DONE").write_text(message + "\n")
     except Exception as err:  # noqa: BLE001 - one line per failed job, the sweep goes on
-        (out_dir / "traceback.txt").write_text(traceback.format_exc())
+        (out_dir / TRACEBACK).write_text(traceback.format_exc())
         line = " ".join(f"{type(err).__name__}: {err}".split())
-        (out_dir / "FAILED").write_text(line + "\n")
+        (out_dir / FAILED).write_text(line + "\n")
         log.error("job failed: %s", line)
         FAILURES.append(f"{out_dir}: {line}")
 

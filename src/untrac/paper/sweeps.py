@@ -10,12 +10,10 @@ import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
-RESULTS = {"influence.csv": {"method", "run", "train_dataset", "test_subset", "step", "is_final", "influence"},
-           "ground_truth.csv": {"run", "train_dataset", "test_subset", "influence"},
-           "correlations.csv": {"method", "run", "test_subset", "pearson", "spearman"}}
+from untrac.errors import UntracError
+from untrac.record import CONFIG, FAILED, HYDRA, MULTIRUN, OVERRIDES, RESULTS, read_frame
 
 
 @dataclass
@@ -26,7 +24,7 @@ class Job:
     status: str  # ok | failed | incomplete | missing
     reason: str = ""
     path: Path | None = None
-    config: dict = field(default_factory=dict)  # flattened .hydra/config.yaml
+    config: dict = field(default_factory=dict)  # flattened .hydra/config.yaml (record.CONFIG)
 
     @property
     def swept(self) -> dict[str, str]:
@@ -59,14 +57,14 @@ def find_sweeps(paths: list[Path]) -> list[Path]:
     """Multirun directories at or up to four levels below ``paths``; prefill sweeps left out."""
     sweeps = []
     for path in paths:
-        found = [path] if (path / "multirun.yaml").is_file() else sorted(
-            p.parent for p in path.rglob("multirun.yaml") if len(p.relative_to(path).parts) <= 4)
+        found = [path] if (path / MULTIRUN).is_file() else sorted(
+            p.parent for p in path.rglob(MULTIRUN) if len(p.relative_to(path).parts) <= 4)
         sweeps += [s for s in found if _job_name(s) != "prefill"]
     return sweeps
 
 
 def _job_name(sweep: Path) -> str:
-    return _yaml(sweep / "multirun.yaml").get("hydra", {}).get("job", {}).get("name", "")
+    return _yaml(sweep / MULTIRUN).get("hydra", {}).get("job", {}).get("name", "")
 
 
 def expand(overrides: list) -> list[list[str]] | None:
@@ -90,7 +88,7 @@ def expected_jobs(sweep: Path) -> tuple[list[list[str]] | None, set[str]]:
     """The jobs the sweep defines (None under another sweeper than the basic one) and the keys it sweeps."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    hydra = _yaml(sweep / "multirun.yaml").get("hydra", {})
+    hydra = _yaml(sweep / MULTIRUN).get("hydra", {})
     sweeper = hydra.get("sweeper", {})
     params = sweeper.get("params") or {}
     # The basic sweeper's order: the config's sweeper params first, then the command line.
@@ -104,32 +102,32 @@ def expected_jobs(sweep: Path) -> tuple[list[list[str]] | None, set[str]]:
 
 
 def _unreadable(path: Path) -> str:
-    for name, columns in RESULTS.items():
-        try:
-            header = set(pd.read_csv(path / name, nrows=1).columns)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            return f"{name} is unreadable ({type(err).__name__})"
-        if not columns <= header:
-            return f"{name} lacks column(s) {', '.join(sorted(columns - header))}"
+    """What is wrong with the job's result files ("" when each reads as the contract says)."""
+    try:
+        for table in RESULTS:
+            read_frame(path, table)
+    except UntracError as err:
+        return str(err)
     return ""
 
 
 def _job_dirs(sweep: Path) -> dict[int, tuple[Path, list[str]]]:
     """Job number → (directory, overrides) of every job directory Hydra left under ``sweep``."""
     found = {}
-    for hydra_dir in sweep.rglob(".hydra"):
-        num = _yaml(hydra_dir / "hydra.yaml").get("hydra", {}).get("job", {}).get("num")
+    for meta in sweep.rglob(HYDRA):
+        job_dir = meta.parent.parent
+        num = _yaml(meta).get("hydra", {}).get("job", {}).get("num")
         if num is not None:
-            found[int(num)] = (hydra_dir.parent, yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or [])
+            found[int(num)] = (job_dir, yaml.safe_load((job_dir / OVERRIDES).read_text()) or [])
     return found
 
 
 def _status(job: Job) -> Job:
     path = job.path
-    job.config = flatten(_yaml(path / ".hydra" / "config.yaml"))
-    if (path / "FAILED").is_file():
-        job.status, job.reason = "failed", (path / "FAILED").read_text().strip().splitlines()[0]
-    elif not all((path / f).is_file() for f in RESULTS):
+    job.config = flatten(_yaml(path / CONFIG))
+    if (path / FAILED).is_file():
+        job.status, job.reason = "failed", (path / FAILED).read_text().strip().splitlines()[0]
+    elif not all((path / t.file).is_file() for t in RESULTS):
         job.status, job.reason = "incomplete", "no results and no FAILED file (killed, or still running)"
     else:
         problem = _unreadable(path)
