@@ -3,6 +3,7 @@ import json
 import pandas as pd
 import pytest
 
+from untrac.record import CORRELATIONS, EXAMPLES, INFLUENCE, METRICS, SUMMARY, TRUTH, TRUTH_SEEDS
 from untrac.report import write_run, write_table
 
 
@@ -11,7 +12,7 @@ def _results():
                           "influence": [3.0, 2.0, 1.0, 3.0, 1.0, 2.0]})
     influence = truth.assign(method="untrac", step=5, is_final=True)
     influence.loc[5, "influence"] = float("nan")  # a non-finite unlearning run
-    influence = influence[["method", "run", "train_dataset", "test_subset", "step", "is_final", "influence"]]
+    influence = influence[list(INFLUENCE.columns)]
     return influence, truth
 
 
@@ -19,12 +20,12 @@ def test_write_run_produces_the_output_contract(tmp_path):
     influence, truth = _results()
     text = write_run(tmp_path, influence, truth, {"score": 1.5}, {"nonfinite": [{"unlearned": "c", "step": 2}]},
                      "demo")
-    for name in ["influence.csv", "ground_truth.csv", "correlations.csv", "summary.md", "metrics.json"]:
+    for name in [INFLUENCE.file, TRUTH.file, CORRELATIONS.file, SUMMARY, METRICS]:
         assert (tmp_path / name).is_file()
-    corr = pd.read_csv(tmp_path / "correlations.csv")
+    corr = pd.read_csv(tmp_path / CORRELATIONS.file)
     assert corr.pearson[0] == pytest.approx(1.0) and pd.isna(corr.pearson[1])  # NaN influence → NaN, not a number
     assert list(corr.finite) == [True, False]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())  # strict JSON: NaN became null
+    metrics = json.loads((tmp_path / METRICS).read_text())  # strict JSON: NaN became null
     assert metrics["correlation"]["untrac"]["pearson_mean"] == pytest.approx(1.0)
     assert metrics["truth_agreement"]["pearson"] == pytest.approx(0.5)
     counts = metrics["correlation"]["untrac"]
@@ -48,8 +49,8 @@ def test_write_run_with_seeds_writes_them_and_says_what_the_floor_compares(tmp_p
                              "influence": [3.0, 2.0, 1.0, 3.0, 1.0, 2.0, 2.0, 3.0, 1.0, 3.0, 2.0, 0.0]})
     truth = per_seed.groupby(["run", "train_dataset", "test_subset"], as_index=False).influence.mean()
     text = write_run(tmp_path, influence, truth, {}, {}, "demo", retrained_truth=False, truth_seeds=per_seed)
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "ground_truth_seeds.csv"), per_seed)
-    floor = json.loads((tmp_path / "metrics.json").read_text())["truth_agreement"]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / TRUTH_SEEDS.file), per_seed)
+    floor = json.loads((tmp_path / METRICS).read_text())["truth_agreement"]
     assert floor["compares"] == "halves" and floor["seeds_per_half"] == 2
     assert "2 vs 2 seeds" in text and "Spearman–Brown" in text and "mean of all 4 seeds" in text
 def test_summary_flags_a_diverged_hif_solve(tmp_path):
@@ -62,21 +63,21 @@ def test_summary_flags_a_diverged_hif_solve(tmp_path):
     lines = [line for line in text.splitlines() if line.startswith("- run")]
     assert "**diverged**" in lines[0] and "do not trust" in lines[0] and "3e+08" in lines[0]
     assert "**low-rank**" in lines[1] and "do not trust" not in lines[1]
-    assert json.loads((tmp_path / "metrics.json").read_text())["counters"]["hif_solver"][0]["status"] == "diverged"
+    assert json.loads((tmp_path / METRICS).read_text())["counters"]["hif_solver"][0]["status"] == "diverged"
 
 
 def test_without_ground_truth_the_summary_ranks_datasets_and_says_why_no_correlations(tmp_path):
     influence, truth = _results()
-    no_truth = truth.iloc[0:0].reindex(columns=["run", "train_dataset", "test_subset", "influence", "se", "seeds"])
+    no_truth = truth.iloc[0:0].reindex(columns=list(TRUTH.columns))
     examples = pd.DataFrame({"method": "untrac", "run": 0, "train_dataset": "a", "example": [3], "test_subset": "t",
                              "score": [0.5], "text": ["x"]})
     text = write_run(tmp_path, influence[influence.run == 0], no_truth, {}, {}, "demo", examples=examples)
-    assert pd.read_csv(tmp_path / "correlations.csv").empty
+    assert pd.read_csv(tmp_path / CORRELATIONS.file).empty
     assert "No correlations: groundtruth.mode=none" in text and "noise floor" not in text
     # ranking: run 0's influences 3, 2, 1 for a, b, c — highest first
     assert "| untrac   | t             | a (3) | b (2) | c (1) |" in text
-    assert json.loads((tmp_path / "metrics.json").read_text())["correlation"] == {}
-    assert list(pd.read_csv(tmp_path / "examples.csv").columns) == list(examples.columns)
+    assert json.loads((tmp_path / METRICS).read_text())["correlation"] == {}
+    assert list(pd.read_csv(tmp_path / EXAMPLES.file).columns) == list(examples.columns)
 
 
 def test_summary_shows_the_bootstrap_interval(tmp_path):
@@ -85,7 +86,7 @@ def test_summary_shows_the_bootstrap_interval(tmp_path):
     influence = truth.assign(method="untrac", step=5, is_final=True, influence=[3.0, 2.0, 1.0, 3.0, 2.5, 2.0,
                                                                                 1.0, 2.0, 3.0, 2.0, 1.0, 3.0])
     text = write_run(tmp_path, influence, truth, {}, {}, "demo")
-    metrics = json.loads((tmp_path / "metrics.json").read_text())["correlation"]["untrac"]
+    metrics = json.loads((tmp_path / METRICS).read_text())["correlation"]["untrac"]
     low, high = metrics["pearson_ci_low"], metrics["pearson_ci_high"]
     assert low <= metrics["pearson_mean"] <= high
     assert f"[{low:.3f}, {high:.3f}]" in text

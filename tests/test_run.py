@@ -10,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from untrac.record import CORRELATIONS, INFLUENCE, METRICS, SUMMARY, TRUTH, RunRecord
+
 REPO = Path(__file__).resolve().parents[1]
 # Small enough for seconds per job, big enough for four distinct datasets and a trajectory.
 SMALL = ["data.n_per_dataset=24", "train.steps=30", "train.batch_size=8", "unlearn.eval_every=8",
@@ -84,15 +86,18 @@ def test_untrac_then_untrac_inv_reuses_theta0_and_ground_truth(tmp_path):
     first_seconds = time.perf_counter() - start
     assert first.returncode == 0, first.stderr[-3000:]
     run = tmp_path / "run"
-    for name in ["influence.csv", "ground_truth.csv", "correlations.csv", "summary.md", "metrics.json"]:
+    for name in [INFLUENCE.file, TRUTH.file, CORRELATIONS.file, SUMMARY, METRICS]:
         assert (run / name).is_file()
-    influence = pd.read_csv(run / "influence.csv")
-    assert list(influence.columns) == ["method", "run", "train_dataset", "test_subset", "step", "is_final",
-                                       "influence"]
+    influence = pd.read_csv(run / INFLUENCE.file)
+    assert list(influence.columns) == list(INFLUENCE.columns)
+    record = RunRecord.load(run)  # the run reads back: Hydra's config typed as it ran, the frames as written
+    assert (record.config.method.name, record.config.train.steps, record.config.cache_dir) == (
+        "untrac", 30, str(tmp_path / "cache"))
+    pd.testing.assert_frame_equal(record.influence, influence)
     assert set(influence.train_dataset) == {"dataset1", "dataset2", "dataset3", "dataset4"}
     assert sorted(influence.step.unique()) == [0, 8, 16, 24]  # eval_every 8 over 24 batch-1 steps
     assert (influence[influence.step == 0].influence == 0).all()
-    assert "Pearson" in first.stdout and "## Correlation" in (run / "summary.md").read_text()
+    assert "Pearson" in first.stdout and "## Correlation" in (run / SUMMARY).read_text()
 
     start = time.perf_counter()
     second = untrac(*SMALL, "method=untrac_inv", "unlearn.batch_size=24", "hydra.run.dir=" + str(tmp_path / "inv"),
@@ -102,8 +107,8 @@ def test_untrac_then_untrac_inv_reuses_theta0_and_ground_truth(tmp_path):
     log = _log_of(tmp_path / "inv")
     assert "not in cache" not in log and log.count("reused from cache") == 5  # θ0 + four θ−Z
     assert second_seconds < first_seconds
-    truth_a = pd.read_csv(run / "ground_truth.csv")
-    truth_b = pd.read_csv(tmp_path / "inv" / "ground_truth.csv")
+    truth_a = pd.read_csv(run / TRUTH.file)
+    truth_b = pd.read_csv(tmp_path / "inv" / TRUTH.file)
     pd.testing.assert_frame_equal(truth_a, truth_b)
 
 
@@ -113,7 +118,7 @@ def test_multirun_over_methods(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted((tmp_path / "sweep").glob("[0-9]*"))
     assert [j.name for j in jobs] == ["0", "1"]
-    methods = {pd.read_csv(j / "influence.csv").method.iloc[0] for j in jobs}
+    methods = {pd.read_csv(j / INFLUENCE.file).method.iloc[0] for j in jobs}
     assert methods == {"untrac", "untrac_inv"}
 
 
@@ -142,7 +147,7 @@ def test_sigkill_during_ground_truth_then_resume_gives_identical_numbers(tmp_pat
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = _log_of(interrupted / "run")
     assert log.count("reused from cache") == stored and log.count("not in cache") == 5 - stored
-    for name in ["ground_truth.csv", "influence.csv"]:
+    for name in [TRUTH.file, INFLUENCE.file]:
         pd.testing.assert_frame_equal(pd.read_csv(interrupted / "run" / name),
                                       pd.read_csv(tmp_path / "reference" / "run" / name))
 
@@ -174,5 +179,5 @@ def test_sigkill_during_scoring_then_resume_redoes_only_unfinished_datasets(tmp_
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"untrac: {done} of 4 unlearning runs reused from the cache" in _log_of(interrupted / "run")
     assert stored() == 4
-    pd.testing.assert_frame_equal(pd.read_csv(interrupted / "run" / "influence.csv"),
-                                  pd.read_csv(tmp_path / "reference" / "run" / "influence.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(interrupted / "run" / INFLUENCE.file),
+                                  pd.read_csv(tmp_path / "reference" / "run" / INFLUENCE.file))

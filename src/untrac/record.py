@@ -112,8 +112,10 @@ def load_config(run_dir: Path):
     try:
         return typed_config(OmegaConf.load(path))
     except (OmegaConfBaseException, YAMLError, UntracError, ValueError, TypeError) as err:
+        # OmegaConf's message spans lines (message, full_key, object_type): keep the message and the key.
+        key = getattr(err, "full_key", None)
         message = " ".join(str(err).split("\n    full_key")[0].split())
-        raise UntracError(f"{path}: {message}") from None
+        raise UntracError(f"{path}: {f'{key}: ' if key else ''}{message}") from None
 
 
 def read_metrics(run_dir: Path) -> dict:

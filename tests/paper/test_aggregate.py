@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from untrac.paper import aggregate, pooling, sweeps
+from untrac.record import CONFIG, CORRELATIONS, HYDRA, INFLUENCE, MULTIRUN, OVERRIDES, TRUTH
 
 REPO = Path(__file__).resolve().parents[2]
 CORPORA = ["bookcorpus", "ccstories", "ccnews", "gutenberg", "hackernews", "openwebtext2", "pilecc", "wikipedia"]
@@ -39,7 +40,7 @@ def results(sign: float, runs: int = 2) -> tuple[pd.DataFrame, pd.DataFrame, pd.
     truth = pd.DataFrame([{"run": r, "train_dataset": z, "test_subset": s, "influence": float(i)}
                           for r in range(runs) for i, z in enumerate(CORPORA) for s in ("a", "b")])
     influence = truth.assign(method="m", step=10, is_final=True, influence=sign * truth.influence)
-    influence = influence[["method", "run", "train_dataset", "test_subset", "step", "is_final", "influence"]]
+    influence = influence[list(INFLUENCE.columns)]
     return influence, truth, correlations(influence, truth)
 
 
@@ -49,25 +50,25 @@ def make_sweep(root: Path, composer, experiment: str, params: dict[str, str], ta
     multirun = {"hydra": {"sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
                                       "max_batch_size": None, "params": params},
                           "overrides": {"task": [f"experiment={experiment}", *task]}, "job": {"name": "run"}}}
-    (root / "multirun.yaml").write_text(yaml.safe_dump(multirun))
+    (root / MULTIRUN).write_text(yaml.safe_dump(multirun))
     combos = [[f"{k}={v}" for k, v in zip(params, values)]
               for values in itertools.product(*(str(v).split(",") for v in params.values()))]
     jobs = []
     for num, combo in enumerate(combos):
         overrides = [*combo, f"experiment={experiment}", *task]
         job = root / str(num)
-        (job / ".hydra").mkdir(parents=True)
+        (job / CONFIG).parent.mkdir(parents=True)
         config = composer(overrides)
-        (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        (job / CONFIG).write_text(yaml.safe_dump(config))
+        (job / OVERRIDES).write_text(yaml.safe_dump(overrides))
         hydra = {"hydra": {"job": {"num": num, "name": "run"}, "runtime": {"config_sources": [
             {"path": "hydra.conf", "schema": "pkg", "provider": "hydra"},
             {"path": str(REPO / "conf"), "schema": "file", "provider": "main"}]}}}
-        (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+        (job / HYDRA).write_text(yaml.safe_dump(hydra))
         influence, truth, corr = results(-1.0 if config["method"]["name"] == "graddot" else 1.0)
-        influence.assign(method=config["method"]["name"]).to_csv(job / "influence.csv", index=False)
-        truth.to_csv(job / "ground_truth.csv", index=False)
-        corr.assign(method=config["method"]["name"]).to_csv(job / "correlations.csv", index=False)
+        influence.assign(method=config["method"]["name"]).to_csv(job / INFLUENCE.file, index=False)
+        truth.to_csv(job / TRUTH.file, index=False)
+        corr.assign(method=config["method"]["name"]).to_csv(job / CORRELATIONS.file, index=False)
         jobs.append(job)
     return jobs
 
@@ -95,10 +96,10 @@ def test_complete_sweep_becomes_table3_beside_the_paper(tmp_path, composer, caps
 
 def test_failed_missing_and_incomplete_jobs_are_listed_not_fatal(tmp_path, composer, capsys):
     jobs = make_sweep(tmp_path / "sweep", composer, "table3_cpu", TABLE3)
-    for name in ("influence.csv", "correlations.csv"):
+    for name in (INFLUENCE.file, CORRELATIONS.file):
         (jobs[1] / name).unlink()
     (jobs[1] / "FAILED").write_text("UntracError: testset winobias: something went wrong\n")
-    for name in ("influence.csv", "ground_truth.csv", "correlations.csv"):
+    for name in (INFLUENCE.file, TRUTH.file, CORRELATIONS.file):
         (jobs[2] / name).unlink()  # killed mid-run: no results, no FAILED
     for path in sorted(jobs[3].rglob("*"), reverse=True):
         path.unlink() if path.is_file() else path.rmdir()
@@ -118,21 +119,21 @@ def test_failed_missing_and_incomplete_jobs_are_listed_not_fatal(tmp_path, compo
 
 def test_unreadable_results_count_as_failed(tmp_path, composer, capsys):
     jobs = make_sweep(tmp_path / "sweep", composer, "table3_cpu", TABLE3)
-    (jobs[0] / "correlations.csv").write_text("")
-    (jobs[1] / "influence.csv").write_text("a,b\n1,2\n")
+    (jobs[0] / CORRELATIONS.file).write_text("")
+    (jobs[1] / INFLUENCE.file).write_text("a,b\n1,2\n")
     assert aggregate.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
     assert "2 ok, 2 failed" in printed
-    assert "correlations.csv is unreadable" in printed and "influence.csv lacks column(s)" in printed
+    assert f"{CORRELATIONS.file} is unreadable" in printed and f"{INFLUENCE.file} lacks column(s)" in printed
 
 
 def test_config_differing_in_an_unswept_key_is_refused_or_split(tmp_path, composer, capsys):
     jobs = make_sweep(tmp_path / "sweep", composer, "table3_cpu", TABLE3)
-    config = yaml.safe_load((jobs[2] / ".hydra" / "config.yaml").read_text())
+    config = yaml.safe_load((jobs[2] / CONFIG).read_text())
     preset_steps = config["train"]["steps"]  # the experiment file's value, whatever it is today
     assert preset_steps != 999
     config["train"]["steps"] = 999  # e.g. a job rerun after the experiment file changed
-    (jobs[2] / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (jobs[2] / CONFIG).write_text(yaml.safe_dump(config))
     out = tmp_path / "out"
 
     assert aggregate.main([str(tmp_path / "sweep"), "--out", str(out)]) == 3
@@ -190,19 +191,19 @@ def test_expansion_matches_the_basic_sweepers_rules(tmp_path):
     multirun = {"hydra": {"sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
                                       "params": {"method": "untrac,graddot", "seed": "range(0,2)"}},
                           "overrides": {"task": ["experiment=table3_cpu", "method=tracin,untrac", "+x=1"]}}}
-    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(multirun))
+    (tmp_path / MULTIRUN).write_text(yaml.safe_dump(multirun))
     expected, swept = sweeps.expected_jobs(tmp_path)
     assert swept == {"method", "seed"}
     assert expected == [[f"method={m}", f"seed={s}", "experiment=table3_cpu", "+x=1"]
                         for m in ("tracin", "untrac") for s in (0, 1)]
     multirun["hydra"]["sweeper"]["_target_"] = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
-    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(multirun))
+    (tmp_path / MULTIRUN).write_text(yaml.safe_dump(multirun))
     assert sweeps.expected_jobs(tmp_path) == (None, {"method", "seed"})  # another sweeper: jobs as found
 
 
 def test_prefill_sweeps_are_skipped_and_no_sweep_is_an_error(tmp_path, composer, capsys):
     (tmp_path / "prefill").mkdir()
-    (tmp_path / "prefill" / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"job": {"name": "prefill"}}}))
+    (tmp_path / "prefill" / MULTIRUN).write_text(yaml.safe_dump({"hydra": {"job": {"name": "prefill"}}}))
     assert sweeps.find_sweeps([tmp_path]) == []
     assert aggregate.main([str(tmp_path)]) == 1
     assert "no sweep" in capsys.readouterr().err
