@@ -45,6 +45,8 @@ TRUTH_SEEDS = Table("ground_truth_seeds.csv", ("run", "seed", "train_dataset", "
 CORRELATIONS = Table("correlations.csv", ("method", "run", "test_subset", "pearson", "spearman",
                                           "n_train_datasets", "finite"))
 EXAMPLES = Table("examples.csv", ("method", "run", "train_dataset", "example", "test_subset", "score", "text"))
+# What a method's score returns: influence.csv's columns but those the pipeline adds (method, run).
+SCORE_COLUMNS = [c for c in INFLUENCE.columns if c not in ("method", "run")]
 RESULTS = (INFLUENCE, TRUTH, CORRELATIONS)  # every finished run has these (a sweep's job is ok with them)
 
 SUMMARY = "summary.md"

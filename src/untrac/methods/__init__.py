@@ -1,7 +1,7 @@
 """Attribution methods: each turns θ0 and the data into influence rows (DESIGN §2, §6).
 
-A method is a function ``score(inputs: ScoreInputs) -> pd.DataFrame`` with columns
-``train_dataset, test_subset, step, is_final, influence`` in the shared sign convention:
+A method is a function ``score(inputs: ScoreInputs) -> pd.DataFrame`` with columns ``COLUMNS``
+(``train_dataset, test_subset, step, is_final, influence``, record.SCORE_COLUMNS) in the shared sign convention:
 influence = test loss after removing/unlearning Z − before; positive means Z helped on Z'.
 """
 
@@ -15,8 +15,9 @@ import torch
 
 from untrac.config import MethodConfig, OptimConfig, UnlearnConfig
 from untrac.models import Arch
+from untrac.record import SCORE_COLUMNS
 
-COLUMNS = ["train_dataset", "test_subset", "step", "is_final", "influence"]
+COLUMNS = SCORE_COLUMNS  # the output contract: untrac.record
 
 
 @dataclass
