@@ -132,3 +132,10 @@ def test_the_readme_documents_the_contract():
     for table in (record.INFLUENCE, record.TRUTH, record.TRUTH_SEEDS, record.CORRELATIONS, record.EXAMPLES):
         documented = re.findall(rf"`{re.escape(table.file)}`\s*(?:\|\s*)?:?\s*`([^`]+)`", readme)
         assert ", ".join(table.columns) in documented, table.file
+
+
+def test_a_run_written_before_the_derived_correlation_columns_still_reads(tmp_path, composed):
+    write(tmp_path, composed)
+    path = tmp_path / record.CORRELATIONS.file
+    pd.read_csv(path).drop(columns=["n_train_datasets", "finite"]).to_csv(path, index=False)
+    assert list(RunRecord.load(tmp_path).correlations.columns) == list(record.CORRELATIONS.required)

@@ -42,8 +42,9 @@ TRUTH = Table("ground_truth.csv", ("run", "train_dataset", "test_subset", "influ
               optional=("se", "seeds"))
 TRUTH_SEEDS = Table("ground_truth_seeds.csv", ("run", "seed", "train_dataset", "test_subset", "influence",
                                                "loss_full", "loss_removed"), optional=("loss_full", "loss_removed"))
+# n_train_datasets and finite (added later) are derived; runs written before them still read.
 CORRELATIONS = Table("correlations.csv", ("method", "run", "test_subset", "pearson", "spearman",
-                                          "n_train_datasets", "finite"))
+                                          "n_train_datasets", "finite"), optional=("n_train_datasets", "finite"))
 EXAMPLES = Table("examples.csv", ("method", "run", "train_dataset", "example", "test_subset", "score", "text"))
 # What a method's score returns: influence.csv's columns but those the pipeline adds (method, run).
 SCORE_COLUMNS = [c for c in INFLUENCE.columns if c not in ("method", "run")]
