@@ -207,3 +207,14 @@ def test_prefill_sweeps_are_skipped_and_no_sweep_is_an_error(tmp_path, composer,
     assert sweeps.find_sweeps([tmp_path]) == []
     assert aggregate.main([str(tmp_path)]) == 1
     assert "no sweep" in capsys.readouterr().err
+
+
+def test_fig4_reads_the_corpus_sizes_from_the_jobs_typed_config(tmp_path, composer):
+    make_sweep(tmp_path / "sweep", composer, "fig4_cpu", {"data.sizes": "different", "testset": "toxigen",
+                                                         "method": "graddot",
+                                                         "groundtruth.mode": "all_examples,fixed_steps"})
+    assert aggregate.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "figures" / "fig4.png").is_file()
+    plotted = pd.read_csv(tmp_path / "out" / "tables" / "fig4.csv")
+    assert len(plotted) and plotted.notna().all().all()
+    assert plotted.blocks.nunique() > 1  # data.sizes=different, read from the typed config
