@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from untrac.paper import targets
+from untrac.record import CORRELATIONS, INFLUENCE
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["data.n_per_dataset=8", "train.steps=4", "train.batch_size=4", "train.checkpoint_every=2", "runs=1",
@@ -83,7 +84,7 @@ def test_submitit_local_prefill_fills_the_cache_and_the_scoring_sweep_reuses_it(
     _run(["-m", "untrac.run", "-m", "method=tracin,untrac", *common, f"hydra.sweep.dir={sweep}"], tmp_path)
     for num in (0, 1):
         job = sweep / str(num)
-        assert (job / "influence.csv").is_file() and (job / "correlations.csv").is_file()
+        assert (job / INFLUENCE.file).is_file() and (job / CORRELATIONS.file).is_file()
         log = (job / "run.log").read_text()
         assert "reused from cache" in log and "not in cache" not in log
     assert len(list((cache / "models").glob("*/manifest.json"))) == 5  # nothing retrained

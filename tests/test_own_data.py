@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
+from untrac.record import EXAMPLES, SUMMARY, RunRecord
+
 REPO = Path(__file__).resolve().parents[1]
 TOPICS = {"news": "Today the {} council voted", "code": "def f{}(): return", "questions": "What is {} plus one"}
 
@@ -58,16 +60,18 @@ def test_readme_own_model_and_data_commands(tmp_path):
                               timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         (out,) = [p for p in (tmp_path / "outputs" / "runs").glob(f"*/*_{method}")]
-        influence = pd.read_csv(out / "influence.csv")
+        run = RunRecord.load(out)  # the run reads back whole: typed config, frames, metrics
+        assert run.config.method.name == method and run.truth.empty
+        influence = run.influence
         final = influence[influence.is_final].set_index("train_dataset").influence
         assert set(final.index) == {"news", "code"} and final.notna().all()
-        summary = (out / "summary.md").read_text()
+        summary = (out / SUMMARY).read_text()
         assert "ranked by influence" in summary and "No correlations: groundtruth.mode=none" in summary
         first = final.idxmax()  # the ranking puts the higher influence first
         assert re.search(rf"\| {method}\s*\| questions\s*\| {first} \(", summary)
-        assert pd.read_csv(out / "correlations.csv").empty
-        examples = pd.read_csv(out / "examples.csv")
-        assert list(examples.columns) == ["method", "run", "train_dataset", "example", "test_subset", "score", "text"]
+        assert run.correlations.empty
+        examples = run.examples
+        assert list(examples.columns) == list(EXAMPLES.columns)
         assert len(examples) == 5 and examples.score.is_monotonic_decreasing
         # same sign as influence.csv: a dataset's influence is its examples' mean, so the best example scores at least it
         assert examples.score.iloc[0] >= final.max() - 1e-9

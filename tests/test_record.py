@@ -139,3 +139,15 @@ def test_a_run_written_before_the_derived_correlation_columns_still_reads(tmp_pa
     path = tmp_path / record.CORRELATIONS.file
     pd.read_csv(path).drop(columns=["n_train_datasets", "finite"]).to_csv(path, index=False)
     assert list(RunRecord.load(tmp_path).correlations.columns) == list(record.CORRELATIONS.required)
+
+
+def test_a_run_without_ground_truth_reads_back_empty_truth_and_correlations(tmp_path, composed):
+    """groundtruth.mode=none writes header-only ground_truth.csv and correlations.csv."""
+    f = frames()
+    (tmp_path / record.CONFIG).parent.mkdir(parents=True)
+    OmegaConf.save(composed, tmp_path / record.CONFIG)
+    write_run(tmp_path, f["influence"], record.TRUTH.empty(), {}, {}, "demo")
+    rec = RunRecord.load(tmp_path)
+    assert rec.truth.empty and list(rec.truth.columns) == list(record.TRUTH.columns)
+    assert rec.correlations.empty and "no_correlations" in rec.metrics
+    pd.testing.assert_frame_equal(rec.influence, f["influence"])
