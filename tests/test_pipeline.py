@@ -9,7 +9,7 @@ from untrac.cache import make_key
 from untrac.config import (Config, DataConfig, GroundTruthConfig, MethodConfig, ModelConfig, OptimConfig,
                            RankConfig, TrainConfig, UnlearnConfig)
 import untrac.methods
-from untrac.methods import Method, Needs, final_rows, register, registry
+from untrac.methods import Method, Needs, PoolConfig, final_rows, register, registry
 from untrac.errors import UntracError
 from untrac.pipeline import Experiment, run_experiment
 
@@ -140,7 +140,8 @@ def test_batch_size_is_checked_against_the_pools_that_are_trained(tmp_path):
                           groundtruth=GroundTruthConfig(mode="none")))
 
 
-@pytest.mark.parametrize("needs", [Needs(), Needs(checkpoints=True), Needs(unlearning=True, examples=True)])
+@pytest.mark.parametrize("needs", [Needs(), Needs(checkpoints=True), Needs(unlearning=True, examples=True),
+                                   Needs(pool=True)])
 def test_the_context_carries_what_the_method_declared(tmp_path, monkeypatch, needs):
     """A toy plugin (registered here, nothing else edited) gets exactly what its Needs ask for."""
     seen = []
@@ -150,14 +151,16 @@ def test_the_context_carries_what_the_method_declared(tmp_path, monkeypatch, nee
         return final_rows({(z, s): 0.0 for z in context.train for s in context.test})
 
     monkeypatch.setattr(untrac.methods, "_REGISTRY", dict(registry()))
-    register(Method("toy", MethodConfig, score, needs))
-    cfg = Config(**{**TINY, "method": MethodConfig(name="toy"),
+    config = PoolConfig(name="toy", hessian_examples=8) if needs.pool else MethodConfig(name="toy")
+    register(Method("toy", type(config), score, needs))
+    cfg = Config(**{**TINY, "method": config,
                     "train": TrainConfig(steps=4, batch_size=4, checkpoint_every=2)},
                  cache_dir=str(tmp_path), groundtruth=GroundTruthConfig(mode="none"), rank=RankConfig(top_k=2))
     results = run_experiment(cfg)
     (context,) = seen
-    assert set(results.influence.method) == {"toy"} and context.method == MethodConfig(name="toy")
+    assert set(results.influence.method) == {"toy"} and context.method == config
     assert [c.step for c in context.checkpoints] == ([2, 4] if needs.checkpoints else [])
     assert (context.optim, context.unlearn) == ((cfg.optim, cfg.unlearn) if needs.unlearning else (None, None))
     assert (context.store is not None) == needs.unlearning
-    assert context.examples == ([] if needs.examples else None) and context.hessian_pool is None
+    assert context.examples == ([] if needs.examples else None)
+    assert (len(context.hessian_pool) if needs.pool else context.hessian_pool) == (8 if needs.pool else None)
