@@ -33,7 +33,7 @@ import torch
 
 from untrac.config import Config, MethodConfig, ModelConfig, OptimConfig, UnlearnConfig
 from untrac.data.prepare import load_task
-from untrac.methods import ScoreInputs
+from untrac.methods import Context
 from untrac.methods.untrac import score_untrac
 from untrac.models import build_model, load_tokenizer
 from untrac.parallel import available_cores
@@ -88,7 +88,7 @@ def compare(reps: int, max_steps: int, eval_every: int, peer_threads: list[int])
     task = load_task(Config().data, Config().testset, tokenizer, arch, Path(tempfile.gettempdir()))
     steps = min(max_steps, len(task.train["dataset1"]))
     schedule = UnlearnConfig(batch_size=1, epochs=1, eval_every=eval_every, max_steps=steps)
-    inputs = ScoreInputs(theta0=theta0, arch=arch, device=torch.device("cpu"), train=task.train, test=task.test,
+    inputs = Context(theta0=theta0, arch=arch, device=torch.device("cpu"), train=task.train, test=task.test,
                          method=MethodConfig(), optim=OptimConfig(), unlearn=schedule, seed=0)
     n_sets = len(task.train)
 

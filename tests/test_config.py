@@ -4,10 +4,12 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from untrac.config import Config, OptimConfig, TrainConfig, UnlearnConfig, register_configs
 from untrac.errors import UntracError
+from untrac.methods import registry
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -26,7 +28,7 @@ def test_default_is_the_embedded_job():
 
 @pytest.mark.parametrize("group,options", [
     ("model", ["t5_tiny", "opt_tiny", "t5xl", "opt125m", ["local", "model.name_or_path=/ckpt"]]),
-    ("method", ["untrac", "untrac_inv", "graddot", "gradcos", "tracin", "hif_lissa", "hif_arnoldi", "ekfac"]),
+    ("method", sorted(registry())),
     ("optim", ["sgd", "sgd_momentum", "rmsprop", "adam", "adafactor"]),
 ])
 def test_every_group_option_composes(group, options):
@@ -121,10 +123,36 @@ def test_own_files_and_checkpoint_compose_from_the_command_line():
 
 
 def test_given_model_cannot_be_trained_for_epochs_and_ekfac_needs_damping():
-    from untrac.config import GroundTruthConfig, MethodConfig
+    from untrac.config import GroundTruthConfig
 
     with pytest.raises(UntracError, match="train.steps=0 .* groundtruth.mode=all_examples"):
         Config(train=TrainConfig(steps=0), groundtruth=GroundTruthConfig(mode="all_examples"))
     Config(train=TrainConfig(steps=0), groundtruth=GroundTruthConfig(mode="none"))  # the everyday use
     with pytest.raises(UntracError, match=r"method\.damping must be > 0 for ekfac"):
-        MethodConfig(name="ekfac", damping=0.0)
+        registry()["ekfac"].config(name="ekfac", damping=0.0)
+
+
+def test_method_options_and_the_registry_match():
+    """Adding a method = its module + conf/method/<name>.yaml: every option composes to a registered
+    method, every registered method has its option, and nothing else lists the names."""
+    options = {path.stem: load(f"method={path.stem}").method for path in sorted((CONF / "method").glob("*.yaml"))}
+    assert all(cfg.name in registry() and isinstance(cfg, registry()[cfg.name].config) for cfg in options.values())
+    assert set(registry()) <= set(options)
+    assert options["hif_arnoldi_pile8"].name == "hif_arnoldi"  # a preset of a method (paper §5.2: n=200, p=100)
+    assert (options["hif_arnoldi_pile8"].arnoldi_iterations, options["hif_arnoldi_pile8"].arnoldi_topk) == (200, 100)
+
+
+def test_a_key_of_another_method_is_rejected():
+    with pytest.raises(ConfigCompositionException, match=r"method\.lissa_iterations"):
+        load("method=graddot", "method.lissa_iterations=3")
+    appended = load("method=hif_lissa", "+method.fisher=empirical").method  # `+` gets past the schema,
+    with pytest.raises(UntracError, match=r"method\.fisher is not a setting of method=hif_lissa"):
+        registry()["hif_lissa"].settings(appended)  # not past the pipeline, before any training
+    assert load("method=hif_lissa", "method.lissa_iterations=3").method.lissa_iterations == 3
+
+
+def test_method_yaml_holds_only_what_differs_from_its_schema():
+    for path in sorted((CONF / "method").glob("*.yaml")):
+        values = OmegaConf.to_container(OmegaConf.load(path)).get("method", {})
+        schema = registry()[load(f"method={path.stem}").method.name].config()
+        assert all(getattr(schema, key) != value for key, value in values.items()), path.name

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from untrac.cache import make_key
-from untrac.config import (METHODS, Config, DataConfig, GroundTruthConfig, MethodConfig, ModelConfig, OptimConfig,
+from untrac.config import (Config, DataConfig, GroundTruthConfig, MethodConfig, ModelConfig, OptimConfig,
                            RankConfig, TrainConfig, UnlearnConfig)
-from untrac.methods import EXAMPLE_METHODS
+import untrac.methods
+from untrac.methods import Method, Needs, PoolConfig, final_rows, register, registry
 from untrac.errors import UntracError
 from untrac.pipeline import Experiment, run_experiment
 
@@ -115,16 +116,17 @@ def test_groundtruth_none_trains_only_theta0_and_shares_its_key(tmp_path, monkey
     assert len(top) == 3 and top.score.is_monotonic_decreasing and top.text.str.len().gt(0).all()
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", registry())
 def test_groundtruth_none_works_with_every_method(tmp_path, method):
-    extra = {"hessian_examples": 8} if method.startswith("hif") or method == "ekfac" else {}
-    cfg = Config(**{**TINY, "method": MethodConfig(name=method, **extra),
+    plugin = registry()[method]
+    extra = {"hessian_examples": 8} if plugin.needs.pool else {}
+    cfg = Config(**{**TINY, "method": plugin.config(name=method, **extra),
                     "train": TrainConfig(steps=4, batch_size=4, checkpoint_every=2)},
                  cache_dir=str(tmp_path), groundtruth=GroundTruthConfig(mode="none"), rank=RankConfig(top_k=2))
     results = run_experiment(cfg)
     final = results.influence[results.influence.is_final]
     assert len(final) == 4 and final.influence.notna().all() and results.truth.empty
-    assert len(results.examples) == (2 if method in EXAMPLE_METHODS else 0)
+    assert len(results.examples) == (2 if plugin.needs.examples else 0)
 
 
 def test_batch_size_is_checked_against_the_pools_that_are_trained(tmp_path):
@@ -136,3 +138,29 @@ def test_batch_size_is_checked_against_the_pools_that_are_trained(tmp_path):
     with pytest.raises(UntracError, match="larger than the training set \\(32 examples\\)"):
         Experiment(Config(**{**TINY, "train": TrainConfig(steps=4, batch_size=33)}, cache_dir=str(tmp_path),
                           groundtruth=GroundTruthConfig(mode="none")))
+
+
+@pytest.mark.parametrize("needs", [Needs(), Needs(checkpoints=True), Needs(unlearning=True, examples=True),
+                                   Needs(pool=True)])
+def test_the_context_carries_what_the_method_declared(tmp_path, monkeypatch, needs):
+    """A toy plugin (registered here, nothing else edited) gets exactly what its Needs ask for."""
+    seen = []
+
+    def score(context):
+        seen.append(context)
+        return final_rows({(z, s): 0.0 for z in context.train for s in context.test})
+
+    monkeypatch.setattr(untrac.methods, "_REGISTRY", dict(registry()))
+    config = PoolConfig(name="toy", hessian_examples=8) if needs.pool else MethodConfig(name="toy")
+    register(Method("toy", type(config), score, needs))
+    cfg = Config(**{**TINY, "method": config,
+                    "train": TrainConfig(steps=4, batch_size=4, checkpoint_every=2)},
+                 cache_dir=str(tmp_path), groundtruth=GroundTruthConfig(mode="none"), rank=RankConfig(top_k=2))
+    results = run_experiment(cfg)
+    (context,) = seen
+    assert set(results.influence.method) == {"toy"} and context.method == config
+    assert [c.step for c in context.checkpoints] == ([2, 4] if needs.checkpoints else [])
+    assert (context.optim, context.unlearn) == ((cfg.optim, cfg.unlearn) if needs.unlearning else (None, None))
+    assert (context.store is not None) == needs.unlearning
+    assert context.examples == ([] if needs.examples else None)
+    assert (len(context.hessian_pool) if needs.pool else context.hessian_pool) == (8 if needs.pool else None)

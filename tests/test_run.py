@@ -33,6 +33,7 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
 @pytest.mark.parametrize("args,culprit", [
     (["method=nosuch"], "method/nosuch"),
     (["optim.lrr=1e-4"], "lrr"),
+    (["method=graddot", "method.lissa_iterations=3"], "method.lissa_iterations"),  # another method's key
     (["runs=abc"], "runs"),
     (["optim.lr=0"], "optim.lr"),
     (["optim.lr=-1"], "optim.lr"),

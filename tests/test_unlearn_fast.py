@@ -14,7 +14,7 @@ from untrac.config import MethodConfig, ModelConfig, OptimConfig, UnlearnConfig
 from untrac.data.collate import encode_pairs
 from untrac.data.synthetic import generate
 from untrac.losses import dataset_loss
-from untrac.methods import ScoreInputs
+from untrac.methods import Context
 from untrac.methods.untrac import loss_changes, score_untrac, score_untrac_inv
 from untrac.models import build_model, load_tokenizer
 from untrac.pieces import PieceStore
@@ -41,13 +41,13 @@ def setup():
     train = {z: encode_pairs(tok, pairs[:N], arch) for z, pairs in list(data.train.items())[:3]}
     test = {"early": encode_pairs(tok, data.test["test"][:N], arch),
             "late": encode_pairs(tok, data.test["test"][N:2 * N], arch)}
-    inputs = ScoreInputs(theta0=model.double().eval(), arch=arch, device=CPU, train=train, test=test,
+    inputs = Context(theta0=model.double().eval(), arch=arch, device=CPU, train=train, test=test,
                          method=MethodConfig(), optim=OptimConfig(), unlearn=UnlearnConfig(eval_every=2, workers="1"),
                          seed=0)
     return inputs
 
 
-def reference(inputs: ScoreInputs, forget_sets: dict, eval_sets: dict) -> dict:
+def reference(inputs: Context, forget_sets: dict, eval_sets: dict) -> dict:
     """The straightforward loop: a fresh θ0 per set, ``unlearn`` on the datasets themselves."""
     out = {}
     for name, forget in forget_sets.items():

@@ -3,7 +3,8 @@
 Each dataclass is registered in Hydra's ConfigStore so that a misspelled key or a wrong type is
 rejected while composing; ``__post_init__`` adds the checks a type cannot express (lr > 0, ...)
 and runs when ``run.py`` turns the composed config into these objects.
-Nothing here imports torch, so the config can be checked before anything heavy loads.
+Nothing here imports torch, so the config can be checked before anything heavy loads (``register_configs``
+imports the method plugins, whose schemas live beside them).
 """
 
 from dataclasses import dataclass, field
@@ -16,7 +17,6 @@ UNLEARN_OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam", "adafactor")
 TRAIN_OPTIMIZERS = ("adamw", "adam", "adafactor", "sgd")
 # Run r's k-th ground-truth seed is its base seed + k·stride (untrac.groundtruth.truth_seeds).
 GROUNDTRUTH_SEED_STRIDE = 1000
-METHODS = ("untrac", "untrac_inv", "graddot", "gradcos", "tracin", "hif_lissa", "hif_arnoldi", "ekfac")
 
 
 def _check(ok: bool, message: str) -> None:
@@ -230,40 +230,12 @@ class UnlearnConfig:
 
 @dataclass
 class MethodConfig:
-    """Which attribution method scores the training datasets, and its knobs (DESIGN §2)."""
+    """What every attribution method's config has: its name. Each method's own settings live in its
+    subclass, defined beside it (``untrac.methods.*``) and registered by ``register_configs``, so a
+    key of another method (``method=graddot method.lissa_iterations=3``) is rejected while composing.
+    ``Config()`` built in Python holds this bare base, read as the named method's defaults."""
 
     name: str = "untrac"
-    variant: str = "default"  # gradcos: default (per-example) | summed; hif_*: default | authors
-    per_example_batch: int = 16
-    hessian_examples: int = 256
-    normalize_train: bool = True
-    damping: float = 0.01
-    lissa_iterations: int = 10
-    lissa_scale: Any = "auto"  # "auto" (1.1·(λ_max + damping), λ_max by Lanczos) or a number > 0
-    lanczos_iterations: int = 20  # most Lanczos steps of the λ_max estimate (HIF LiSSA)
-    hessian_batch_size: int = 16
-    arnoldi_iterations: int = 25
-    arnoldi_topk: int = 25
-    fisher: str = "sampled"  # ekfac: sampled (labels drawn from the model: the GGN) | empirical (true labels)
-
-    def __post_init__(self) -> None:
-        _one_of(self.name, METHODS, "method")
-        for key in ("per_example_batch", "hessian_examples", "lissa_iterations", "lanczos_iterations",
-                    "hessian_batch_size", "arnoldi_iterations", "arnoldi_topk"):
-            _positive(getattr(self, key), f"method.{key}")
-        if self.lissa_scale != "auto":
-            number = isinstance(self.lissa_scale, (int, float)) and not isinstance(self.lissa_scale, bool)
-            _check(number and self.lissa_scale > 0,
-                   f"method.lissa_scale must be 'auto' or a number > 0, got {self.lissa_scale!r}")
-        if self.name.startswith("hif_"):
-            _one_of(self.variant, ("default", "authors"), "method.variant")
-        _check(self.damping >= 0, f"method.damping must be >= 0, got {self.damping}")
-        _one_of(self.fisher, ("sampled", "empirical"), "method.fisher")
-        _check(not (self.name.startswith("hif_") or self.name == "ekfac") or self.variant == "authors"
-               or self.damping > 0,
-               f"method.damping must be > 0 for {self.name} (G + damping·I must be positive definite)")
-        _check(self.arnoldi_topk <= self.arnoldi_iterations,
-               "method.arnoldi_topk must not exceed method.arnoldi_iterations")
 
 
 @dataclass
@@ -362,4 +334,10 @@ def register_configs() -> None:
     # the command line (data.train='{news: a.jsonl}'); unlock just these {name: value} maps.
     for path in ("data.custom_sizes", "data.train", "testset.subsets"):
         OmegaConf.set_struct(OmegaConf.select(node, path), False)
-    ConfigStore.instance().store(name="base_config", node=node)
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=node)
+    # One schema node per method; conf/method/<name>.yaml extends it (defaults: /method_schema/<name>@method).
+    from untrac.methods import registry
+
+    for name, method in registry().items():
+        store.store(group="method_schema", name=name, node=method.config(name=name))

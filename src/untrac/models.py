@@ -223,3 +223,37 @@ def autocast(device: torch.device, dtype: str):
     """bf16 autocast on CUDA when asked; a no-op context on the CPU (fp32 there)."""
     enabled = device.type == "cuda" and dtype == "bfloat16"
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+class PerExampleLinear(torch.nn.Module):
+    """``linear`` applied to a [batch, tokens, d] view of a flattened [batch·tokens, d] input.
+
+    OPT's decoder layers flatten (batch, tokens) before ``fc1``/``fc2``; kronfluence would then take
+    every token for an example (and fail to add those layers' scores to the others'). Same function,
+    per-example rows restored; ``batch`` is set by a pre-hook on the enclosing layer.
+    """
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.linear, self.batch = linear, 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.view(self.batch, -1, x.shape[-1])).reshape(-1, self.linear.out_features)
+
+
+def unflatten_opt_mlp(model: torch.nn.Module) -> None:
+    """Wrap every OPT decoder layer's fc1/fc2 in ``PerExampleLinear`` (in place; no-op for other models)."""
+    from transformers.models.opt.modeling_opt import OPTDecoderLayer
+
+    for layer in [m for m in model.modules() if isinstance(m, OPTDecoderLayer)]:
+        wrapped = []
+        for name in ("fc1", "fc2"):
+            wrapped.append(PerExampleLinear(getattr(layer, name)))
+            setattr(layer, name, wrapped[-1])
+
+        def set_batch(module, args, kwargs, wrapped=wrapped):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            for w in wrapped:
+                w.batch = hidden.shape[0]
+
+        layer.register_forward_pre_hook(set_batch, with_kwargs=True)

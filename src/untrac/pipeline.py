@@ -27,7 +27,7 @@ from untrac.data.prepare import data_key, load_task, sample
 from untrac.errors import UntracError
 from untrac.groundtruth import GroundTruth, mean_over_seeds, subset_losses, truth_seeds
 from untrac.lora import target_modules
-from untrac.methods import EXAMPLE_METHODS, NEEDS_CHECKPOINTS, NEEDS_HESSIAN_POOL, Checkpoint, ScoreInputs, registry
+from untrac.methods import Checkpoint, Context, Method, get, registry
 from untrac.models import build_model, load_tokenizer, model_arch, model_key, resolve_device
 from untrac.pieces import PieceStore
 from untrac.record import EXAMPLES, INFLUENCE, TRUTH
@@ -200,24 +200,36 @@ class Experiment:
                              self.cfg.model.dtype)
 
     # -- scoring -----------------------------------------------------------------------------
+    @property
+    def method(self) -> Method:
+        return get(self.cfg.method.name)
+
+    def context(self, theta0, train_seed: int, sample_seed: int, scored: dict) -> Context:
+        """What the method declared it needs (``Method.needs``), and nothing it did not."""
+        cfg, method = self.cfg, self.method
+        settings, needs = method.settings(cfg.method), method.needs
+        context = Context(theta0=theta0, arch=self.arch, device=self.device, train=scored, test=self.task.test,
+                          method=settings, seed=sample_seed, dtype=cfg.model.dtype, counters=self.results.counters)
+        if needs.unlearning:
+            context.optim, context.unlearn = cfg.optim, cfg.unlearn
+            context.store = PieceStore(self.cache, {"theta0": make_key(self.model_fields(train_seed, None))})
+        if needs.pool:
+            context.hessian_pool = sample(datasets.concatenate_datasets(list(self.task.train.values())),
+                                          settings.hessian_examples, sample_seed)
+        if needs.checkpoints:
+            context.checkpoints = self.checkpoints(train_seed)
+        if needs.examples and cfg.rank.top_k:
+            context.examples = []
+        return context
+
     def score(self, theta0, train_seed: int, sample_seed: int, run: int = 0) -> pd.DataFrame:
         cfg = self.cfg
-        name = cfg.method.name
         scored = {z: sample(ds, cfg.score.samples_per_dataset, sample_seed + i)
                   for i, (z, ds) in enumerate(self.task.train.items())}
-        pool = None
-        if name in NEEDS_HESSIAN_POOL:
-            pool = sample(datasets.concatenate_datasets(list(self.task.train.values())),
-                          cfg.method.hessian_examples, sample_seed)
-        inputs = ScoreInputs(theta0=theta0, arch=self.arch, device=self.device, train=scored, test=self.task.test,
-                             method=cfg.method, optim=cfg.optim, unlearn=cfg.unlearn, seed=sample_seed,
-                             dtype=cfg.model.dtype, hessian_pool=pool,
-                             checkpoints=self.checkpoints(train_seed) if name in NEEDS_CHECKPOINTS else [],
-                             counters=self.results.counters, examples=[] if cfg.rank.top_k else None,
-                             store=PieceStore(self.cache, {"theta0": make_key(self.model_fields(train_seed, None))}))
-        influence = registry()[name](inputs)
-        if inputs.examples:
-            self._keep_examples(pd.concat(inputs.examples, ignore_index=True), scored, run)
+        context = self.context(theta0, train_seed, sample_seed, scored)
+        influence = self.method.score(context)
+        if context.examples:
+            self._keep_examples(pd.concat(context.examples, ignore_index=True), scored, run)
         return influence
 
     def _keep_examples(self, scores: pd.DataFrame, scored: dict, run: int) -> None:
@@ -230,12 +242,13 @@ class Experiment:
         cfg = self.cfg
         train_seed = truth_seeds(cfg, run)[0]  # seed + run, or seed when runs only resample (runs_vary)
         sample_seed = cfg.seed + run
-        theta0 = self.trained(train_seed, checkpoints=cfg.method.name in NEEDS_CHECKPOINTS)
-        if cfg.unlearn.params == "lora" and cfg.method.name in ("untrac", "untrac_inv"):
+        needs = self.method.settings(cfg.method) and self.method.needs  # a config of the wrong type fails first
+        theta0 = self.trained(train_seed, checkpoints=needs.checkpoints)
+        if cfg.unlearn.params == "lora" and needs.unlearning:
             target_modules(theta0, cfg.unlearn.lora)  # a LoRA target that matches nothing fails before the ground truth
-        if cfg.rank.top_k and cfg.method.name not in EXAMPLE_METHODS and run == 0:
+        if cfg.rank.top_k and not needs.examples and run == 0:
             log.warning("rank.top_k: method=%s scores whole datasets only; per-example scores come from %s",
-                        cfg.method.name, ", ".join(EXAMPLE_METHODS))
+                        cfg.method.name, ", ".join(n for n, m in registry().items() if m.needs.examples))
         truth = cfg.groundtruth.mode != "none"  # none: no leave-dataset-out models, influences (rankings) only
         if truth:
             with timed(self.results.seconds, "groundtruth_total"):

@@ -7,6 +7,7 @@ finished models stay in the cache, so rerunning after a fix resumes.
 
 import logging
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -22,6 +23,8 @@ def _one_line(err: BaseException) -> str:
     cause = err.__cause__
     parts = [str(err)] + ([str(cause)] if cause and not isinstance(err, UntracError) and str(cause) not in str(err) else [])
     text = " ".join(" ".join(parts).split())
+    # Hydra's hint for an unknown key ("To append to your config use +k=v") would lead past the schema.
+    text = re.sub(r" To append to your config use \S+", "", text)
     # Hydra appends where it searched; the option list before it is what the user needs.
     return text.split(" Config search path:")[0].strip()
 

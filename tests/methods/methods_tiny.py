@@ -7,18 +7,24 @@ The models are real HF T5 / OPT with d_model 8 and one layer; ``freeze`` leaves 
 hundred parameters trainable so an explicit Hessian is cheap. Data: a few synthetic examples.
 """
 
+from pathlib import Path
+
 import datasets
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.func import functional_call
 
-from untrac.config import MethodConfig, ModelConfig, OptimConfig, UnlearnConfig
+from untrac.config import ModelConfig, OptimConfig, UnlearnConfig, register_configs
 from untrac.data.collate import collate, encode_pairs
 from untrac.data.synthetic import generate
 from untrac.losses import example_losses
-from untrac.methods import ScoreInputs
+from untrac.methods import Context, get
 from untrac.models import build_model, load_tokenizer
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 # 136 parameters: cross-attention value/output (they read the encoder) and the decoder's final norm.
 # Chosen because their Hessian has distinct eigenvalues (no null space), so a single Arnoldi start
@@ -63,11 +69,21 @@ def task(tokenizer, arch, n: int = N_EXAMPLES, seed: int = 0):
     return train, test
 
 
-def make_inputs(model, arch, train, test, pool=None, checkpoints=(), **method) -> ScoreInputs:
-    return ScoreInputs(theta0=model, arch=arch, device=torch.device("cpu"), train=train, test=test,
-                       method=MethodConfig(name=method.pop("name", "graddot"), **method), optim=OptimConfig(),
-                       unlearn=UnlearnConfig(), seed=0, hessian_pool=pool, checkpoints=list(checkpoints),
-                       counters={})
+def make_inputs(model, arch, train, test, pool=None, checkpoints=(), **method) -> Context:
+    name = method.pop("name", "graddot")
+    return Context(theta0=model, arch=arch, device=torch.device("cpu"), train=train, test=test,
+                   method=get(name).config(name=name, **method), optim=OptimConfig(),
+                   unlearn=UnlearnConfig(), seed=0, hessian_pool=pool, checkpoints=list(checkpoints),
+                   counters={})
+
+
+def shipped(name: str, **change) -> dict:
+    """The method's keys exactly as ``method=<name>`` composes them (its schema's defaults and
+    conf/method/<name>.yaml), plus ``change``."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        composed = compose("config", overrides=[f"method={name}"])
+    return {**OmegaConf.to_container(composed.method), **change}
 
 
 # -- brute-force references, computed with nothing but plain autograd -------------------------------

@@ -30,8 +30,7 @@ from types import SimpleNamespace
 import datasets
 import pytest
 import torch
-from methods_tiny import example_grads, freeze, make_inputs, one_thread, task, tiny  # noqa: F401
-from omegaconf import OmegaConf
+from methods_tiny import example_grads, freeze, make_inputs, one_thread, shipped, task, tiny  # noqa: F401
 from torch.func import functional_call, jacrev
 
 from untrac.data.collate import IGNORE, collate
@@ -42,7 +41,6 @@ ekfac = pytest.importorskip("untrac.methods.ekfac")
 if ekfac.Analyzer is None:
     pytest.skip("kronfluence is not installed (pip install 'untrac[ekfac]')", allow_module_level=True)
 
-SHIPPED = OmegaConf.to_container(OmegaConf.load(ekfac.__file__.rsplit("/src/", 1)[0] + "/conf/method/ekfac.yaml"))
 ARCH = Arch(kind="causal", pad_id=0, eos_id=0, max_length=8)
 V = 5
 
@@ -109,8 +107,8 @@ def explicit_scores(model, train, test, curvature, damping, normalize):
 
 
 def method(**overrides):
-    """The shipped ``conf/method/ekfac.yaml`` values, with ``overrides``."""
-    return {**SHIPPED["method"], **overrides}
+    """The shipped ``method=ekfac`` values (schema defaults and conf/method/ekfac.yaml), with ``overrides``."""
+    return shipped("ekfac", **overrides)
 
 
 def max_relative_error(frame, expected):
@@ -239,5 +237,5 @@ def test_method_ekfac_runs_in_the_pipeline(tmp_path):
     assert set(influence.train_dataset) == {"dataset1", "dataset2", "dataset3", "dataset4"}
     assert influence.influence.notna().all() and (influence.influence != 0).all()
     counters = json.loads((tmp_path / "run" / "metrics.json").read_text())["counters"]
-    assert counters["ekfac_modules"] > 0 and counters["ekfac_damping"] == SHIPPED["method"]["damping"]
+    assert counters["ekfac_modules"] > 0 and counters["ekfac_damping"] == method()["damping"]
     assert not (REPO / "influence_results").exists()  # kronfluence's default output folder: not used

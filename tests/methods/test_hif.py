@@ -1,30 +1,21 @@
 """HIF (paper Eq. 8): the Gauss–Newton operator, LiSSA and Arnoldi at the SHIPPED defaults, against
 dense float64 linear algebra built independently (``explicit_ggn``: jacrev + the softmax Hessian)."""
 
-from pathlib import Path
-
 import datasets
 import pytest
 import torch
 from methods_tiny import (explicit_ggn, explicit_hessian, example_grads, freeze, make_inputs, one_thread,  # noqa: F401
-                          task, tiny)
-from omegaconf import OmegaConf
+                          shipped, task, tiny)
 
 from untrac.errors import UntracError
-from untrac.methods import hif
+from untrac.methods import arnoldi, hif
 from untrac.methods.hessian import PoolOperator, top_eigenvalue
 from untrac.report import hif_solver_lines
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "method"
 # 24 trainable parameters (three decoder layer-norm scales): at most the shipped 25 Arnoldi steps
 # span the whole space, and the GGN here has 24 distinct eigenvalues in [6e-4, 4.8].
 SMALL = ("decoder.final_layer_norm.weight", "decoder.block.0.layer.2.layer_norm.weight",
          "decoder.block.0.layer.1.layer_norm.weight")
-
-
-def shipped(name: str, **change) -> dict:
-    """The method keys exactly as conf/method/<name>.yaml ships them (plus ``change``)."""
-    return {**OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))["method"], **change}
 
 
 def random_symmetric(n: int, seed: int = 0, low: float = -1.0, high: float = 4.0) -> torch.Tensor:
@@ -56,21 +47,21 @@ def test_lissa_authors_is_the_undamped_neumann_sum():
 def test_arnoldi_full_rank_recovers_spectrum_and_inverse():
     a = random_symmetric(10)  # indefinite: the authors' rule, top p by |λ|
     like = torch.zeros(1, dtype=torch.float64)
-    eig = hif.arnoldi_eigens(lambda x: a @ x, 10, iterations=10, topk=4, seed=0, like=like, psd=False)
+    eig = arnoldi.arnoldi_eigens(lambda x: a @ x, 10, iterations=10, topk=4, seed=0, like=like, psd=False)
     true = torch.linalg.eigvalsh(a)
     torch.testing.assert_close(eig.values, true[true.abs().argsort(descending=True)[:4]], rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(eig.vectors.T @ eig.vectors, torch.eye(4, dtype=torch.float64), rtol=0, atol=1e-10)
-    full = hif.arnoldi_eigens(lambda x: a @ x, 10, iterations=10, topk=10, seed=0, like=like, psd=False)
+    full = arnoldi.arnoldi_eigens(lambda x: a @ x, 10, iterations=10, topk=10, seed=0, like=like, psd=False)
     v = torch.randn(10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     expected = torch.linalg.solve(a + 2.0 * torch.eye(10, dtype=torch.float64), v)
-    got = hif.arnoldi_inverse_hvp(full, v, damping=2.0)
+    got = arnoldi.arnoldi_inverse_hvp(full, v, damping=2.0)
     assert ((got - expected).norm() / expected.norm()).item() < 1e-10
 
 
 def test_arnoldi_psd_rule_clips_round_off_and_keeps_the_largest():
     hess = torch.zeros(4, 3, dtype=torch.float64)
     hess[0, 0], hess[1, 1], hess[2, 2] = 5.0, -1e-12, 2.0  # a PSD operator's Ritz values, with round-off
-    eig = hif.distill(hess, torch.eye(3, dtype=torch.float64), topk=3)
+    eig = arnoldi.distill(hess, torch.eye(3, dtype=torch.float64), topk=3)
     assert eig.values.tolist() == [5.0, 2.0, 0.0]
 
 
@@ -81,20 +72,20 @@ def test_arnoldi_psd_rule_keeps_only_converged_ritz_pairs():
     basis_q, _ = torch.linalg.qr(torch.randn(200, 200, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
     m = basis_q @ torch.diag(spectrum) @ basis_q.T
     like, damping = torch.zeros(1, dtype=torch.float64), 0.01
-    eig = hif.arnoldi_eigens(lambda x: m @ x, 200, iterations=12, topk=12, seed=0, like=like, damping=damping)
+    eig = arnoldi.arnoldi_eigens(lambda x: m @ x, 200, iterations=12, topk=12, seed=0, like=like, damping=damping)
     assert 3 <= len(eig.values) < 12  # the unconverged bottom of the Krylov spectrum is dropped
     torch.testing.assert_close(eig.values[:3], spectrum[:3], rtol=1e-6, atol=0)
     u = eig.vectors
     residuals = (m @ u - u * eig.values).norm(dim=0)
-    assert torch.all(residuals <= hif.RITZ_TOL * (eig.values + damping) + 1e-9)
-    everything = hif.distill(*hif.arnoldi_iteration(lambda x: m @ x, hif._start(200, 0, like), 12), topk=12,
+    assert torch.all(residuals <= arnoldi.RITZ_TOL * (eig.values + damping) + 1e-9)
+    everything = arnoldi.distill(*arnoldi.arnoldi_iteration(lambda x: m @ x, arnoldi.random_start(200, 0, like), 12), topk=12,
                              psd=True, damping=float("inf"))  # an infinite tolerance keeps all 12
     assert len(everything.values) == 12
 
 
 def test_arnoldi_stops_when_krylov_space_is_invariant():
     a = torch.diag(torch.tensor([1.0, 1.0, 2.0, 2.0, 3.0], dtype=torch.float64))  # 3 distinct eigenvalues
-    hess, basis = hif.arnoldi_iteration(lambda x: a @ x, torch.ones(5, dtype=torch.float64), iterations=5)
+    hess, basis = arnoldi.arnoldi_iteration(lambda x: a @ x, torch.ones(5, dtype=torch.float64), iterations=5)
     assert hess.shape == (4, 3) and basis.shape == (3, 5)
 
 
@@ -267,7 +258,7 @@ def test_arnoldi_without_a_converged_ritz_pair_is_one_line(problem, monkeypatch)
     """Too few iterations for any pair to converge: a clear error, not an empty reduction."""
     import untrac.methods.hif as hif_module
 
-    empty = hif.Eigens(values=torch.zeros(0, dtype=torch.float64), coords=torch.zeros(2, 0, dtype=torch.float64),
+    empty = arnoldi.Eigens(values=torch.zeros(0, dtype=torch.float64), coords=torch.zeros(2, 0, dtype=torch.float64),
                        basis=torch.zeros(2, 3, dtype=torch.float64))
     monkeypatch.setattr(hif_module, "arnoldi_eigens", lambda *a, **k: empty)
     model, arch, train, test, pool, _ = problem

@@ -43,3 +43,10 @@ def test_experiment_composes_and_every_job_validates(experiment):
             assert typed.model.name in (("t5_tiny", "opt_tiny") if scale == "cpu" else ("t5xl", "opt125m"))
     text = (REPO / "conf" / "experiment" / f"{experiment}.yaml").read_text()
     assert not any("launcher" in line.split("#")[0] for line in text.splitlines()), "launcher: command line only"
+
+
+def test_checkpoints_follow_the_method_plugins_and_presets():
+    from untrac.paper.targets import _needs_checkpoints
+
+    assert _needs_checkpoints("tracin") and not _needs_checkpoints("graddot")
+    assert not _needs_checkpoints("hif_arnoldi_pile8")  # a preset: followed to hif_arnoldi

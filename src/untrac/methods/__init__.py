@@ -1,19 +1,29 @@
-"""Attribution methods: each turns θ0 and the data into influence rows (DESIGN §2, §6).
+"""Attribution methods as plugins: each turns θ0 and the data into influence rows (DESIGN §2, §6).
 
-A method is a function ``score(inputs: ScoreInputs) -> pd.DataFrame`` with columns ``COLUMNS``
-(``train_dataset, test_subset, step, is_final, influence``, record.SCORE_COLUMNS) in the shared sign convention:
-influence = test loss after removing/unlearning Z − before; positive means Z helped on Z'.
+A method is one ``Method``: its ``name``, its typed config (a subclass of
+``untrac.config.MethodConfig``), what it ``needs`` from the pipeline beyond θ0 and the data, and
+``score(context) -> DataFrame`` with columns ``COLUMNS`` (record.SCORE_COLUMNS:
+``train_dataset, test_subset, step, is_final, influence``) in the shared sign convention: influence = test loss after removing/unlearning Z −
+before; positive means Z helped on Z'.
+
+Adding a method = one module in this package that calls ``register(Method(...))`` at import, plus
+``conf/method/<name>.yaml``. Nothing else lists method names: ``registry()`` imports every module
+of this package (``pkgutil``), so a new module is found without being named anywhere, and the
+config schema (``untrac.config.register_configs``), the pipeline and the tests read the registry.
 """
 
 import copy
-from dataclasses import dataclass, field
+import importlib
+import pkgutil
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 import datasets
 import pandas as pd
 import torch
 
-from untrac.config import MethodConfig, OptimConfig, UnlearnConfig
+from untrac.config import MethodConfig, OptimConfig, UnlearnConfig, _check, _positive
+from untrac.errors import UntracError
 from untrac.models import Arch
 from untrac.record import SCORE_COLUMNS
 
@@ -30,44 +40,103 @@ class Checkpoint:
 
 
 @dataclass
-class ScoreInputs:
+class PoolConfig(MethodConfig):
+    """Settings of the methods that need a pool of training examples for their curvature (``Needs.pool``)."""
+
+    hessian_examples: int = 256  # the pool the curvature is the mean over (paper §5: 256 training examples)
+    hessian_batch_size: int = 16  # chunk of the pool per product (memory only)
+    per_example_batch: int = 16  # batch for the gradients being scored
+    normalize_train: bool = True  # ĝ_i = g_i/‖g_i‖ (paper §5: "the gradients of training datasets are normalized")
+    damping: float = 0.01  # λ > 0 added to the curvature (not in the paper): makes it positive definite
+
+    def __post_init__(self) -> None:
+        for key in ("hessian_examples", "hessian_batch_size", "per_example_batch"):
+            _positive(getattr(self, key), f"method.{key}")
+        _check(self.damping >= 0, f"method.damping must be >= 0, got {self.damping}")
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a method asks the pipeline for beyond θ0, the data and its config; the context carries only these."""
+
+    checkpoints: bool = False  # θ_t saved while training θ0 (TracIn)
+    pool: bool = False  # a sample of ``config.hessian_examples`` training examples (config: a PoolConfig)
+    unlearning: bool = False  # the unlearning optimizer and schedule (optim, unlearn) and the piece store
+    examples: bool = False  # per-example scores for rank.top_k (examples.csv)
+
+
+@dataclass
+class Context:
+    """What ``Method.score`` receives; the optional fields are filled only when the method's ``Needs`` ask."""
+
     theta0: torch.nn.Module  # never modified: methods copy it (``fresh_model``)
     arch: Arch
     device: torch.device
     train: dict[str, datasets.Dataset]  # the examples scored for each training dataset
     test: dict[str, datasets.Dataset]  # the test subsets
-    method: MethodConfig
-    optim: OptimConfig
-    unlearn: UnlearnConfig
+    method: MethodConfig  # the method's own config (its subclass)
     seed: int
     dtype: str = "float32"
-    hessian_pool: datasets.Dataset | None = None  # training mixture, for HIF's Hessian and EK-FAC's factors
-    checkpoints: list[Checkpoint] = field(default_factory=list)
     counters: dict = field(default_factory=dict)
-    store: Any = None  # untrac.pieces.PieceStore: finished pieces (trajectories) kept for a rerun
-    # rank.top_k set: a list methods of EXAMPLE_METHODS append per-example scores to, one DataFrame
-    # ``train_dataset, example, test_subset, score`` (example = index in the scored sample); None: not asked
+    optim: OptimConfig | None = None  # Needs.unlearning
+    unlearn: UnlearnConfig | None = None  # Needs.unlearning
+    store: Any = None  # Needs.unlearning: untrac.pieces.PieceStore, finished trajectories kept for a rerun
+    hessian_pool: datasets.Dataset | None = None  # Needs.pool: the training mixture sample
+    checkpoints: list[Checkpoint] = field(default_factory=list)  # Needs.checkpoints
+    # Needs.examples and rank.top_k set: a list the method appends per-example scores to, DataFrames
+    # ``train_dataset, example, test_subset, score`` (example = index in the scored sample); else None
     examples: list | None = None
 
     def fresh_model(self) -> torch.nn.Module:
         return copy.deepcopy(self.theta0).to(self.device).eval()
 
 
-Method = Callable[[ScoreInputs], pd.DataFrame]
+@dataclass(frozen=True)
+class Method:
+    name: str
+    config: type[MethodConfig]  # its schema; the ConfigStore node is ``config(name=name)``
+    score: Callable[[Context], pd.DataFrame]
+    needs: Needs = Needs()
+
+    def settings(self, config: MethodConfig) -> MethodConfig:
+        """``config`` as this method's type: the bare base (``Config()`` built in Python) becomes its defaults."""
+        if type(config) is MethodConfig:
+            return self.config(name=self.name)
+        _check(isinstance(config, self.config),
+               f"method={self.name} takes a {self.config.__name__}, got a {type(config).__name__}")
+        # Hydra's `+method.key=v` gets past the schema: OmegaConf.to_object sets it as an attribute.
+        extra = sorted(set(vars(config)) - {f.name for f in fields(config)})
+        _check(not extra, f"method.{extra[0] if extra else ''} is not a setting of method={self.name} "
+               f"({self.config.__name__})")
+        return config
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add a method; a second method of the same name is an error (no silent replacement)."""
+    if method.name in _REGISTRY:
+        raise UntracError(f"method {method.name!r} is registered twice ({_REGISTRY[method.name].score.__module__} "
+                          f"and {method.score.__module__})")
+    if method.needs.pool and not issubclass(method.config, PoolConfig):
+        raise UntracError(f"method {method.name!r} needs a pool, so its config must subclass PoolConfig")
+    _REGISTRY[method.name] = method
+    return method
 
 
 def registry() -> dict[str, Method]:
-    """Name → scoring function (imported here, not at module load, to avoid an import cycle)."""
-    from untrac.methods import ekfac, gradsim, hif, untrac
-
-    return {"untrac": untrac.score_untrac, "untrac_inv": untrac.score_untrac_inv,
-            "graddot": gradsim.score_graddot, "gradcos": gradsim.score_gradcos, "tracin": gradsim.score_tracin,
-            "hif_lissa": hif.score_lissa, "hif_arnoldi": hif.score_arnoldi, "ekfac": ekfac.score_ekfac}
+    """Name → method, after importing every module of this package (each registers its methods)."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+    return dict(_REGISTRY)
 
 
-NEEDS_CHECKPOINTS = {"tracin"}
-EXAMPLE_METHODS = ("untrac_inv", "graddot", "gradcos")  # methods that score single training examples
-NEEDS_HESSIAN_POOL = {"hif_lissa", "hif_arnoldi", "ekfac"}
+def get(name: str) -> Method:
+    methods = registry()
+    if name not in methods:
+        raise UntracError(f"method={name!r} is not one of {', '.join(methods)}")
+    return methods[name]
 
 
 def final_rows(scores: dict[tuple[str, str], float]) -> pd.DataFrame:

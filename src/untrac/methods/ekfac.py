@@ -40,6 +40,7 @@ import gc
 import logging
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import datasets
@@ -47,10 +48,11 @@ import torch
 import torch.nn.functional as F
 
 from untrac.data.collate import IGNORE, collate
+from untrac.config import _check, _one_of
 from untrac.errors import UntracError
 from untrac.losses import example_losses, token_logits
-from untrac.methods import ScoreInputs, final_rows
-from untrac.models import Arch
+from untrac.methods import Context, Method, Needs, PoolConfig, final_rows, register
+from untrac.models import Arch, unflatten_opt_mlp
 
 try:  # an optional extra: the other methods must not need it
     from kronfluence.analyzer import Analyzer, prepare_model
@@ -68,6 +70,19 @@ log = logging.getLogger(__name__)
 MISSING = ("method=ekfac needs kronfluence: pip install 'untrac[ekfac]' && pip install --no-deps "
            "'kronfluence>=1.0,<1.1' (make install does both)")
 ALL_MODULES = "all_modules"  # kronfluence's key for scores summed over the tracked modules
+
+
+@dataclass
+class EkfacConfig(PoolConfig):
+    """Pool (256 training examples), batches, normalisation and damping as hif_* (``PoolConfig``):
+    the same (G + λI)⁻¹ target with G approximated by EK-FAC."""
+
+    fisher: str = "sampled"  # labels drawn from the model (true Fisher = GGN) | empirical: the data's labels
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _one_of(self.fisher, ("sampled", "empirical"), "method.fisher")
+        _check(self.damping > 0, "method.damping must be > 0 for ekfac (G + damping·I must be positive definite)")
 
 
 class WeightedSets(torch.utils.data.Dataset):
@@ -139,40 +154,6 @@ class UntracTask(Task):
         return {m: batch["attention_mask"] if m.startswith("encoder.") else decoder for m in self.modules}
 
 
-class PerExampleLinear(torch.nn.Module):
-    """``linear`` applied to a [batch, tokens, d] view of a flattened [batch·tokens, d] input.
-
-    OPT's decoder layers flatten (batch, tokens) before ``fc1``/``fc2``; kronfluence would then take
-    every token for an example (and fail to add those layers' scores to the others'). Same function,
-    per-example rows restored; ``batch`` is set by a pre-hook on the enclosing layer.
-    """
-
-    def __init__(self, linear: torch.nn.Linear):
-        super().__init__()
-        self.linear, self.batch = linear, 1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x.view(self.batch, -1, x.shape[-1])).reshape(-1, self.linear.out_features)
-
-
-def unflatten_opt_mlp(model: torch.nn.Module) -> None:
-    """Wrap every OPT decoder layer's fc1/fc2 in ``PerExampleLinear`` (in place; no-op for other models)."""
-    from transformers.models.opt.modeling_opt import OPTDecoderLayer
-
-    for layer in [m for m in model.modules() if isinstance(m, OPTDecoderLayer)]:
-        wrapped = []
-        for name in ("fc1", "fc2"):
-            wrapped.append(PerExampleLinear(getattr(layer, name)))
-            setattr(layer, name, wrapped[-1])
-
-        def set_batch(module, args, kwargs, wrapped=wrapped):
-            hidden = args[0] if args else kwargs["hidden_states"]
-            for w in wrapped:
-                w.batch = hidden.shape[0]
-
-        layer.register_forward_pre_hook(set_batch, with_kwargs=True)
-
-
 def tracked_modules(model: torch.nn.Module) -> list[str]:
     """The linear layers with a trainable parameter (kronfluence factors nn.Linear only)."""
     names = [n for n, m in model.named_modules()
@@ -185,7 +166,7 @@ def tracked_modules(model: torch.nn.Module) -> list[str]:
 class EkfacScorer:
     """Factors fit once on the Hessian pool, then dataset-level scores of weighted sets."""
 
-    def __init__(self, inputs: ScoreInputs, workdir: str):
+    def __init__(self, inputs: Context, workdir: str):
         if Analyzer is None:
             raise UntracError(MISSING)
         cfg = inputs.method
@@ -251,7 +232,7 @@ class EkfacScorer:
         return [row[span].sum().item() for span in items.spans()]
 
 
-def train_weights(scorer: EkfacScorer, inputs: ScoreInputs) -> dict[str, torch.Tensor]:
+def train_weights(scorer: EkfacScorer, inputs: Context) -> dict[str, torch.Tensor]:
     """w_i = 1/N, or 1/(N‖g_i‖) with ``normalize_train`` (mean of unit gradients, paper §5)."""
     weights = {z: torch.full((len(ds),), 1.0 / len(ds), dtype=torch.float64) for z, ds in inputs.train.items()}
     if inputs.method.normalize_train:
@@ -274,7 +255,7 @@ def frozen_heap():
         gc.unfreeze()
 
 
-def score_ekfac(inputs: ScoreInputs):
+def score_ekfac(inputs: Context):
     """EK-FAC influence (module docstring) for every (training dataset Z, test subset Z')."""
     # kronfluence's files live in a temporary folder, dropped afterwards (never the working directory).
     with frozen_heap(), tempfile.TemporaryDirectory(prefix="untrac-ekfac-") as workdir:
@@ -296,3 +277,6 @@ def score_ekfac(inputs: ScoreInputs):
         log.info("ekfac: %d linear layers, damping %.3g, mean corrected eigenvalue %.3g", len(scorer.modules),
                  inputs.method.damping, inputs.counters["ekfac_mean_eigenvalue"])
     return final_rows({(z, s): scores[(z, s)] for z in inputs.train for s in inputs.test})
+
+
+register(Method("ekfac", EkfacConfig, score_ekfac, Needs(pool=True)))

@@ -10,6 +10,7 @@ Set gradients are gradients of the set's mean loss (see ``grads`` for why that s
 """
 
 import logging
+from dataclasses import dataclass
 from typing import Callable
 
 import datasets
@@ -18,11 +19,31 @@ import pandas as pd
 import torch
 from untrac.progress import tqdm
 
+from untrac.config import MethodConfig, _one_of, _positive
 from untrac.errors import UntracError
-from untrac.methods import ScoreInputs, final_rows
+from untrac.methods import Context, Method, Needs, final_rows, register
 from untrac.methods.grads import example_gradients, mean_gradient, mean_unit_gradient, unit_rows
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class GradConfig(MethodConfig):
+    """GradDot and TracIn: gradients w.r.t. all model parameters (paper §5 "baseline methods")."""
+
+    per_example_batch: int = 16  # examples per forward/backward batch while accumulating a set's gradient
+
+    def __post_init__(self) -> None:
+        _positive(self.per_example_batch, "method.per_example_batch")
+
+
+@dataclass
+class GradCosConfig(GradConfig):
+    variant: str = "default"  # default: per-example normalisation (paper §4.1) | summed: cosine of set gradients
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _one_of(self.variant, ("default", "summed"), "method.variant")
 SetGradient = Callable[[torch.nn.Module, datasets.Dataset, str], torch.Tensor]
 Combine = Callable[[torch.Tensor, torch.Tensor], float]
 
@@ -51,7 +72,7 @@ def tracin_term(lr: float, train_grad: torch.Tensor, test_grad: torch.Tensor) ->
     return lr * torch.dot(train_grad, test_grad).item()
 
 
-def pairwise(inputs: ScoreInputs, model: torch.nn.Module, set_gradient: SetGradient,
+def pairwise(inputs: Context, model: torch.nn.Module, set_gradient: SetGradient,
              combine: Combine, tag: str, tests: dict[str, torch.Tensor] | None = None) -> dict[tuple[str, str], float]:
     """``combine(v_Z, v_Z')`` for every (training dataset, test subset), one vector per set
     (``tests``: the test subsets' vectors when already computed)."""
@@ -65,11 +86,11 @@ def pairwise(inputs: ScoreInputs, model: torch.nn.Module, set_gradient: SetGradi
     return scores
 
 
-def test_vectors(inputs: ScoreInputs, model, set_gradient: SetGradient, tag: str) -> dict[str, torch.Tensor]:
+def test_vectors(inputs: Context, model, set_gradient: SetGradient, tag: str) -> dict[str, torch.Tensor]:
     return {s: set_gradient(model, ds, f"{tag}: test {s}") for s, ds in inputs.test.items()}
 
 
-def example_scores(inputs: ScoreInputs, model, tests: dict[str, torch.Tensor], unit: bool, tag: str) -> pd.DataFrame:
+def example_scores(inputs: Context, model, tests: dict[str, torch.Tensor], unit: bool, tag: str) -> pd.DataFrame:
     """Per training example i and test subset Z': g_iᵀ v_Z' (GradDot: v = mean test gradient) or
     (g_i/‖g_i‖)ᵀ v_Z' (GradCos: v = mean unit test gradient). Their mean over a training dataset's
     examples is that dataset's set score, since the set vector is the mean of the rows."""
@@ -86,19 +107,19 @@ def example_scores(inputs: ScoreInputs, model, tests: dict[str, torch.Tensor], u
     return pd.concat(parts, ignore_index=True)
 
 
-def _mean_grad(inputs: ScoreInputs) -> SetGradient:
+def _mean_grad(inputs: Context) -> SetGradient:
     return lambda model, ds, desc: mean_gradient(model, ds, inputs.arch, inputs.device,
                                                  inputs.method.per_example_batch, inputs.dtype,
                                                  inputs.counters, desc)
 
 
-def _unit_grad(inputs: ScoreInputs) -> SetGradient:
+def _unit_grad(inputs: Context) -> SetGradient:
     return lambda model, ds, desc: mean_unit_gradient(model, ds, inputs.arch, inputs.device,
                                                       inputs.method.per_example_batch, inputs.dtype,
                                                       inputs.counters, desc)
 
 
-def score_graddot(inputs: ScoreInputs):
+def score_graddot(inputs: Context):
     """GradDot (§4.1) at θ0 for every (Z, Z')."""
     model = inputs.fresh_model()
     tests = test_vectors(inputs, model, _mean_grad(inputs), "graddot")
@@ -108,7 +129,7 @@ def score_graddot(inputs: ScoreInputs):
     return final_rows(scores)
 
 
-def score_gradcos(inputs: ScoreInputs):
+def score_gradcos(inputs: Context):
     """GradCos (§4.1) at θ0: ``variant=default`` normalises per example, ``summed`` the set gradients."""
     variant = inputs.method.variant
     if variant == "summed":
@@ -127,7 +148,7 @@ def score_gradcos(inputs: ScoreInputs):
     return final_rows(scores)
 
 
-def score_tracin(inputs: ScoreInputs):
+def score_tracin(inputs: Context):
     """TracIn (Eq. 7): Σ_t over the saved checkpoints θ_t of η_t × GradDot at θ_t.
 
     Each checkpoint's weights are loaded into a copy of θ0's model (same architecture and frozen
@@ -145,3 +166,8 @@ def score_tracin(inputs: ScoreInputs):
             total[key] = total.get(key, 0.0) + value
     inputs.counters["tracin_checkpoints"] = inputs.counters.get("tracin_checkpoints", 0) + len(inputs.checkpoints)
     return final_rows(total)
+
+
+register(Method("graddot", GradConfig, score_graddot, Needs(examples=True)))
+register(Method("gradcos", GradCosConfig, score_gradcos, Needs(examples=True)))
+register(Method("tracin", GradConfig, score_tracin, Needs(checkpoints=True)))

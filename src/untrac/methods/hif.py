@@ -40,22 +40,69 @@ solve per test subset, since Eq. 8 is symmetric in the inverse's placement.
 import logging
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from untrac.progress import tqdm
 
+from untrac.config import _check, _one_of, _positive
 from untrac.errors import UntracError
-from untrac.methods import ScoreInputs, final_rows
+from untrac.methods import Context, Method, Needs, PoolConfig, final_rows, register
+from untrac.methods.arnoldi import HVP, arnoldi_eigens, arnoldi_inverse_hvp, random_start
 from untrac.methods.grads import HessianBatches, mean_gradient, mean_unit_gradient, pool_hvp, trainable
 from untrac.methods.hessian import PoolOperator, top_eigenvalue
 
 log = logging.getLogger(__name__)
 
-HVP = Callable[[torch.Tensor], torch.Tensor]
 VARIANTS = ("default", "authors")
 SCALE_MARGIN = 1.1  # s = 1.1·(λ̂_max + λ): the Lanczos estimate approaches λ_max from below
 CONVERGED = 1e-3  # relative residual below which a solve counts as converged
+
+
+@dataclass
+class HifConfig(PoolConfig):
+    """Both inverses: G = the GGN of the mean loss over the pool (``PoolConfig``, paper: 256 examples)."""
+
+    # default: GGN, damped, fixed pool | authors: the paper's baseline as the authors' code runs it
+    # (exact Hessian of a fresh pool batch per HVP, no damping; hessian_batch_size is that batch)
+    variant: str = "default"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _one_of(self.variant, VARIANTS, "method.variant")
+        _check(self.variant == "authors" or self.damping > 0,
+               f"method.damping must be > 0 for {self.name} (G + damping·I must be positive definite)")
+
+
+@dataclass
+class LissaConfig(HifConfig):
+    # Paper §5: 10 iterations. With s ≈ 1.1·λ_max and λ = 0.01 the recursion contracts by only
+    # 1 − λ/s per step in G's flat directions, so 10 steps are a TRUNCATED Neumann series, not
+    # (G + λI)⁻¹: the relative residual it leaves is recorded (counters.hif_solver, summary.md "truncated").
+    lissa_iterations: int = 10
+    lissa_scale: Any = "auto"  # auto = 1.1·(λ_max + λ), λ_max by Lanczos on G: contracts by construction; or s > 0
+    lanczos_iterations: int = 20  # Lanczos steps for λ_max (all run: an early-stop rule stalled at 105 < 117)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(self.lissa_iterations, "method.lissa_iterations")
+        _positive(self.lanczos_iterations, "method.lanczos_iterations")
+        number = isinstance(self.lissa_scale, (int, float)) and not isinstance(self.lissa_scale, bool)
+        _check(self.lissa_scale == "auto" or (number and self.lissa_scale > 0),
+               f"method.lissa_scale must be 'auto' or a number > 0, got {self.lissa_scale!r}")
+
+
+@dataclass
+class ArnoldiConfig(HifConfig):
+    arnoldi_iterations: int = 25  # n products (paper §5.1; §5.2 pile8: 200, conf/method/hif_arnoldi_pile8.yaml)
+    arnoldi_topk: int = 25  # p Ritz pairs kept, largest first (paper §5.1; §5.2 pile8: 100)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive(self.arnoldi_iterations, "method.arnoldi_iterations")
+        _positive(self.arnoldi_topk, "method.arnoldi_topk")
+        _check(self.arnoldi_topk <= self.arnoldi_iterations,
+               "method.arnoldi_topk must not exceed method.arnoldi_iterations")
 
 
 # -- LiSSA -----------------------------------------------------------------------------------------
@@ -89,110 +136,13 @@ def lissa_authors(hvp: HVP, v: torch.Tensor, iterations: int, scale: float) -> t
     return total / scale
 
 
-# -- Arnoldi ---------------------------------------------------------------------------------------
-@dataclass
-class Eigens:
-    """Kept eigenpairs, in the Krylov basis: u_k = basisᵀ coords[:, k].
-
-    ``values`` [p], ``coords`` [n, p] (orthonormal columns), ``basis`` [n, #params] (orthonormal
-    rows): n + 1 parameter-sized vectors in memory, what Arnoldi needs anyway.
-    """
-
-    values: torch.Tensor
-    coords: torch.Tensor
-    basis: torch.Tensor
-
-    @property
-    def vectors(self) -> torch.Tensor:
-        """The eigenvectors in parameter space, [#params, p] (for inspection and tests)."""
-        return self.basis.T @ self.coords.to(self.basis)
-
-
-def arnoldi_iteration(hvp: HVP, start: torch.Tensor, iterations: int, tol: float = 1e-10
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """n steps of Arnoldi: orthonormal Krylov rows q_1..q_k and the Hessenberg matrix A with
-    M q_k = Σ_{j≤k+1} A[j, k] q_j (shape (k+1) × k, k ≤ n; float64 on the CPU).
-
-    Gram–Schmidt runs twice per step ("twice is enough") to keep the basis orthogonal in finite
-    precision; the iteration stops early when the Krylov space is invariant (the residual vanishes).
-    """
-    basis = torch.zeros(iterations, start.numel(), dtype=start.dtype, device=start.device)
-    basis[0] = start / start.norm()
-    hess = torch.zeros(iterations + 1, iterations, dtype=torch.float64)
-    for k in tqdm(range(iterations), desc="arnoldi", leave=False):
-        w = hvp(basis[k])
-        scale = w.norm().item()
-        for _ in range(2):
-            c = basis[:k + 1] @ w
-            w = w - basis[:k + 1].T @ c
-            hess[:k + 1, k] += c.double().cpu()
-        residual = w.norm().item()
-        hess[k + 1, k] = residual
-        if residual <= tol * max(scale, 1e-30):
-            return hess[:k + 2, :k + 1], basis[:k + 1]
-        if k + 1 < iterations:
-            basis[k + 1] = w / residual
-    return hess, basis
-
-
-# A Ritz pair is kept only when its residual ‖M u − θ u‖ = β_n |y_nk| is small beside the
-# denominator θ + λ it will divide by: poorly converged low Ritz values otherwise dominate the inverse
-# (measured: with n = p = 25 on the default θ0, a bottom Ritz value ≈ 5e-5 got ~100× the weight of
-# the top one and flipped signs between seeds). The residual bound is the standard Lanczos one
-# (Parlett, The Symmetric Eigenvalue Problem, §13.2); Schioppa et al. keep top-p of n > p for the
-# same reason (the extremal pairs converge first).
-RITZ_TOL = 0.1
-
-
-def distill(hess: torch.Tensor, basis: torch.Tensor, topk: int, psd: bool = True,
-            damping: float = 0.0) -> Eigens:
-    """Schioppa et al. (2022) distillation: eigenpairs of the square Hessenberg part, top-p by |λ|.
-
-    The operator is symmetric, so its Arnoldi matrix is tridiagonal up to round-off: keep the
-    band, symmetrise, ``eigh``. ``psd``: the operator is PSD (the GGN), so its Ritz values are
-    ≥ 0 and negative ones are round-off, clipped to 0; and only converged pairs are kept — those
-    whose residual β_n|y_nk| ≤ ``RITZ_TOL``·(θ_k + damping) — then the top-p of them by λ.
-    """
-    n = hess.shape[1]
-    band = torch.ones(n, n, dtype=torch.bool).triu(-1) & torch.ones(n, n, dtype=torch.bool).tril(1)
-    square = hess[:n, :n] * band
-    values, vecs = torch.linalg.eigh(0.5 * (square + square.T))
-    order = values.abs().argsort(descending=True)
-    if psd:
-        values = values.clamp_min(0.0)
-        beta = hess[n, n - 1].abs() if hess.shape[0] > n else torch.zeros((), dtype=hess.dtype)
-        converged = beta * vecs[n - 1].abs() <= RITZ_TOL * (values + damping)
-        order = order[converged[order]]
-    keep = order[:topk]
-    return Eigens(values=values[keep], coords=vecs[:, keep], basis=basis[:n])
-
-
-def arnoldi_eigens(hvp: HVP, dim: int, iterations: int, topk: int, seed: int, like: torch.Tensor,
-                   psd: bool = True, damping: float = 0.0) -> Eigens:
-    """Top-``topk`` eigenpairs by |λ| from ``iterations`` Arnoldi products, random start (seeded)."""
-    hess, basis = arnoldi_iteration(hvp, _start(dim, seed, like), iterations)
-    return distill(hess, basis, topk, psd, damping)
-
-
-def arnoldi_inverse_hvp(eig: Eigens, v: torch.Tensor, damping: float) -> torch.Tensor:
-    """(M + λI)⁻¹v restricted to the kept eigenvectors: Σ_k u_k (u_kᵀv) / (λ_k + λ)."""
-    coords = eig.coords.to(v)
-    projected = coords.T @ (eig.basis @ v)  # u_kᵀ v for every kept k
-    return eig.basis.T @ (coords @ (projected / (eig.values.to(v) + damping)))
-
-
-def _start(dim: int, seed: int, like: torch.Tensor) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(dim, generator=gen, dtype=torch.float64).to(like)
-
-
 # -- Eq. 8 -----------------------------------------------------------------------------------------
 def hif(train_grad: torch.Tensor, inv_hessian_test_grad: torch.Tensor) -> float:
     """Eq. 8: HIF(Z', Z) = (Σ_i ĝ_i)ᵀ H⁻¹ (Σ_j g'_j), with H⁻¹ already applied to the test side."""
     return torch.dot(train_grad, inv_hessian_test_grad).item()
 
 
-def hif_scores(inputs: ScoreInputs, model: torch.nn.Module, inverse: Callable[[str, torch.Tensor], torch.Tensor],
+def hif_scores(inputs: Context, model: torch.nn.Module, inverse: Callable[[str, torch.Tensor], torch.Tensor],
                tag: str) -> dict[tuple[str, str], float]:
     """Eq. 8 for every (Z, Z'): one inverse per test subset, one gradient per training dataset."""
     cfg, counters = inputs.method, inputs.counters
@@ -225,10 +175,8 @@ def lissa_status(residuals: list[float], contraction: float) -> str:
 class _Setup:
     """What both solvers share: the model copy, the variant, the fixed pool operator, the record."""
 
-    def __init__(self, inputs: ScoreInputs):
+    def __init__(self, inputs: Context):
         cfg = inputs.method
-        if cfg.variant not in VARIANTS:
-            raise UntracError(f"method.variant={cfg.variant!r} is not a HIF variant ({' | '.join(VARIANTS)})")
         if inputs.hessian_pool is None or len(inputs.hessian_pool) == 0:
             raise UntracError(f"method={cfg.name} needs a Hessian pool of training examples (none was given)")
         self.inputs, self.cfg, self.authors = inputs, cfg, cfg.variant == "authors"
@@ -256,14 +204,14 @@ class _Setup:
         return final_rows(scores)
 
 
-def score_lissa(inputs: ScoreInputs):
+def score_lissa(inputs: Context):
     """HIF (Eq. 8) with the inverse by LiSSA, ``lissa_iterations`` steps, scale ``lissa_scale``.
 
     ``lissa_scale: auto`` = 1.1·(λ̂_max + λ), λ̂_max by Lanczos (``hessian.top_eigenvalue``) on the
     same operator (for the authors' variant: the largest |λ| of the exact pool Hessian).
     """
     setup, cfg = _Setup(inputs), inputs.method
-    lam_max, steps = top_eigenvalue(setup.op, _start(setup.dim, inputs.seed + 1, setup.params[0].detach()),
+    lam_max, steps = top_eigenvalue(setup.op, random_start(setup.dim, inputs.seed + 1, setup.params[0].detach()),
                                     cfg.lanczos_iterations)
     top = abs(lam_max) + setup.damping
     scale = SCALE_MARGIN * top if cfg.lissa_scale == "auto" else float(cfg.lissa_scale)
@@ -288,7 +236,7 @@ def score_lissa(inputs: ScoreInputs):
     return setup.finish(scores, lissa_status(list(setup.record["residual"].values()), contraction))
 
 
-def score_arnoldi(inputs: ScoreInputs):
+def score_arnoldi(inputs: Context):
     """HIF (Eq. 8) with the inverse from Arnoldi (Schioppa et al. 2022): ``arnoldi_iterations``
     products from a seeded random start; the top ``arnoldi_topk`` Ritz pairs by magnitude;
     (M + λI)⁻¹v ≈ Σ_k u_k (u_kᵀv)/(λ_k + λ). Default: M = the GGN (Ritz values ≥ 0); authors:
@@ -316,3 +264,7 @@ def score_arnoldi(inputs: ScoreInputs):
         return setup.finish(scores, "near-singular")
     residual = max(setup.record["residual"].values(), default=0.0)
     return setup.finish(scores, "converged" if residual <= CONVERGED else "low-rank")
+
+
+register(Method("hif_lissa", LissaConfig, score_lissa, Needs(pool=True)))
+register(Method("hif_arnoldi", ArnoldiConfig, score_arnoldi, Needs(pool=True)))

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 
 from untrac.lora import sharing_copy, unlearnable
-from untrac.methods import COLUMNS, ScoreInputs
+from untrac.config import MethodConfig
+from untrac.methods import COLUMNS, Context, Method, Needs, register
 from untrac.parallel import resolve_workers, run_jobs
 from untrac.pieces import tokens_digest
 from untrac.prepared import EvalBatches, TokenRows, fused_activations
@@ -68,7 +69,7 @@ def example_changes(pieces: dict, forgotten_col: str) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def piece_fields(inputs: ScoreInputs, tag: str, forget: TokenRows, eval_digests: dict[str, str]) -> dict:
+def piece_fields(inputs: Context, tag: str, forget: TokenRows, eval_digests: dict[str, str]) -> dict:
     """What determines one trajectory besides θ0 (whose key the store adds)."""
     schedule = {k: v for k, v in asdict(inputs.unlearn).items() if k != "workers"}  # any count, same numbers
     if schedule["params"] == "full":  # the keys of full unlearning stay as they were before LoRA
@@ -77,7 +78,7 @@ def piece_fields(inputs: ScoreInputs, tag: str, forget: TokenRows, eval_digests:
             "optim": asdict(inputs.optim), "unlearn": schedule, "seed": inputs.seed, "dtype": inputs.dtype}
 
 
-def unlearn_each(inputs: ScoreInputs, forget_sets: dict, eval_sets: dict, forgotten_col: str, tag: str) -> pd.DataFrame:
+def unlearn_each(inputs: Context, forget_sets: dict, eval_sets: dict, forgotten_col: str, tag: str) -> pd.DataFrame:
     """From a fresh copy of θ0, unlearn each set of ``forget_sets`` and evaluate every ``eval_sets``.
 
     ``forgotten_col`` names the column that records what was unlearned (``train_dataset`` for
@@ -131,11 +132,16 @@ def unlearn_each(inputs: ScoreInputs, forget_sets: dict, eval_sets: dict, forgot
     return pd.concat(parts, ignore_index=True)[COLUMNS]
 
 
-def score_untrac(inputs: ScoreInputs) -> pd.DataFrame:
+def score_untrac(inputs: Context) -> pd.DataFrame:
     """Eq. 2: unlearn each training dataset Z from θ0 by gradient ascent, evaluate every test subset."""
     return unlearn_each(inputs, inputs.train, inputs.test, "train_dataset", "untrac")
 
 
-def score_untrac_inv(inputs: ScoreInputs) -> pd.DataFrame:
+def score_untrac_inv(inputs: Context) -> pd.DataFrame:
     """Eq. 4: unlearn each test subset Z' from θ0, evaluate the loss change on every training dataset."""
     return unlearn_each(inputs, inputs.test, inputs.train, "test_subset", "untrac_inv")
+
+
+# Neither has settings of its own: the optimizer (optim) and the schedule (unlearn) are their knobs.
+register(Method("untrac", MethodConfig, score_untrac, Needs(unlearning=True)))
+register(Method("untrac_inv", MethodConfig, score_untrac_inv, Needs(unlearning=True, examples=True)))

@@ -34,7 +34,6 @@ PARTS = {"table2": ["table2"], "table3": ["table3"], "table5": ["table3"], "tabl
          "fig2": ["fig2", "fig2_inv"], "fig3": ["fig3", "fig3_b256"], "fig4": ["fig4"]}
 # swept keys that change which models are trained; every other swept key is pinned in the prefill
 MODEL_KEYS = ("data", "model", "train", "groundtruth", "seed", "runs")
-CHECKPOINT_METHODS = {"tracin"}
 LAUNCHER_ARGS = {  # job limits for the submitit launchers, per scale (minutes)
     "submitit_local": {"cpu": ["hydra.launcher.timeout_min=120"], "paper": ["hydra.launcher.timeout_min=4320"]},
     "submitit_slurm": {"cpu": ["hydra.launcher.timeout_min=120", "hydra.launcher.cpus_per_task=1"],
@@ -86,7 +85,20 @@ def prefill_overrides(cfg, extra: list[str]) -> list[str]:
     datasets = 4 if cfg.data.kind == "synthetic" else len(cfg.data.custom_sizes) if cfg.data.sizes == "custom" else 8
     runs = cfg.runs if cfg.data.runs_vary == "seed" else 1
     return [*pinned, f"prefill.run=range(0,{runs})", f"prefill.model=range(0,{datasets + 1})",
-            f"prefill.checkpoints={str(bool(methods & CHECKPOINT_METHODS)).lower()}"]
+            f"prefill.checkpoints={str(any(_needs_checkpoints(m) for m in methods)).lower()}"]
+
+
+def _needs_checkpoints(option: str) -> bool:
+    """Whether ``method=<option>`` trains θ0 with checkpoints (its plugin's ``Needs``); a preset
+    (conf/method/hif_arnoldi_pile8.yaml) is followed to the method its defaults extend."""
+    import yaml
+
+    from untrac.methods import registry
+
+    while option not in registry():
+        defaults = yaml.safe_load((REPO / "conf" / "method" / f"{option}.yaml").read_text())["defaults"]
+        option = next(d for d in defaults if d != "_self_").split("@")[0].rsplit("/", 1)[-1]
+    return registry()[option].needs.checkpoints
 
 
 def models_signature(cfg, spec: list[str]) -> str:

@@ -1,0 +1,48 @@
+"""The method plugin contract: one registry of names, duplicates refused, declarations checked."""
+
+import pytest
+
+from untrac import methods
+from untrac.config import MethodConfig
+from untrac.errors import UntracError
+from untrac.methods import Method, Needs, PoolConfig, get, register, registry
+
+
+@pytest.fixture
+def scratch(monkeypatch):
+    """A registry of its own, so the toy methods of a test do not leak into the others."""
+    monkeypatch.setattr(methods, "_REGISTRY", dict(registry()))
+
+
+def score(context):
+    raise AssertionError("not called")
+
+
+def test_every_shipped_method_is_found_without_being_listed():
+    assert {"untrac", "untrac_inv", "graddot", "gradcos", "tracin", "hif_lissa", "hif_arnoldi", "ekfac"} <= set(registry())
+
+
+def test_a_duplicate_name_is_refused(scratch):
+    register(Method("toy", MethodConfig, score))
+    with pytest.raises(UntracError, match="'toy' is registered twice"):
+        register(Method("toy", MethodConfig, score))
+    with pytest.raises(UntracError, match="'graddot' is registered twice"):
+        register(Method("graddot", MethodConfig, score))
+
+
+def test_a_pool_method_needs_a_pool_config(scratch):
+    with pytest.raises(UntracError, match="must subclass PoolConfig"):
+        register(Method("toy_pool", MethodConfig, score, Needs(pool=True)))
+    register(Method("toy_pool", PoolConfig, score, Needs(pool=True)))
+
+
+def test_unknown_name_lists_the_registered_ones():
+    with pytest.raises(UntracError, match="method='nosuch' is not one of .*graddot"):
+        get("nosuch")
+
+
+def test_settings_are_the_method_type_or_the_bare_base():
+    hif = get("hif_lissa")
+    assert hif.settings(MethodConfig(name="hif_lissa")) == hif.config(name="hif_lissa")  # Config() built in Python
+    with pytest.raises(UntracError, match="method=hif_lissa takes a LissaConfig"):
+        hif.settings(get("graddot").config(name="graddot"))
