@@ -98,8 +98,15 @@ def typed_config(node):
     from omegaconf import OmegaConf
 
     from untrac.config import Config
+    from untrac.methods import registry
 
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), node))
+    schema = OmegaConf.structured(Config)
+    # A saved run is plain YAML: type its method section by the method's own dataclass (plugins),
+    # as Hydra does when it composes `method=<name>`.
+    method = registry().get(OmegaConf.select(OmegaConf.create(node), "method.name", default=None))
+    if method is not None:
+        schema.method = OmegaConf.structured(method.config(name=method.name))
+    return OmegaConf.to_object(OmegaConf.merge(schema, node))
 
 
 def load_config(run_dir: Path):
