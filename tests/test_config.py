@@ -18,6 +18,12 @@ def load(*overrides: str) -> Config:
         return OmegaConf.to_object(compose("config", overrides=list(overrides)))
 
 
+def at_scale(name: str) -> tuple[str, str]:
+    """"table2_paper" → experiment=table2 scale=paper."""
+    target, scale = name.rsplit("_", 1)
+    return f"experiment={target}", f"scale={scale}"
+
+
 def test_default_is_the_embedded_job():
     cfg = load()
     assert (cfg.model.name, cfg.data.name, cfg.method.name, cfg.optim.name) == ("t5_tiny", "synthA", "untrac", "adam")
@@ -72,12 +78,12 @@ def test_schema_rejects_unknown_keys_and_wrong_types():
                                         "table2_cpu", "fig2_cpu", "fig2_inv_cpu"])
 def test_synthetic_experiments_unlearn_with_adafactor(experiment):
     """§5: "Adafactor is used in Section 5.1 due to memory constraints", at the constant lr 5e-5."""
-    cfg = load(f"experiment={experiment}")
+    cfg = load(*at_scale(experiment))
     assert (cfg.optim.name, cfg.optim.lr) == ("adafactor", 5e-5)
 
 
 def test_pile8_experiments_unlearn_with_adam():
-    cfg = load("experiment=table3_paper")
+    cfg = load("experiment=table3", "scale=paper")
     assert (cfg.optim.name, cfg.optim.lr) == ("adam", 5e-5)
 
 
@@ -90,7 +96,7 @@ def test_pile8_experiments_unlearn_with_adam():
 ])
 def test_paper_presets_train_as_the_authors_scripts(experiment, model, steps, batch, optim):
     """Where the paper is silent: their Trainer defaults (lr 5e-5 constant, max_grad_norm 1.0, fp32)."""
-    cfg = load(f"experiment={experiment}")
+    cfg = load(*at_scale(experiment))
     assert (cfg.model.name, cfg.train.steps, cfg.train.batch_size, cfg.train.optim) == (model, steps, batch, optim)
     assert (cfg.train.lr, cfg.train.clip_grad, cfg.train.weight_decay, cfg.model.dtype) == (5e-5, 1.0, 0.0, "float32")
 

@@ -363,3 +363,12 @@ def register_configs() -> None:
     for path in ("data.custom_sizes", "data.train", "testset.subsets"):
         OmegaConf.set_struct(OmegaConf.select(node, path), False)
     ConfigStore.instance().store(name="base_config", node=node)
+    # An experiment's model choice depends on the scale (conf/experiment/table3.yaml:
+    # `override /model: ${at_scale:opt_tiny,opt125m}`); a config reached through a defaults-list
+    # interpolation may not override a group, so the choice is made here, in the override's value.
+    OmegaConf.register_new_resolver("at_scale", _at_scale, replace=True)
+
+
+def _at_scale(cpu: str, paper: str, *, _root_) -> str:
+    """``${at_scale:CPU,PAPER}``: the value for the composed ``scale`` (a choice of the scale group)."""
+    return {"cpu": cpu, "paper": paper}[_root_.scale]

@@ -6,7 +6,7 @@ the i-th training dataset) of one run — for each of the run's ``groundtruth.se
 so the scoring jobs launched afterwards find every model in the cache. On a cluster the jobs
 train at once:
 
-    python -m untrac.paper prefill -m experiment=table2_cpu method=untrac \\
+    python -m untrac.paper prefill -m experiment=table2 scale=cpu method=untrac \\
         prefill.run=0,1,2 prefill.model=0,1,2,3,4 prefill.checkpoints=true hydra/launcher=submitit_slurm
 
 A job whose model is already cached returns at once; a job outside the experiment (a run that
