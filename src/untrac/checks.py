@@ -1,0 +1,46 @@
+"""Range checks of the typed config, and the collector that reports every failed check at once.
+
+A check that fails outside ``every_problem()`` raises at once (a dataclass built in code); inside it
+(``run.py`` converting the composed config) each failure is recorded and the block ends with one
+``UntracError`` listing them all, one line each. Nothing here imports torch.
+"""
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator
+
+from untrac.errors import UntracError
+
+_PROBLEMS: ContextVar[list[str] | None] = ContextVar("untrac_config_problems", default=None)
+
+
+def check(ok: bool, message: str) -> None:
+    if ok:
+        return
+    problems = _PROBLEMS.get()
+    if problems is None:
+        raise UntracError(message)
+    problems.append(message)
+
+
+def one_of(value: str, allowed: tuple[str, ...], key: str) -> None:
+    check(value in allowed, f"{key}={value!r} is not one of {', '.join(allowed)}")
+
+
+def positive(value: float | int | None, key: str) -> None:
+    check(value is None or value > 0, f"{key} must be > 0, got {value}")
+
+
+@contextmanager
+def every_problem() -> Iterator[None]:
+    """Collect the failed checks of everything built inside; raise them together at the end."""
+    problems: list[str] = []
+    token = _PROBLEMS.set(problems)
+    try:
+        yield
+    finally:
+        _PROBLEMS.reset(token)
+    if len(problems) == 1:
+        raise UntracError(problems[0])
+    if problems:
+        raise UntracError(f"{len(problems)} problems in the config:\n  " + "\n  ".join(problems))
