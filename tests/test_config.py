@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+import yaml
 from omegaconf import OmegaConf
 
 from untrac.config import Config, OptimConfig, TrainConfig, UnlearnConfig, register_configs
@@ -134,3 +135,53 @@ def test_given_model_cannot_be_trained_for_epochs_and_ekfac_needs_damping():
     Config(train=TrainConfig(steps=0), groundtruth=GroundTruthConfig(mode="none"))  # the everyday use
     with pytest.raises(UntracError, match=r"method\.damping must be > 0 for ekfac"):
         MethodConfig(name="ekfac", damping=0.0)
+
+
+# every option of model/, data/, testset/, optim/ as composed before issue 9 (commit 6a23a60)
+GROUPS_BEFORE = yaml.safe_load((CONF.parent / "tests" / "fixtures" / "groups_before.yaml").read_text())
+EXTRA = {"model/local": ["model.name_or_path=/ckpt"], "data/pile8": ["testset=toxigen"],
+         "data/files": ["data.path=/d", "data.group_column=g", "testset=toxigen"],
+         "testset/files": ["testset.path=/t", "testset.group_column=g"], "testset/toxigen": ["data=pile8"],
+         "testset/winobias": ["data=pile8"], "testset/truthfulqa": ["data=pile8"]}
+
+
+@pytest.mark.parametrize("option", sorted(GROUPS_BEFORE))
+def test_group_options_compose_as_before(option):
+    """The group YAMLs hold only deviations from the schema now; what they compose to is unchanged
+    (an optimizer's node keeps only its own fields)."""
+    group, name = option.split("/")
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        node = OmegaConf.to_container(compose("config", overrides=[option.replace("/", "="), *EXTRA.get(option, [])])[group])
+    before = GROUPS_BEFORE[option]
+    assert node == ({k: before[k] for k in node} if group == "optim" else before)
+
+
+def _schema_defaults(group: str, name: str) -> dict:
+    from untrac.optim_config import OPTIMIZERS
+
+    if group == "optim":
+        return OmegaConf.to_container(OmegaConf.structured(OPTIMIZERS[name]))
+    return OmegaConf.to_container(OmegaConf.structured(Config(optim=OPTIMIZERS["adam"]())))
+
+
+def _leaves(node: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize("group", ["model", "data", "testset", "optim"])
+def test_group_yamls_hold_only_what_differs_from_the_schema(group):
+    for path in sorted((CONF / group).glob("*.yaml")):
+        text = path.read_text()
+        values = {k: v for k, v in (yaml.safe_load(text) or {}).items() if k != "defaults"}
+        if group in ("model", "testset"):
+            values = {group: values}
+        schema = _leaves(_schema_defaults(group, path.stem))
+        repeated = [k for k, v in _leaves(values).items() if k in schema and schema[k] == v]
+        assert not repeated, f"{path.name} repeats the schema's {repeated}"
