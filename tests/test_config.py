@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 import yaml
 from omegaconf import OmegaConf
 
-from untrac.config import Config, OptimConfig, TrainConfig, UnlearnConfig, register_configs
+from untrac.config import Config, OptimConfig, TrainConfig, UnlearnConfig, register_configs, typed
 from untrac.errors import UntracError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -16,7 +16,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 def load(*overrides: str) -> Config:
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return OmegaConf.to_object(compose("config", overrides=list(overrides)))
+        return typed(compose("config", overrides=list(overrides)))
 
 
 def at_scale(name: str) -> tuple[str, str]:
@@ -66,6 +66,17 @@ def test_untrac_inv_uses_the_paper_schedule():
 def test_range_checks_name_the_key(build, key):
     with pytest.raises(UntracError, match=key.replace(".", r"\.")):
         build()
+
+
+def test_every_failed_check_is_reported_at_once():
+    with pytest.raises(UntracError) as err:
+        load("optim.lr=0", "runs=0", "model.num_heads=0", "data.runs_vary=nosuch")
+    lines = str(err.value).splitlines()
+    assert lines[0] == "4 problems in the config:"
+    assert sorted(line.split()[0] for line in lines[1:]) == ["data.runs_vary='nosuch'", "model.num_heads", "optim.lr",
+                                                               "runs"]
+    with pytest.raises(UntracError, match=r"^optim\.lr must be > 0, got 0\.0$"):  # one problem: just its line
+        load("optim.lr=0")
 
 
 def test_schema_rejects_unknown_keys_and_wrong_types():

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from untrac.checks import check as _check
+from untrac.checks import every_problem
 from untrac.checks import one_of as _one_of
 from untrac.checks import positive as _positive
 from untrac.optim_config import OPTIMIZERS, AdamConfig, OptimConfig
@@ -45,7 +46,8 @@ class ModelConfig:
         _check(bool(self.tokenizer), "model.tokenizer is not set (byt5, a hub id or a folder)")
         for key in ("d_model", "num_layers", "num_heads", "d_ff", "max_positions"):
             _positive(getattr(self, key), f"model.{key}")
-        _check(self.d_model % self.num_heads == 0, "model.d_model must be divisible by model.num_heads")
+        _check(self.num_heads <= 0 or self.d_model % self.num_heads == 0,  # num_heads <= 0: reported above
+               "model.d_model must be divisible by model.num_heads")
 
 
 @dataclass
@@ -320,6 +322,14 @@ def _check_files(named: dict[str, str], path: Optional[str], group_column: Optio
            f"{group}.path=<file> {group}.group_column=<column naming the {key}>")
     _check(bool(path) == bool(group_column), f"{group}.path and {group}.group_column go together: "
            f"one file split into {key} by the column")
+
+
+def typed(raw) -> "Config":
+    """The composed config as ``Config``, with every failed range check of it in one ``UntracError``."""
+    from omegaconf import OmegaConf
+
+    with every_problem():
+        return OmegaConf.to_object(raw)
 
 
 def register_configs() -> None:

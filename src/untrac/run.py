@@ -19,8 +19,11 @@ def _one_line(err: BaseException) -> str:
     """Hydra/OmegaConf messages span lines (message, full_key, object_type): fold them into one."""
     from untrac.errors import UntracError
 
+    if isinstance(err, UntracError):  # several problems of one config: one line each
+        first, *more = [" ".join(line.split()) for line in str(err).splitlines()]
+        return "\n  ".join([first, *more])
     cause = err.__cause__
-    parts = [str(err)] + ([str(cause)] if cause and not isinstance(err, UntracError) and str(cause) not in str(err) else [])
+    parts = [str(err)] + ([str(cause)] if cause and str(cause) not in str(err) else [])
     text = " ".join(" ".join(parts).split())
     # Hydra appends where it searched; the option list before it is what the user needs.
     return text.split(" Config search path:")[0].strip()
@@ -31,13 +34,14 @@ def _task(raw) -> None:
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
+    from untrac.config import typed
     from untrac.errors import UntracError
 
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        cfg = OmegaConf.to_object(raw)
+        cfg = typed(raw)
         _run(cfg, out_dir, OmegaConf.to_yaml(raw))
     except Exception as err:  # noqa: BLE001 - every failure becomes one line + a file in the run dir
         user_error = isinstance(err, UntracError) or isinstance(err.__cause__, UntracError)

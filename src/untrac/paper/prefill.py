@@ -79,11 +79,12 @@ def train_one(cfg) -> str:
 
 def _task(raw) -> None:
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
+
+    from untrac.config import typed
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        message = train_one(OmegaConf.to_object(raw))
+        message = train_one(typed(raw))
         log.info(message)
         (out_dir / "DONE").write_text(message + "\n")
     except Exception as err:  # noqa: BLE001 - one line per failed job, the sweep goes on
