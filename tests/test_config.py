@@ -7,7 +7,8 @@ from hydra import compose, initialize_config_dir
 import yaml
 from omegaconf import OmegaConf
 
-from untrac.config import Config, OptimConfig, TrainConfig, UnlearnConfig, register_configs, typed
+from untrac.checks import typed
+from untrac.config import Config, OptimConfig, TrainConfig, UnlearnConfig, register_configs
 from untrac.errors import UntracError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -163,7 +164,8 @@ def test_group_options_compose_as_before(option):
     group, name = option.split("/")
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        node = OmegaConf.to_container(compose("config", overrides=[option.replace("/", "="), *EXTRA.get(option, [])])[group])
+        composed = compose("config", overrides=[option.replace("/", "="), *EXTRA.get(option, [])])
+    node = OmegaConf.to_container(composed[group])
     before = GROUPS_BEFORE[option]
     assert node == ({k: before[k] for k in node} if group == "optim" else before)
 

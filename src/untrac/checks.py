@@ -7,7 +7,7 @@ A check that fails outside ``every_problem()`` raises at once (a dataclass built
 
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Iterator
+from typing import Iterator, Optional
 
 from untrac.errors import UntracError
 
@@ -44,3 +44,20 @@ def every_problem() -> Iterator[None]:
         raise UntracError(problems[0])
     if problems:
         raise UntracError(f"{len(problems)} problems in the config:\n  " + "\n  ".join(problems))
+
+
+def files_given(named: dict[str, str], path: Optional[str], group_column: Optional[str], group: str, key: str) -> None:
+    """``data=files`` / ``testset=files``: named files, or one file split by a column."""
+    check(bool(named) or bool(path), f"{group}=files needs {group}.{key}='{{name: file, ...}}' or "
+          f"{group}.path=<file> {group}.group_column=<column naming the {key}>")
+    check(bool(path) == bool(group_column), f"{group}.path and {group}.group_column go together: "
+          f"one file split into {key} by the column")
+
+
+def typed(raw):
+    """The composed config as its dataclasses (``OmegaConf.to_object``), every failed check of it
+    in one ``UntracError``."""
+    from omegaconf import OmegaConf
+
+    with every_problem():
+        return OmegaConf.to_object(raw)

@@ -9,10 +9,7 @@ Nothing here imports torch, so the config can be checked before anything heavy l
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from untrac.checks import check as _check
-from untrac.checks import every_problem
-from untrac.checks import one_of as _one_of
-from untrac.checks import positive as _positive
+from untrac.checks import check as _check, files_given as _check_files, one_of as _one_of, positive as _positive
 from untrac.optim_config import OPTIMIZERS, AdamConfig, OptimConfig
 
 ARCHS = ("seq2seq", "causal", "auto")  # auto: a local checkpoint, kind read from its config
@@ -316,22 +313,6 @@ class Config:
                "testset=synthetic, pile8 and files use testset=toxigen|winobias|truthfulqa; any data takes testset=files")
 
 
-def _check_files(named: dict[str, str], path: Optional[str], group_column: Optional[str], group: str,
-                 key: str) -> None:
-    _check(bool(named) or bool(path), f"{group}=files needs {group}.{key}='{{name: file, ...}}' or "
-           f"{group}.path=<file> {group}.group_column=<column naming the {key}>")
-    _check(bool(path) == bool(group_column), f"{group}.path and {group}.group_column go together: "
-           f"one file split into {key} by the column")
-
-
-def typed(raw) -> "Config":
-    """The composed config as ``Config``, with every failed range check of it in one ``UntracError``."""
-    from omegaconf import OmegaConf
-
-    with every_problem():
-        return OmegaConf.to_object(raw)
-
-
 def register_configs() -> None:
     """Register the schema so ``conf/config.yaml`` can extend it and Hydra type-checks every key."""
     from hydra.core.config_store import ConfigStore
@@ -347,9 +328,8 @@ def register_configs() -> None:
     store.store(name="base_config", node=node)
     for name, schema in OPTIMIZERS.items():  # conf/optim/<name>.yaml extends base_<name>
         store.store(group="optim", name=f"base_{name}", node=schema)
-    # An experiment's model choice depends on the scale (conf/experiment/table3.yaml:
-    # `override /model: ${at_scale:opt_tiny,opt125m}`); a config reached through a defaults-list
-    # interpolation may not override a group, so the choice is made here, in the override's value.
+    # An experiment's model depends on the scale (`override /model: ${at_scale:opt_tiny,opt125m}`): a config
+    # reached through a defaults-list interpolation may not override a group, an override's value may.
     OmegaConf.register_new_resolver("at_scale", _at_scale, replace=True)
 
 

@@ -34,7 +34,7 @@ def _task(raw) -> None:
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from untrac.config import typed
+    from untrac.checks import typed
     from untrac.errors import UntracError
 
     hydra_cfg = HydraConfig.get()

@@ -80,7 +80,7 @@ def train_one(cfg) -> str:
 def _task(raw) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from untrac.config import typed
+    from untrac.checks import typed
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
