@@ -46,7 +46,8 @@ clean: ## remove outputs (results and cache)
 
 # ---- The paper's results ---------------------------------------------------------------------
 # Each target trains the models it needs (independent jobs that fill the shared cache), runs its
-# Hydra sweep(s) from conf/experiment/<name>_$(SCALE).yaml, and writes outputs/tables/<name>.{md,tex,csv}
+# Hydra sweep(s) `experiment=<name> scale=$(SCALE)` (conf/experiment/<name>.yaml + conf/scale/), and writes
+# outputs/tables/<name>.{md,tex,csv}
 # and outputs/figures/<name>.png with the paper's numbers beside ours (python -m untrac.paper).
 #   make table2 SCALE=paper LAUNCHER=submitit_slurm ARGS="hydra.launcher.partition=gpu"
 # ARGS: extra Hydra overrides for every job (e.g. cache_dir=..., runs=2). Times: 2 shared cores,

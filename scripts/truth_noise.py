@@ -12,7 +12,7 @@ mean GT and on single seeds) — near 1 means one dataset carries the whole grou
   PYTHONPATH=src python scripts/truth_noise.py train --label synthA_default --seeds 0-5 \
       --out outputs/truth/synthA_default.csv -- data=synthA cache_dir=outputs/truth_cache
   PYTHONPATH=src python scripts/truth_noise.py train --label pile8 --seeds 0-5 \
-      --testsets toxigen,winobias,truthfulqa --out x.csv -- experiment=pile8_cpu testset.per_subset=256
+      --testsets toxigen,winobias,truthfulqa --out x.csv -- experiment=pile8 testset.per_subset=256
   PYTHONPATH=src python scripts/truth_noise.py analyse x.csv [y.csv ...]
 
 Train losses (first/last 10% mean) and the wall time of every training are stored beside the

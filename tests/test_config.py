@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
+import yaml
 from omegaconf import OmegaConf
 
+from untrac.checks import typed
 from untrac.config import Config, OptimConfig, TrainConfig, UnlearnConfig, register_configs
 from untrac.errors import UntracError
 from untrac.methods import registry
@@ -17,7 +19,13 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 def load(*overrides: str) -> Config:
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return OmegaConf.to_object(compose("config", overrides=list(overrides)))
+        return typed(compose("config", overrides=list(overrides)))
+
+
+def at_scale(name: str) -> tuple[str, str]:
+    """"table2_paper" → experiment=table2 scale=paper."""
+    target, scale = name.rsplit("_", 1)
+    return f"experiment={target}", f"scale={scale}"
 
 
 def test_default_is_the_embedded_job():
@@ -63,6 +71,17 @@ def test_range_checks_name_the_key(build, key):
         build()
 
 
+def test_every_failed_check_is_reported_at_once():
+    with pytest.raises(UntracError) as err:
+        load("optim.lr=0", "runs=0", "model.num_heads=0", "data.runs_vary=nosuch")
+    lines = str(err.value).splitlines()
+    assert lines[0] == "4 problems in the config:"
+    assert sorted(line.split()[0] for line in lines[1:]) == ["data.runs_vary='nosuch'", "model.num_heads", "optim.lr",
+                                                               "runs"]
+    with pytest.raises(UntracError, match=r"^optim\.lr must be > 0, got 0\.0$"):  # one problem: just its line
+        load("optim.lr=0")
+
+
 def test_schema_rejects_unknown_keys_and_wrong_types():
     with pytest.raises(Exception, match="lrr"):
         load("optim.lrr=1")
@@ -74,12 +93,12 @@ def test_schema_rejects_unknown_keys_and_wrong_types():
                                         "table2_cpu", "fig2_cpu", "fig2_inv_cpu"])
 def test_synthetic_experiments_unlearn_with_adafactor(experiment):
     """§5: "Adafactor is used in Section 5.1 due to memory constraints", at the constant lr 5e-5."""
-    cfg = load(f"experiment={experiment}")
+    cfg = load(*at_scale(experiment))
     assert (cfg.optim.name, cfg.optim.lr) == ("adafactor", 5e-5)
 
 
 def test_pile8_experiments_unlearn_with_adam():
-    cfg = load("experiment=table3_paper")
+    cfg = load("experiment=table3", "scale=paper")
     assert (cfg.optim.name, cfg.optim.lr) == ("adam", 5e-5)
 
 
@@ -92,7 +111,7 @@ def test_pile8_experiments_unlearn_with_adam():
 ])
 def test_paper_presets_train_as_the_authors_scripts(experiment, model, steps, batch, optim):
     """Where the paper is silent: their Trainer defaults (lr 5e-5 constant, max_grad_norm 1.0, fp32)."""
-    cfg = load(f"experiment={experiment}")
+    cfg = load(*at_scale(experiment))
     assert (cfg.model.name, cfg.train.steps, cfg.train.batch_size, cfg.train.optim) == (model, steps, batch, optim)
     assert (cfg.train.lr, cfg.train.clip_grad, cfg.train.weight_decay, cfg.model.dtype) == (5e-5, 1.0, 0.0, "float32")
 
@@ -156,3 +175,54 @@ def test_method_yaml_holds_only_what_differs_from_its_schema():
         values = OmegaConf.to_container(OmegaConf.load(path)).get("method", {})
         schema = registry()[load(f"method={path.stem}").method.name].config()
         assert all(getattr(schema, key) != value for key, value in values.items()), path.name
+
+
+# every option of model/, data/, testset/, optim/ as composed before issue 9 (commit 6a23a60)
+GROUPS_BEFORE = yaml.safe_load((CONF.parent / "tests" / "fixtures" / "groups_before.yaml").read_text())
+EXTRA = {"model/local": ["model.name_or_path=/ckpt"], "data/pile8": ["testset=toxigen"],
+         "data/files": ["data.path=/d", "data.group_column=g", "testset=toxigen"],
+         "testset/files": ["testset.path=/t", "testset.group_column=g"], "testset/toxigen": ["data=pile8"],
+         "testset/winobias": ["data=pile8"], "testset/truthfulqa": ["data=pile8"]}
+
+
+@pytest.mark.parametrize("option", sorted(GROUPS_BEFORE))
+def test_group_options_compose_as_before(option):
+    """The group YAMLs hold only deviations from the schema now; what they compose to is unchanged
+    (an optimizer's node keeps only its own fields)."""
+    group, name = option.split("/")
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        composed = compose("config", overrides=[option.replace("/", "="), *EXTRA.get(option, [])])
+    node = OmegaConf.to_container(composed[group])
+    before = GROUPS_BEFORE[option]
+    assert node == ({k: before[k] for k in node} if group == "optim" else before)
+
+
+def _schema_defaults(group: str, name: str) -> dict:
+    from untrac.optim_config import OPTIMIZERS
+
+    if group == "optim":
+        return OmegaConf.to_container(OmegaConf.structured(OPTIMIZERS[name]))
+    return OmegaConf.to_container(OmegaConf.structured(Config(optim=OPTIMIZERS["adam"]())))
+
+
+def _leaves(node: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize("group", ["model", "data", "testset", "optim"])
+def test_group_yamls_hold_only_what_differs_from_the_schema(group):
+    for path in sorted((CONF / group).glob("*.yaml")):
+        text = path.read_text()
+        values = {k: v for k, v in (yaml.safe_load(text) or {}).items() if k != "defaults"}
+        if group in ("model", "testset"):
+            values = {group: values}
+        schema = _leaves(_schema_defaults(group, path.stem))
+        repeated = [k for k, v in _leaves(values).items() if k in schema and schema[k] == v]
+        assert not repeated, f"{path.name} repeats the schema's {repeated}"

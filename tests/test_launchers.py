@@ -32,7 +32,7 @@ def test_each_launcher_composes_with_the_targets_settings(launcher):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     extra = targets.LAUNCHER_ARGS.get(launcher, {}).get("paper", [])
-    cfg = _compose(["experiment=table3_paper", f"hydra/launcher={launcher}", *extra])
+    cfg = _compose(["experiment=table3", "scale=paper", f"hydra/launcher={launcher}", *extra])
     target = cfg.hydra.launcher._target_
     assert {"basic": "BasicLauncher", "joblib": "JoblibLauncher", "submitit_local": "LocalLauncher",
             "submitit_slurm": "SlurmLauncher"}[launcher] in target
@@ -42,17 +42,17 @@ def test_each_launcher_composes_with_the_targets_settings(launcher):
 
 def test_prefill_plan_keeps_model_keys_and_pins_the_rest():
     """One job per model: data settings and runs are swept, methods/test sets/optimizers are not."""
-    t2 = targets.prefill_overrides(_compose(["experiment=table2_cpu"]), [])
+    t2 = targets.prefill_overrides(_compose(["experiment=table2"]), [])
     assert "data=synthA,synthB" in t2 and "method=tracin" in t2
     assert {"prefill.run=range(0,3)", "prefill.model=range(0,5)", "prefill.checkpoints=true"} <= set(t2)
 
-    t4 = targets.prefill_overrides(_compose(["experiment=table4_lr_cpu"]), [])
+    t4 = targets.prefill_overrides(_compose(["experiment=table4_lr"]), [])
     # pile8 trains θ0 and the ground truth once (runs differ in the scored sample): one run, 1 + 8 models
     assert {"method=untrac", "optim=adam", "testset=toxigen", "data.sizes=equal"} <= set(t4)
     assert [o for o in t4 if o.startswith("optim.lr=")] == ["optim.lr=5e-06"]
     assert {"prefill.run=range(0,1)", "prefill.model=range(0,9)", "prefill.checkpoints=false"} <= set(t4)
 
-    t3 = targets.prefill_overrides(_compose(["experiment=table3_cpu"]), ["seed=0,1"])
+    t3 = targets.prefill_overrides(_compose(["experiment=table3"]), ["seed=0,1"])
     assert "data.sizes=equal,different" in t3 and "seed=0,1" in t3 and "testset=toxigen" in t3
 
 

@@ -43,7 +43,7 @@ def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
     (["model=t5xl"], "google/t5-xl-lm-adapt"),
     (["model=opt125m", "model.name_or_path=/nowhere", "model.tokenizer=/nowhere"], "/nowhere"),
     (["data.source=csv", "data.root=/nowhere"], "/nowhere"),
-    (["experiment=pile8_cpu", "testset=truthfulqa", "testset.root=/nowhere"], "/nowhere"),
+    (["experiment=pile8", "testset=truthfulqa", "testset.root=/nowhere"], "/nowhere"),
 ])
 def test_bad_input_is_one_line_naming_the_culprit(args, culprit, tmp_path):
     proc = untrac(*args, tmp=tmp_path, timeout=180)
@@ -53,12 +53,21 @@ def test_bad_input_is_one_line_naming_the_culprit(args, culprit, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_every_bad_value_of_a_config_is_reported_at_once(tmp_path):
+    """Three range errors: one error, one line per culprit (not only the first)."""
+    proc = untrac("optim.lr=0", "runs=0", "model.num_heads=0", tmp=tmp_path, timeout=180)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    text = proc.stderr[proc.stderr.index("untrac: error"):]
+    assert text.splitlines()[0] == "untrac: error: 3 problems in the config:"
+    assert [line.split()[0] for line in text.splitlines()[1:4]] == ["model.num_heads", "optim.lr", "runs"]
+
+
 def test_missing_corpus_folder_is_one_line(tmp_path):
     # A valid (tiny) TruthfulQA file, so the error can only come from the corpus folder.
     rows = [{"Type": "Adversarial", "Category": "Law", "Question": f"Q{i}?", "Best Answer": "a",
              "Correct Answers": "a", "Incorrect Answers": "b; c", "Source": "s"} for i in range(70)]
     pd.DataFrame(rows).to_csv(tmp_path / "TruthfulQA.csv", index=False)
-    proc = untrac("experiment=pile8_cpu", "testset=truthfulqa", f"testset.root={tmp_path}", "data.root=/nowhere",
+    proc = untrac("experiment=pile8", "testset=truthfulqa", f"testset.root={tmp_path}", "data.root=/nowhere",
                   tmp=tmp_path, timeout=180)
     lines = error_lines(proc)
     assert proc.returncode != 0 and len(lines) == 1 and "/nowhere" in lines[0], proc.stderr[-2000:]

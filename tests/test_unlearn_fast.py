@@ -17,6 +17,7 @@ from untrac.losses import dataset_loss
 from untrac.methods import Context
 from untrac.methods.untrac import loss_changes, score_untrac, score_untrac_inv
 from untrac.models import build_model, load_tokenizer
+from untrac.optim_config import OPTIMIZERS as SCHEMAS
 from untrac.pieces import PieceStore
 from untrac.prepared import EvalBatches, fused_activations
 from untrac.unlearn import unlearn
@@ -29,7 +30,8 @@ N = 6
 
 def shipped(name: str) -> OptimConfig:
     """The optimizer exactly as ``optim=<name>`` configures it (conf/optim/<name>.yaml)."""
-    return OptimConfig(**yaml.safe_load((CONF / f"{name}.yaml").read_text()))
+    values = yaml.safe_load((CONF / f"{name}.yaml").read_text())
+    return SCHEMAS[name](**{k: v for k, v in values.items() if k != "defaults"})
 
 
 @pytest.fixture(scope="module")

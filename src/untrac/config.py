@@ -10,26 +10,13 @@ imports the method plugins, whose schemas live beside them).
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from untrac.errors import UntracError
+from untrac.checks import check as _check, files_given as _check_files, one_of as _one_of, positive as _positive
+from untrac.optim_config import OPTIMIZERS, AdamConfig, OptimConfig
 
 ARCHS = ("seq2seq", "causal", "auto")  # auto: a local checkpoint, kind read from its config
-UNLEARN_OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam", "adafactor")
 TRAIN_OPTIMIZERS = ("adamw", "adam", "adafactor", "sgd")
 # Run r's k-th ground-truth seed is its base seed + k·stride (untrac.groundtruth.truth_seeds).
 GROUNDTRUTH_SEED_STRIDE = 1000
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise UntracError(message)
-
-
-def _one_of(value: str, allowed: tuple[str, ...], key: str) -> None:
-    _check(value in allowed, f"{key}={value!r} is not one of {', '.join(allowed)}")
-
-
-def _positive(value: float | int | None, key: str) -> None:
-    _check(value is None or value > 0, f"{key} must be > 0, got {value}")
 
 
 @dataclass
@@ -56,7 +43,8 @@ class ModelConfig:
         _check(bool(self.tokenizer), "model.tokenizer is not set (byt5, a hub id or a folder)")
         for key in ("d_model", "num_layers", "num_heads", "d_ff", "max_positions"):
             _positive(getattr(self, key), f"model.{key}")
-        _check(self.d_model % self.num_heads == 0, "model.d_model must be divisible by model.num_heads")
+        _check(self.num_heads <= 0 or self.d_model % self.num_heads == 0,  # num_heads <= 0: reported above
+               "model.d_model must be divisible by model.num_heads")
 
 
 @dataclass
@@ -150,25 +138,6 @@ class TrainConfig:
         _positive(self.checkpoint_every, "train.checkpoint_every")
         _one_of(self.optim, TRAIN_OPTIMIZERS, "train.optim")
         _check(self.weight_decay >= 0, f"train.weight_decay must be >= 0, got {self.weight_decay}")
-
-
-@dataclass
-class OptimConfig:
-    """The unlearning optimizer (paper §5: Adam, constant lr 5e-5; §6.2 compares five)."""
-
-    name: str = "adam"
-    lr: float = 5e-5
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    momentum: float = 0.0
-    dampening: float = 0.0
-    alpha: float = 0.99
-    weight_decay: float = 0.0
-
-    def __post_init__(self) -> None:
-        _one_of(self.name, UNLEARN_OPTIMIZERS, "optim")
-        _positive(self.lr, "optim.lr")
-        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas must be two values in [0, 1)")
 
 
 @dataclass
@@ -282,7 +251,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     testset: TestsetConfig = field(default_factory=TestsetConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: OptimConfig = field(default_factory=AdamConfig)  # one node per optimizer: untrac.optim_config
     train: TrainConfig = field(default_factory=TrainConfig)
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
@@ -316,24 +285,17 @@ class Config:
                "testset=synthetic, pile8 and files use testset=toxigen|winobias|truthfulqa; any data takes testset=files")
 
 
-def _check_files(named: dict[str, str], path: Optional[str], group_column: Optional[str], group: str,
-                 key: str) -> None:
-    _check(bool(named) or bool(path), f"{group}=files needs {group}.{key}='{{name: file, ...}}' or "
-           f"{group}.path=<file> {group}.group_column=<column naming the {key}>")
-    _check(bool(path) == bool(group_column), f"{group}.path and {group}.group_column go together: "
-           f"one file split into {key} by the column")
-
-
 def register_configs() -> None:
     """Register the schema so ``conf/config.yaml`` can extend it and Hydra type-checks every key."""
     from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
+    from omegaconf import MISSING, OmegaConf
 
     node = OmegaConf.structured(Config)
     # Hydra locks the whole config (struct mode), which would refuse every key of a dict given on
     # the command line (data.train='{news: a.jsonl}'); unlock just these {name: value} maps.
     for path in ("data.custom_sizes", "data.train", "testset.subsets"):
         OmegaConf.set_struct(OmegaConf.select(node, path), False)
+    node.optim = MISSING  # filled by the optim group, so no key of the default optimizer lingers
     store = ConfigStore.instance()
     store.store(name="base_config", node=node)
     # One schema node per method; conf/method/<name>.yaml extends it (defaults: /method_schema/<name>@method).
@@ -341,3 +303,13 @@ def register_configs() -> None:
 
     for name, method in registry().items():
         store.store(group="method_schema", name=name, node=method.config(name=name))
+    for name, schema in OPTIMIZERS.items():  # conf/optim/<name>.yaml extends base_<name>
+        store.store(group="optim", name=f"base_{name}", node=schema)
+    # An experiment's model depends on the scale (`override /model: ${at_scale:opt_tiny,opt125m}`): a config
+    # reached through a defaults-list interpolation may not override a group, an override's value may.
+    OmegaConf.register_new_resolver("at_scale", _at_scale, replace=True)
+
+
+def _at_scale(cpu: str, paper: str, *, _root_) -> str:
+    """``${at_scale:CPU,PAPER}``: the value for the composed ``scale`` (a choice of the scale group)."""
+    return {"cpu": cpu, "paper": paper}[_root_.scale]

@@ -94,19 +94,26 @@ def read_frame(run_dir: Path, table: Table) -> pd.DataFrame:
 
 def typed_config(node):
     """The typed ``untrac.config.Config`` of a composed config (a DictConfig or a plain dict):
-    the one conversion of ``run.py`` and ``RunRecord.load``, so a run reads back as it ran."""
+    the one conversion of ``run.py`` and ``RunRecord.load``, so a run reads back as it ran. Every
+    failed range check is reported at once (``untrac.checks.typed``)."""
     from omegaconf import OmegaConf
 
+    from untrac.checks import typed
     from untrac.config import Config
     from untrac.methods import registry
+    from untrac.optim_config import OPTIMIZERS
 
+    node = OmegaConf.create(node) if isinstance(node, dict) else node
     schema = OmegaConf.structured(Config)
-    # A saved run is plain YAML: type its method section by the method's own dataclass (plugins),
-    # as Hydra does when it composes `method=<name>`.
-    method = registry().get(OmegaConf.select(OmegaConf.create(node), "method.name", default=None))
+    # A saved run is plain YAML: type its method and optimizer sections by their own dataclasses
+    # (one per group option), as Hydra does when it composes `method=<name>` / `optim=<name>`.
+    method = registry().get(OmegaConf.select(node, "method.name", default=None))
     if method is not None:
         schema.method = OmegaConf.structured(method.config(name=method.name))
-    return OmegaConf.to_object(OmegaConf.merge(schema, node))
+    optim = OPTIMIZERS.get(OmegaConf.select(node, "optim.name", default=None))
+    if optim is not None:
+        schema.optim = OmegaConf.structured(optim)
+    return typed(OmegaConf.merge(schema, node))
 
 
 def load_config(run_dir: Path):

@@ -20,8 +20,11 @@ def _one_line(err: BaseException) -> str:
     """Hydra/OmegaConf messages span lines (message, full_key, object_type): fold them into one."""
     from untrac.errors import UntracError
 
+    if isinstance(err, UntracError):  # several problems of one config: one line each
+        first, *more = [" ".join(line.split()) for line in str(err).splitlines()]
+        return "\n  ".join([first, *more])
     cause = err.__cause__
-    parts = [str(err)] + ([str(cause)] if cause and not isinstance(err, UntracError) and str(cause) not in str(err) else [])
+    parts = [str(err)] + ([str(cause)] if cause and str(cause) not in str(err) else [])
     text = " ".join(" ".join(parts).split())
     # Hydra's hint for an unknown key ("To append to your config use +k=v") would lead past the schema.
     text = re.sub(r" To append to your config use \S+", "", text)
@@ -33,6 +36,7 @@ def _task(raw) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from untrac.checks import typed
     from untrac.errors import UntracError
     from untrac.record import FAILED, TRACEBACK, typed_config
 

@@ -77,7 +77,7 @@ TABLE3 = {"method": "untrac,graddot", "testset": "toxigen,winobias"}
 
 
 def test_complete_sweep_becomes_table3_beside_the_paper(tmp_path, composer, capsys):
-    make_sweep(tmp_path / "sweep", composer, "table3_cpu", TABLE3)
+    make_sweep(tmp_path / "sweep", composer, "table3", TABLE3)
     assert aggregate.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 0  # target from the config
     table = pd.read_csv(tmp_path / "out" / "tables" / "table3.csv", index_col=0)
     assert table.loc["UnTrac (measured)", "Equal ToxiGen"] == "1.000 ± 0.000"
@@ -95,7 +95,7 @@ def test_complete_sweep_becomes_table3_beside_the_paper(tmp_path, composer, caps
 
 
 def test_failed_missing_and_incomplete_jobs_are_listed_not_fatal(tmp_path, composer, capsys):
-    jobs = make_sweep(tmp_path / "sweep", composer, "table3_cpu", TABLE3)
+    jobs = make_sweep(tmp_path / "sweep", composer, "table3", TABLE3)
     for name in (INFLUENCE.file, CORRELATIONS.file):
         (jobs[1] / name).unlink()
     (jobs[1] / "FAILED").write_text("UntracError: testset winobias: something went wrong\n")
@@ -118,7 +118,7 @@ def test_failed_missing_and_incomplete_jobs_are_listed_not_fatal(tmp_path, compo
 
 
 def test_unreadable_results_count_as_failed(tmp_path, composer, capsys):
-    jobs = make_sweep(tmp_path / "sweep", composer, "table3_cpu", TABLE3)
+    jobs = make_sweep(tmp_path / "sweep", composer, "table3", TABLE3)
     (jobs[0] / CORRELATIONS.file).write_text("")
     (jobs[1] / INFLUENCE.file).write_text("a,b\n1,2\n")
     assert aggregate.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 0
@@ -128,7 +128,7 @@ def test_unreadable_results_count_as_failed(tmp_path, composer, capsys):
 
 
 def test_config_differing_in_an_unswept_key_is_refused_or_split(tmp_path, composer, capsys):
-    jobs = make_sweep(tmp_path / "sweep", composer, "table3_cpu", TABLE3)
+    jobs = make_sweep(tmp_path / "sweep", composer, "table3", TABLE3)
     config = yaml.safe_load((jobs[2] / CONFIG).read_text())
     preset_steps = config["train"]["steps"]  # the experiment file's value, whatever it is today
     assert preset_steps != 999
@@ -147,8 +147,8 @@ def test_config_differing_in_an_unswept_key_is_refused_or_split(tmp_path, compos
 
 def test_two_sweeps_are_pooled_when_only_swept_keys_differ(tmp_path, composer):
     """Table 4's halves: optimizers at the default lr, and Adam over learning rates."""
-    make_sweep(tmp_path / "a", composer, "table4_cpu", {"method": "untrac,untrac_inv", "optim": "sgd,adam"})
-    make_sweep(tmp_path / "b", composer, "table4_lr_cpu",
+    make_sweep(tmp_path / "a", composer, "table4", {"method": "untrac,untrac_inv", "optim": "sgd,adam"})
+    make_sweep(tmp_path / "b", composer, "table4_lr",
                {"method": "untrac,untrac_inv", "optim": "adam", "optim.lr": "5e-6,1e-4"})
     jobs, swept = [], set()
     for sweep in sweeps.find_sweeps([tmp_path]):
@@ -166,8 +166,8 @@ def test_two_sweeps_are_pooled_when_only_swept_keys_differ(tmp_path, composer):
 
 def test_a_key_set_by_a_swept_group_must_still_follow_that_group(tmp_path, composer, capsys):
     """unlearn.eval_every is set by the method group, but two untrac jobs may not disagree on it."""
-    make_sweep(tmp_path / "a", composer, "table3_cpu", {"method": "untrac,graddot", "testset": "toxigen"})
-    make_sweep(tmp_path / "b", composer, "table3_cpu", {"method": "untrac,graddot", "testset": "winobias"},
+    make_sweep(tmp_path / "a", composer, "table3", {"method": "untrac,graddot", "testset": "toxigen"})
+    make_sweep(tmp_path / "b", composer, "table3", {"method": "untrac,graddot", "testset": "winobias"},
                task=("unlearn.eval_every=7",))
     jobs, swept = [], set()
     for sweep in sweeps.find_sweeps([tmp_path]):
@@ -178,7 +178,7 @@ def test_a_key_set_by_a_swept_group_must_still_follow_that_group(tmp_path, compo
 
 
 def test_expected_jobs_follow_hydra_basic_sweeper_order(tmp_path, composer):
-    make_sweep(tmp_path / "s", composer, "table3_cpu", TABLE3, task=("runs=2",))
+    make_sweep(tmp_path / "s", composer, "table3", TABLE3, task=("runs=2",))
     expected, swept = sweeps.expected_jobs(tmp_path / "s")
     assert swept == {"method", "testset"}
     assert [job[:2] for job in expected] == [["method=untrac", "testset=toxigen"], ["method=untrac", "testset=winobias"],
@@ -190,11 +190,11 @@ def test_expansion_matches_the_basic_sweepers_rules(tmp_path):
     values; range() expands; fixed overrides are part of every job."""
     multirun = {"hydra": {"sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
                                       "params": {"method": "untrac,graddot", "seed": "range(0,2)"}},
-                          "overrides": {"task": ["experiment=table3_cpu", "method=tracin,untrac", "+x=1"]}}}
+                          "overrides": {"task": ["experiment=table3", "method=tracin,untrac", "+x=1"]}}}
     (tmp_path / MULTIRUN).write_text(yaml.safe_dump(multirun))
     expected, swept = sweeps.expected_jobs(tmp_path)
     assert swept == {"method", "seed"}
-    assert expected == [[f"method={m}", f"seed={s}", "experiment=table3_cpu", "+x=1"]
+    assert expected == [[f"method={m}", f"seed={s}", "experiment=table3", "+x=1"]
                         for m in ("tracin", "untrac") for s in (0, 1)]
     multirun["hydra"]["sweeper"]["_target_"] = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
     (tmp_path / MULTIRUN).write_text(yaml.safe_dump(multirun))

@@ -13,7 +13,8 @@ keys are named and the run refused (exit 3), or with ``--split`` each consistent
 separately as ``<target>-cfg<N>``.
 
 The target (table2 … fig4) comes from ``--target`` or from the jobs' ``experiment`` key
-("table4_cpu" → table4). Writes ``<out>/tables/<target>.{md,tex,csv}`` and
+("table4", or "table4_cpu" of sweeps made before the scale group → table4). Writes
+``<out>/tables/<target>.{md,tex,csv}`` and
 ``<out>/figures/<target>.png``; an unknown target gets a generic correlation table.
 """
 

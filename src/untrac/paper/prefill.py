@@ -6,7 +6,7 @@ the i-th training dataset) of one run — for each of the run's ``groundtruth.se
 so the scoring jobs launched afterwards find every model in the cache. On a cluster the jobs
 train at once:
 
-    python -m untrac.paper prefill -m experiment=table2_cpu method=untrac \\
+    python -m untrac.paper prefill -m experiment=table2 scale=cpu method=untrac \\
         prefill.run=0,1,2 prefill.model=0,1,2,3,4 prefill.checkpoints=true hydra/launcher=submitit_slurm
 
 A job whose model is already cached returns at once; a job outside the experiment (a run that
@@ -79,13 +79,14 @@ def train_one(cfg) -> str:
 
 def _task(raw) -> None:
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
+
+    from untrac.checks import typed
 
     from untrac.record import FAILED, TRACEBACK
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        message = train_one(OmegaConf.to_object(raw))
+        message = train_one(typed(raw))
         log.info(message)
         (out_dir / "DONE").write_text(message + "\n")
     except Exception as err:  # noqa: BLE001 - one line per failed job, the sweep goes on

@@ -6,13 +6,14 @@
 1. **prefill**: every model the sweeps need (θ0 and each θ−Z of every run and data setting) is
    one job of ``python -m untrac.paper prefill`` — independent jobs that fill the shared cache, so
    a parallel launcher or a cluster trains them at once;
-2. **sweep**: each experiment part of the target (``conf/experiment/<part>_<scale>.yaml``) runs as
-   a Hydra multirun of ``python -m untrac.run``; the scoring jobs find the models in the cache;
+2. **sweep**: each experiment part of the target (``experiment=<part> scale=<scale>``, from
+   ``conf/experiment/<part>.yaml`` and ``conf/scale/``) runs as a Hydra multirun of
+   ``python -m untrac.run``; the scoring jobs find the models in the cache;
 3. **aggregate**: ``untrac.paper.aggregate`` turns the sweep directories into
    ``<out>/tables/<target>.{md,tex,csv}`` and ``<out>/figures/<target>.png``, listing failed or
    missing jobs.
 
-Sweeps go to ``<out>/sweeps/<experiment>/<time>/<part>/``. Table 5 is the Spearman view of Table 3's
+Sweeps go to ``<out>/sweeps/<experiment>_<scale>/<time>/<part>_<scale>/``. Table 5 is the Spearman view of Table 3's
 sweep: ``table5`` reuses the latest finished ``table3`` sweep of the same scale and overrides
 unless ``--fresh``. The launcher is a command-line choice (``hydra/launcher=…``); for the submitit
 launchers a job time limit and one CPU per thread are added (override with ``-- hydra.launcher.*``).
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from untrac.paper import REPO
 
-# target → the experiment parts it runs (each conf/experiment/<part>_<scale>.yaml is one sweep)
+# target → the experiment parts it runs (each `experiment=<part> scale=<scale>` is one sweep)
 PARTS = {"table2": ["table2"], "table3": ["table3"], "table5": ["table3"], "table4": ["table4", "table4_lr"],
          "fig2": ["fig2", "fig2_inv"], "fig3": ["fig3", "fig3_b256"], "fig4": ["fig4"]}
 # swept keys that change which models are trained; every other swept key is pinned in the prefill
@@ -42,8 +43,8 @@ LAUNCHER_ARGS = {  # job limits for the submitit launchers, per scale (minutes)
 }
 
 
-def compose(experiment: str, extra: list[str]):
-    """The experiment's config with its hydra node (sweeper params), as ``untrac.run`` sees it."""
+def compose(experiment: str, scale: str, extra: list[str]):
+    """The experiment's config at ``scale`` with its hydra node (sweeper params), as ``untrac.run`` sees it."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -54,7 +55,8 @@ def compose(experiment: str, extra: list[str]):
     GlobalHydra.instance().clear()
     plain = [o for o in extra if not _is_sweep(o) and not o.startswith("hydra")]
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        return hydra_compose("config", overrides=[f"experiment={experiment}", *plain], return_hydra_config=True)
+        return hydra_compose("config", overrides=[f"experiment={experiment}", f"scale={scale}", *plain],
+                             return_hydra_config=True)
 
 
 def _is_sweep(override: str) -> bool:
@@ -148,24 +150,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def sweep_all(parts: list[str], extra: list[str], launch: list[str], root: Path) -> bool:
+def sweep_all(parts: list[str], scale: str, extra: list[str], launch: list[str], root: Path) -> bool:
     """Prefill the models of every part (once per distinct model set), then run each part's sweep
     under ``root``; whether every command succeeded."""
     py, start, complete, done = sys.executable, time.perf_counter(), True, []
     for part in parts:
-        cfg = compose(part, extra)
+        cfg = compose(part, scale, extra)
         spec = prefill_overrides(cfg, extra)
         if models_signature(cfg, spec) in done:  # e.g. table4's two halves share their models
             continue
         done.append(models_signature(cfg, spec))
-        command = [py, "-m", "untrac.paper", "prefill", "-m", f"experiment={part}", *spec, *launch,
-                   *[o for o in extra if not _is_sweep(o)], f"hydra.sweep.dir={root / 'prefill' / part}"]
-        complete &= run(command, root / f"prefill_{part}.log") == 0
+        command = [py, "-m", "untrac.paper", "prefill", "-m", f"experiment={part}", f"scale={scale}", *spec,
+                   *launch, *[o for o in extra if not _is_sweep(o)], f"hydra.sweep.dir={root / 'prefill' / part}"]
+        complete &= run(command, root / f"prefill_{part}_{scale}.log") == 0
     print(f"models ready after {time.perf_counter() - start:.0f} s", flush=True)
     for part in parts:
-        command = [py, "-m", "untrac.run", "-m", f"experiment={part}", *launch, *extra,
-                   f"hydra.sweep.dir={root / part}"]
-        complete &= run(command, root / f"{part}.log") == 0
+        command = [py, "-m", "untrac.run", "-m", f"experiment={part}", f"scale={scale}", *launch, *extra,
+                   f"hydra.sweep.dir={root / f'{part}_{scale}'}"]
+        complete &= run(command, root / f"{part}_{scale}.log") == 0
     return complete
 
 
@@ -176,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     cut = argv.index("--") if "--" in argv else len(argv)
     args = _parser().parse_args(argv[:cut])
     extra = argv[cut + 1:]  # Hydra overrides for every job
-    parts = [f"{p}_{args.scale}" for p in PARTS[args.target]]
-    family = str(compose(parts[0], extra).experiment)
+    parts = PARTS[args.target]
+    family = f"{compose(parts[0], args.scale, extra).experiment}_{args.scale}"
     base = (args.out / "sweeps" / family).resolve()
     key = fingerprint(family, args.scale, extra)
     root = None if args.fresh or args.target != "table5" else reusable(base, key)
@@ -188,9 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         root = base / (time.strftime("%Y-%m-%d_%H-%M-%S-") + f"{time.time() % 1 * 1e6:06.0f}")
         root.mkdir(parents=True, exist_ok=True)
-        complete = sweep_all(parts, extra, launch, root)
+        complete = sweep_all(parts, args.scale, extra, launch, root)
         (root / "meta.json").write_text(json.dumps({"fingerprint": key, "complete": bool(complete)}))
         print(f"sweeps finished after {time.perf_counter() - start:.0f} s (complete: {complete})", flush=True)
-    code = aggregate.main([*[str(root / p) for p in parts], "--target", args.target, "--out", str(args.out)])
+    code = aggregate.main([*[str(root / f"{p}_{args.scale}") for p in parts], "--target", args.target,
+                           "--out", str(args.out)])
     print(f"{args.target}: {time.perf_counter() - start:.0f} s in all")
     return code
