@@ -210,7 +210,7 @@ def test_prefill_sweeps_are_skipped_and_no_sweep_is_an_error(tmp_path, composer,
 
 
 def test_fig4_reads_the_corpus_sizes_from_the_jobs_typed_config(tmp_path, composer):
-    make_sweep(tmp_path / "sweep", composer, "fig4_cpu", {"data.sizes": "different", "testset": "toxigen",
+    make_sweep(tmp_path / "sweep", composer, "fig4", {"data.sizes": "different", "testset": "toxigen",
                                                          "method": "graddot",
                                                          "groundtruth.mode": "all_examples,fixed_steps"})
     assert aggregate.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 0
