@@ -78,7 +78,8 @@ def checkpoint_states(exp, seed: int, exclude) -> dict[int, Path]:
     path = exp.cache.path("checkpoints", key)
     if (path / "checkpoints.json").is_file():
         return {it["step"]: path / it["file"] for it in json.loads((path / "checkpoints.json").read_text())}
-    staged = (Path(exp.cache.root) / "staging" / key).glob("step*.pt")
+    # per-process staging folders (<key>-<pid>) of a model still training
+    staged = (Path(exp.cache.root) / "staging").glob(f"{key}-*/step*.safetensors")
     # a file written in the last seconds may be half-written
     return {int(f.stem[4:]): f for f in staged if time.time() - f.stat().st_mtime > 10}
 
@@ -89,8 +90,7 @@ def truth_at_checkpoints(exp, seed: int) -> pd.DataFrame:
     Training uses a constant learning rate and a seeded batch stream, so the model at step k of a
     T-step run is the k-step model: one long run measures every shorter preset too.
     """
-    import torch
-
+    from untrac.cache import load_weights
     from untrac.models import build_model
 
     def losses_at(exclude) -> dict[int, dict[str, float]]:
@@ -99,7 +99,7 @@ def truth_at_checkpoints(exp, seed: int) -> pd.DataFrame:
             if step not in common:
                 continue
             model, _ = build_model(exp.cfg.model, exp.tokenizer, seed)
-            model.load_state_dict(torch.load(file, map_location="cpu"))
+            load_weights(model, file)
             out[step] = exp.test_losses(model.to(exp.device).eval())
         return out
 
