@@ -135,6 +135,7 @@ def train_and_measure(label: str, overrides: list[str], seeds: list[int], testse
     import torch
 
     from untrac.cache import make_key
+    from untrac.groundtruth import leave_dataset_out
     from untrac.pipeline import Experiment
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +171,9 @@ def train_and_measure(label: str, overrides: list[str], seeds: list[int], testse
                 log.info("%s seed %d: not every model is in the cache, skipped (--eval-only)", label, seed)
                 continue
             else:
-                truth = exp.ground_truth(seed, exp.trained(seed)).assign(label=label)
+                full = exp.truth.losses(seed, None)  # Eq. 1 of this one seed (GroundTruth caches the losses)
+                removed = {z: exp.truth.losses(seed, z) for z in exp.task.train}
+                truth = pd.DataFrame(leave_dataset_out(full, removed)).assign(label=label)
             if truth.empty:
                 log.info("%s seed %d: no step that every model has reached yet", label, seed)
                 continue
