@@ -79,3 +79,14 @@ def test_table4_has_both_halves_and_adam_5e5_in_each():
     assert display.loc["UnTrac (paper)", "SGD w/momentum"] == "-0.239 ± 0.011"
     assert display.loc["UnTrac-Inv (paper)", "lr 5e-06"] == "–"
     assert no_ci(display.loc["UnTrac (measured)", "RMSProp"]) == "–"
+
+
+def test_a_method_the_paper_lacks_gets_a_row_under_its_registry_name():
+    """Adding a method plugin needs no edit of the paper code: its rows follow the paper's, by name."""
+    assert published.in_order({"newmethod", "untrac", "graddot", "ground_truth"}) == \
+        ["graddot", "untrac", "ground_truth", "newmethod"]
+    measured = pd.DataFrame({"dataset1": [1.0, 2.0]}, index=["untrac", "newmethod"])
+    paper = pd.DataFrame({"dataset1": [0.5]}, index=["untrac"])
+    table = tables._beside(measured, paper, lambda frame, method, column, value: value)
+    assert list(table.index) == ["UnTrac (measured)", "UnTrac (paper)", "newmethod (measured)", "newmethod (paper)"]
+    assert table.loc["newmethod (measured)", "dataset1"] == 2.0

@@ -11,7 +11,7 @@ import pandas as pd  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from untrac.metrics import correlate  # noqa: E402
-from untrac.paper.published import METHODS, SYNTHETIC  # noqa: E402
+from untrac.paper.published import SYNTHETIC, in_order, label  # noqa: E402
 
 
 def ci95(values) -> float:
@@ -56,7 +56,7 @@ def figure2(trajectory: pd.DataFrame, path) -> pd.DataFrame:
             part = series[(series.method == method) & (series.data == data)]
             for name, group in part.groupby("train_dataset"):
                 _band(ax, group, "step", SYNTHETIC.get(name, name))
-            ax.set(title=f"{METHODS[method]}, {data}", xlabel="unlearning step", ylabel="influence (Δ test loss)")
+            ax.set(title=f"{label(method)}, {data}", xlabel="unlearning step", ylabel="influence (Δ test loss)")
             ax.legend(fontsize=7)
     _save(fig, path)
     return series
@@ -87,7 +87,7 @@ def figure3(curves: pd.DataFrame, path) -> pd.DataFrame:
         for batch, group in series[series.method == method].groupby("batch_size"):
             _band(ax, group, "epoch", f"batch size {batch}")
         ax.axhline(0, color="grey", lw=0.5)
-        ax.set(title=METHODS[method], xlabel="unlearning epoch", ylabel="Pearson with ground truth", ylim=(-1.05, 1.05))
+        ax.set(title=label(method), xlabel="unlearning epoch", ylabel="Pearson with ground truth", ylim=(-1.05, 1.05))
         ax.legend(fontsize=8)
     _save(fig, path)
     return series
@@ -115,7 +115,7 @@ def figure4(truth: pd.DataFrame, path, sizes: dict[str, int] | None = None) -> p
 
 def heatmaps(measured: pd.DataFrame, paper: pd.DataFrame, path, title: str) -> None:
     """The numbers of a table as two annotated heatmaps on one colour scale: measured | paper."""
-    rows = [m for m in METHODS if m in measured.index or m in paper.index]
+    rows = in_order([*measured.index, *paper.index])
     cols = list(dict.fromkeys([*paper.columns, *measured.columns]))
     frames = [f.reindex(index=rows, columns=cols).astype(float) for f in (measured, paper)]
     bound = np.nanmax([np.nanmax(np.abs(f.to_numpy())) if np.isfinite(f.to_numpy()).any() else 0 for f in frames])
@@ -123,7 +123,7 @@ def heatmaps(measured: pd.DataFrame, paper: pd.DataFrame, path, title: str) -> N
     for ax, frame, name in zip(axes, frames, ("measured", "paper")):
         ax.imshow(frame.to_numpy(), cmap="RdBu", vmin=-(bound or 1), vmax=bound or 1, aspect="auto")
         ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(rows)), [METHODS[r] for r in rows], fontsize=8)
+        ax.set_yticks(range(len(rows)), [label(r) for r in rows], fontsize=8)
         for (i, j), v in np.ndenumerate(frame.to_numpy()):
             ax.text(j, i, "" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=6)
         ax.set_title(f"{title}: {name}", fontsize=9)

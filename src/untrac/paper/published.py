@@ -23,6 +23,17 @@ SYNTHETIC = {"dataset1": "1 (Task P/Fmt P)", "dataset2": "2 (Task P/Fmt Q)", "da
              "dataset4": "4 (Task Q/Fmt Q)"}
 
 
+def label(method: str) -> str:
+    """The name a table prints for a method: the paper's, or the registry name of a method the paper lacks."""
+    return METHODS.get(method, method)
+
+
+def in_order(present) -> list[str]:
+    """The methods of ``present`` in the paper's row order, any other (a newly added plugin) after them."""
+    present = set(present)
+    return [m for m in METHODS if m in present] + sorted(present - set(METHODS))
+
+
 def reference(name: str) -> pd.DataFrame:
     """One reference table: ``table2``, ``table3_5`` or ``table4``."""
     with (resources.files("untrac") / "reference" / f"{name}.csv").open() as handle:

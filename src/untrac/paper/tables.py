@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from untrac.metrics import standardized_influence, summarize
-from untrac.paper.published import LEARNING_RATES, METHODS, OPTIMIZERS, SIZES, TESTSETS, reference
+from untrac.paper.published import LEARNING_RATES, OPTIMIZERS, SIZES, TESTSETS, in_order, label, reference
 from untrac.report import mean_std
 
 
@@ -19,10 +19,10 @@ def _beside(measured: pd.DataFrame, paper: pd.DataFrame, cell) -> pd.DataFrame:
     """Rows "<Method> (measured)" and "<Method> (paper)" for every method, in the paper's order."""
     columns = list(dict.fromkeys([*paper.columns, *measured.columns]))
     rows = {}
-    for method in [m for m in METHODS if m in measured.index or m in paper.index]:
+    for method in in_order([*measured.index, *paper.index]):
         for source, frame in (("measured", measured), ("paper", paper)):
             values = frame.reindex(index=[method], columns=columns).iloc[0]
-            rows[f"{METHODS[method]} ({source})"] = [cell(frame, method, c, v) for c, v in values.items()]
+            rows[f"{label(method)} ({source})"] = [cell(frame, method, c, v) for c, v in values.items()]
     table = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
     table.index.name = "method"
     return table
@@ -69,7 +69,7 @@ def scored_note(corr: pd.DataFrame) -> str:
     """One line for a table's notes: finite correlations per method, of all (run, test subset) pairs."""
     counts = summarize(corr)
     return "Finite correlations, (run, test subset) pairs scored / total: " + ", ".join(
-        f"{METHODS.get(r.method, r.method)} {r.subsets_scored}/{r.subsets_total}" for r in counts.itertuples())
+        f"{label(r.method)} {r.subsets_scored}/{r.subsets_total}" for r in counts.itertuples())
 
 
 def _mean_std_table(measured_long: pd.DataFrame, paper_long: pd.DataFrame, label):
