@@ -13,6 +13,7 @@ default tiny T5 that is ≈ 6–40 s on a shared CPU, and CG needs hundreds of s
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import datasets
@@ -36,6 +37,8 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--maxiter", type=int, default=2000)
     parser.add_argument("--rtol", type=float, default=1e-6)
+    parser.add_argument("--every", type=int, default=25,
+                        help="log the residual and the influences every N CG steps (one extra product each)")
     args = parser.parse_args()
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -61,8 +64,16 @@ def main() -> None:
     for s, ds in exp.task.test.items():
         v = mean_gradient(model, ds, *common).double().cpu().numpy()
         steps = [0]
-        x, info = cg(system, v, rtol=args.rtol, maxiter=args.maxiter,
-                     callback=lambda _: steps.__setitem__(0, steps[0] + 1))
+
+        def progress(xk, s=s, v=v):  # a long solve on a CPU: show where it stands, it may be stopped
+            steps[0] += 1
+            if steps[0] % args.every == 0:
+                residual = np.linalg.norm(system.matvec(xk) - v) / np.linalg.norm(v)
+                values = {z: round(float(g @ xk), 6) for z, g in train.items()}
+                print(json.dumps({"subset": s, "cg_step": steps[0], "relative_residual": residual, "influence": values}),
+                      file=sys.stderr, flush=True)
+
+        x, info = cg(system, v, rtol=args.rtol, maxiter=args.maxiter, callback=progress)
         out["cg"][s] = {"iterations": steps[0], "converged": info == 0,
                         "relative_residual": float(np.linalg.norm(system.matvec(x) - v) / np.linalg.norm(v))}
         for z, g in train.items():

@@ -141,14 +141,12 @@ def test_own_files_and_checkpoint_compose_from_the_command_line():
         load("data=files", "testset=files", "testset.subsets={t: t.jsonl}")
 
 
-def test_given_model_cannot_be_trained_for_epochs_and_ekfac_needs_damping():
+def test_given_model_cannot_be_trained_for_epochs():
     from untrac.config import GroundTruthConfig
 
     with pytest.raises(UntracError, match="train.steps=0 .* groundtruth.mode=all_examples"):
         Config(train=TrainConfig(steps=0), groundtruth=GroundTruthConfig(mode="all_examples"))
     Config(train=TrainConfig(steps=0), groundtruth=GroundTruthConfig(mode="none"))  # the everyday use
-    with pytest.raises(UntracError, match=r"method\.damping must be > 0 for ekfac"):
-        registry()["ekfac"].config(name="ekfac", damping=0.0)
 
 
 def test_method_options_and_the_registry_match():

@@ -208,6 +208,13 @@ def test_huge_damping_gives_gradient_dot_product_over_linear_layers(arch, keep):
     assert max_relative_error(frame, expected) < 1e-4
 
 
+def test_ekfac_needs_damping():
+    from untrac.methods import registry
+
+    with pytest.raises(UntracError, match=r"method\.damping must be > 0 for ekfac"):
+        registry()["ekfac"].config(name="ekfac", damping=0.0)
+
+
 def test_missing_kronfluence_is_one_clear_line(monkeypatch):
     monkeypatch.setattr(ekfac, "Analyzer", None)
     train, test = random_sets(["z1"], 2, seed=0), random_sets(["s1"], 2, seed=1)
