@@ -29,5 +29,7 @@ def test_sweep_size_counts_experiment_and_command_line_choices():
     hydra = OmegaConf.create({"sweeper": {"params": {"data": "synthA,synthB", "method": "a,b,c"}},
                               "overrides": {"task": ["method=a,b", "seed=3", "optim=sgd,adam"]}})
     assert sweep_size(hydra) == 2 * 2 * 2
+    hydra.overrides.task.append("data=synthA")  # one value for a swept key: that key no longer multiplies
+    assert sweep_size(hydra) == 2 * 2
     hydra.sweeper.params["lr"] = "range(1,4)"
     assert sweep_size(hydra) is None

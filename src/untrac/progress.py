@@ -82,8 +82,9 @@ def sweep_size(hydra_cfg) -> int | None:
     params = {k: str(v) for k, v in (hydra_cfg.sweeper.get("params") or {}).items()}
     for override in hydra_cfg.overrides.task:
         key, _, value = override.partition("=")
-        if "," in value:
-            params[key.lstrip("+~")] = value
+        key = key.lstrip("+~")
+        if "," in value or key in params:  # `data.sizes=equal` pins a key the experiment sweeps
+            params[key] = value
     if any("(" in v for v in params.values()):  # range(), glob(), ...: not worth parsing
         return None
     return math.prod(len(v.split(",")) for v in params.values()) if params else 1
