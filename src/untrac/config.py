@@ -229,12 +229,13 @@ class Config:
                "testset=synthetic, pile8 and files use testset=toxigen|winobias|truthfulqa; any data takes testset=files")
 
 
-def register_configs() -> None:
-    """Register the schema so ``conf/config.yaml`` can extend it and Hydra type-checks every key."""
+def register_configs(schema: type = Config) -> None:
+    """Register the schema (``Config``, or a subclass with a tool's own keys such as the prefill's)
+    so ``conf/config.yaml`` can extend it and Hydra type-checks every key."""
     from hydra.core.config_store import ConfigStore
     from omegaconf import MISSING, OmegaConf
 
-    node = OmegaConf.structured(Config)
+    node = OmegaConf.structured(schema)
     # Hydra locks the whole config (struct mode), which would refuse every key of a dict given on
     # the command line (data.train='{news: a.jsonl}'); unlock just these {name: value} maps.
     for path in ("data.custom_sizes", "data.train", "testset.subsets"):

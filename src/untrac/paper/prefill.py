@@ -100,13 +100,11 @@ def _task(raw) -> None:
 def main() -> None:
     """Hydra's entry point: the command line (``sys.argv``) holds the overrides."""
     import hydra
-    from hydra.core.config_store import ConfigStore
 
     from untrac.config import register_configs
     from untrac.paper import REPO
 
-    register_configs()
-    ConfigStore.instance().store(name="base_config", node=_schema())  # Config + the prefill keys
+    register_configs(_schema())  # Config + the prefill keys
     conf_dir = os.environ.get("UNTRAC_CONF", str(REPO / "conf"))
     hydra.main(version_base="1.3", config_path=conf_dir, config_name="config")(_task)()
     if FAILURES:
