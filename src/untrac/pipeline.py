@@ -242,7 +242,8 @@ class Experiment:
         cfg = self.cfg
         train_seed = truth_seeds(cfg, run)[0]  # seed + run, or seed when runs only resample (runs_vary)
         sample_seed = cfg.seed + run
-        needs = self.method.settings(cfg.method) and self.method.needs  # a config of the wrong type fails first
+        self.method.settings(cfg.method)  # a config of the wrong type fails here, before any training
+        needs = self.method.needs
         theta0 = self.trained(train_seed, checkpoints=needs.checkpoints)
         if cfg.unlearn.params == "lora" and needs.unlearning:
             target_modules(theta0, cfg.unlearn.lora)  # a LoRA target that matches nothing fails before the ground truth

@@ -36,7 +36,6 @@ def _task(raw) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from untrac.checks import typed
     from untrac.errors import UntracError
     from untrac.record import FAILED, TRACEBACK, typed_config
 

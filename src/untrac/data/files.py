@@ -21,7 +21,7 @@ import datasets
 import numpy as np
 from datasets import Dataset, Features, Value
 
-from untrac.cache import Cache, identity, make_key
+from untrac.cache import Cache, identity
 from untrac.config import DataConfig, TestsetConfig
 from untrac.data import Pair
 from untrac.data.collate import encode_pairs

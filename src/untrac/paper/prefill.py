@@ -81,7 +81,6 @@ def _task(raw) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from untrac.checks import typed
-
     from untrac.record import FAILED, TRACEBACK
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
