@@ -5,7 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SCALE ?= cpu
-LAUNCHER ?= basic
+# auto: joblib (one single-threaded job per core) at cpu scale, basic at paper scale (paper/targets.py)
+LAUNCHER ?= auto
 KRONFLUENCE := 'kronfluence>=1.0,<1.1'
 
 .DEFAULT_GOAL := help

@@ -103,3 +103,10 @@ def test_a_paper_target_runs_end_to_end_with_the_basic_launcher(tmp_path, capsys
     root = next((out / "sweeps" / "fig2_cpu").iterdir())
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["fig2_cpu", "fig2_inv_cpu", "prefill"]
     assert (root / "meta.json").read_text().endswith('"complete": true}')
+
+
+def test_auto_launcher_is_parallel_on_a_cpu_and_sequential_on_one_gpu():
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    assert targets.resolve_launcher("auto", "cpu") == "joblib"
+    assert targets.resolve_launcher("auto", "paper") == "basic"
+    assert targets.resolve_launcher("submitit_slurm", "cpu") == "submitit_slurm"

@@ -36,10 +36,24 @@ def available_cores() -> list[int]:
 AUTO_MIN_STEPS = 128
 
 
+def in_launcher_worker() -> bool:
+    """Whether this process is a worker of a joblib (loky) pool, e.g. Hydra's joblib launcher.
+
+    Such a worker cannot start a pool of its own (the children inherit the start method "loky",
+    which plain multiprocessing does not know: BrokenProcessPool), and the launcher already
+    spreads the jobs over the cores, so its runs stay in-process.
+    """
+    return mp.get_start_method(allow_none=True) == "loky"
+
+
 def resolve_workers(spec: str | int, jobs: int, device: torch.device, steps_per_job: int = AUTO_MIN_STEPS) -> int:
     """``auto`` = one worker per available core for runs of ≥ ``AUTO_MIN_STEPS`` steps, else 1;
-    never more workers than jobs; 1 on a GPU (one device)."""
+    never more workers than jobs; 1 on a GPU (one device) and inside a launcher's worker process."""
     if device.type != "cpu":
+        return 1
+    if in_launcher_worker():
+        if str(spec) not in ("auto", "1"):
+            log.info("unlearn.workers=%s: running in-process (this job is a launcher's worker process)", spec)
         return 1
     if str(spec) == "auto":
         wanted = len(available_cores()) if steps_per_job >= AUTO_MIN_STEPS else 1

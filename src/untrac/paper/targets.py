@@ -1,6 +1,6 @@
 """Run one of the paper's results end to end: ``make table2`` … ``make fig4`` call this.
 
-    python -m untrac.paper TARGET [--scale cpu|paper] [--launcher basic|joblib|submitit_local|submitit_slurm]
+    python -m untrac.paper TARGET [--scale cpu|paper] [--launcher auto|basic|joblib|submitit_local|submitit_slurm]
                                   [--out outputs] [--fresh] [-- extra overrides ...]
 
 1. **prefill**: every model the sweeps need (θ0 and each θ−Z of every run and data setting) is
@@ -17,6 +17,9 @@ Sweeps go to ``<out>/sweeps/<experiment>_<scale>/<time>/<part>_<scale>/``. Table
 sweep: ``table5`` reuses the latest finished ``table3`` sweep of the same scale and overrides
 unless ``--fresh``. The launcher is a command-line choice (``hydra/launcher=…``); for the submitit
 launchers a job time limit and one CPU per thread are added (override with ``-- hydra.launcher.*``).
+``auto`` (the default) is joblib at cpu scale — one single-threaded job per core, since a tiny
+model cannot use a second core (config.yaml ``threads: 1``) and Hydra's basic launcher runs the
+jobs one after another — and basic at paper scale (one GPU: jobs in turn).
 """
 
 import argparse
@@ -137,6 +140,17 @@ def reusable(base: Path, key: str) -> Path | None:
     return None
 
 
+def resolve_launcher(launcher: str, scale: str) -> str:
+    """``auto``: joblib at cpu scale when its Hydra plugin is installed, else basic (see above)."""
+    if launcher != "auto":
+        return launcher
+    try:
+        import hydra_plugins.hydra_joblib_launcher  # noqa: F401  (installed by `make install`)
+    except ImportError:
+        return "basic"
+    return "joblib" if scale == "cpu" else "basic"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m untrac.paper", description=__doc__.split("\n\n")[0],
@@ -144,7 +158,9 @@ def _parser() -> argparse.ArgumentParser:
                "`python -m untrac.paper prefill -m OVERRIDES...` (train a sweep's models into the cache).")
     parser.add_argument("target", choices=sorted(PARTS))
     parser.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
-    parser.add_argument("--launcher", default="basic")
+    parser.add_argument("--launcher", default="auto",
+                        help="auto (joblib at cpu scale, basic at paper scale), basic, joblib, submitit_local, "
+                             "submitit_slurm")
     parser.add_argument("--out", type=Path, default=Path("outputs"))
     parser.add_argument("--fresh", action="store_true", help="never reuse a finished sweep")
     return parser
@@ -183,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     base = (args.out / "sweeps" / family).resolve()
     key = fingerprint(family, args.scale, extra)
     root = None if args.fresh or args.target != "table5" else reusable(base, key)
-    launch = [f"hydra/launcher={args.launcher}", *LAUNCHER_ARGS.get(args.launcher, {}).get(args.scale, [])]
+    launcher = resolve_launcher(args.launcher, args.scale)
+    print(f"launcher: {launcher}", flush=True)
+    launch = [f"hydra/launcher={launcher}", *LAUNCHER_ARGS.get(launcher, {}).get(args.scale, [])]
     start = time.perf_counter()
     if root:
         print(f"reusing the finished sweep {root}")
