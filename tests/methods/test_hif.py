@@ -8,7 +8,7 @@ from methods_tiny import (explicit_ggn, explicit_hessian, example_grads, freeze,
                           shipped, task, tiny)
 
 from untrac.errors import UntracError
-from untrac.methods import arnoldi, hif
+from untrac.methods import arnoldi, hessian, hif
 from untrac.methods.hessian import PoolOperator, top_eigenvalue
 from untrac.report import hif_solver_lines
 
@@ -131,6 +131,20 @@ def test_ggn_operator_matches_explicit_matrix(problem):
     assert torch.linalg.eigvalsh(0.5 * (h + h.T)).min() < -0.1
     exact = PoolOperator(model, arch, pool, 4, torch.device("cpu"), kind="hessian")
     assert ((torch.stack([exact(e) for e in eye], dim=1) - h).norm() / h.norm()).item() < 1e-6
+
+
+def test_kept_graphs_give_the_recomputed_products_bit_for_bit(problem, monkeypatch):
+    model, arch, _, _, pool, g = problem
+    vectors = torch.randn(3, len(g), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    recomputed = PoolOperator(model, arch, pool, 4, torch.device("cpu"), keep_graphs=False)
+    auto = PoolOperator(model, arch, pool, 4, torch.device("cpu"))
+    for v in vectors:  # the second and third products reuse the graphs the first one kept
+        assert torch.equal(auto(v), recomputed(v))
+    assert auto.keep_graphs is True and len(auto.graphs) == 2 and not recomputed.graphs
+    monkeypatch.setattr(hessian, "free_memory", lambda device: 0)  # nowhere to keep them: recompute
+    starved = PoolOperator(model, arch, pool, 4, torch.device("cpu"))
+    assert torch.equal(starved(vectors[0]), recomputed(vectors[0])) and starved.keep_graphs is False
+    assert not starved.graphs
 
 
 def test_lanczos_finds_the_top_eigenvalue(problem):

@@ -198,6 +198,7 @@ class _Setup:
 
     def finish(self, scores, status: str):
         self.record["status"] = status
+        self.record["graphs_kept"] = bool(self.op.keep_graphs)  # speed only (hessian.PoolOperator)
         self.inputs.counters.setdefault("hif_solver", []).append(self.record)
         level = logging.WARNING if status in ("diverged", "near-singular") else logging.INFO
         log.log(level, "%s: %s (residuals %s)", self.cfg.name, status, self.record["residual"])
