@@ -57,10 +57,10 @@ ARGS ?=
 PAPER_TARGET = $(PY) -m untrac.paper $@ --scale $(SCALE) --launcher $(LAUNCHER) -- $(ARGS)
 .PHONY: table2 table3 table4 table5 fig2 fig3 fig4
 
-table2: $(STAMP) ## Table 2: standardised influence, synthetic A/B, 8 methods + ground truth (cpu: 93 min under load, 44 CPU-min)
+table2: $(STAMP) ## Table 2: standardised influence, synthetic A/B, 8 methods + ground truth (cpu: 23 min on 2 cores)
 	$(PAPER_TARGET)
 
-table3: $(STAMP) ## Table 3: Pearson, pile8 equal/different sizes × 3 test sets, 8 methods (cpu: > 1 h, 4 GT seeds)
+table3: $(STAMP) ## Table 3: Pearson, pile8 equal/different sizes × 3 test sets, 8 methods (cpu: ≥ 1.5 h estimated, 4 GT seeds)
 	$(PAPER_TARGET)
 
 table4: $(STAMP) ## Table 4: UnTrac/UnTrac-Inv across optimizers and learning rates, ToxiGen (cpu: old preset 17 min)
