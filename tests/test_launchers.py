@@ -94,7 +94,8 @@ def test_submitit_local_prefill_fills_the_cache_and_the_scoring_sweep_reuses_it(
 def test_a_paper_target_runs_end_to_end_with_the_basic_launcher(tmp_path, capsys):
     """`make fig2` in miniature: prefill, the two sweeps, then the figure and its table."""
     out = tmp_path / "out"
-    code = targets.main(["fig2", "--out", str(out), "--", *TINY,
+    # basic, not the cpu default (joblib): joblib's worker start-up costs ~80 s more for these tiny jobs
+    code = targets.main(["fig2", "--out", str(out), "--launcher", "basic", "--", *TINY,
                                f"cache_dir={tmp_path / 'cache'}"])
     assert code == 0, capsys.readouterr()
     assert (out / "figures" / "fig2.png").stat().st_size > 10_000
