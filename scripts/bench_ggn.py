@@ -12,13 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-import datasets
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from untrac.config import register_configs
-from untrac.data.prepare import sample
 from untrac.methods.grads import trainable
 from untrac.methods.hessian import PoolOperator
 from untrac.pipeline import Experiment
@@ -33,7 +31,7 @@ def main() -> None:
     torch.set_num_threads(cfg.threads or 1)
     exp = Experiment(cfg)
     model = exp.trained(cfg.seed).to(exp.device).eval()
-    pool = sample(datasets.concatenate_datasets(list(exp.task.train.values())), cfg.method.hessian_examples, cfg.seed)
+    pool = exp.hessian_pool(cfg.method.hessian_examples, cfg.seed)  # run 0's pool, as the pipeline draws it
     v = torch.randn(sum(p.numel() for p in trainable(model)), generator=torch.Generator().manual_seed(0))
     reference = None
     for keep in (False, True):

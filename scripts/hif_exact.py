@@ -16,7 +16,6 @@ import json
 import sys
 from pathlib import Path
 
-import datasets
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
@@ -24,7 +23,6 @@ from omegaconf import OmegaConf
 from scipy.sparse.linalg import LinearOperator, cg
 
 from untrac.config import register_configs
-from untrac.data.prepare import sample
 from untrac.methods.grads import mean_gradient, mean_unit_gradient, trainable
 from untrac.methods.hessian import PoolOperator
 from untrac.pipeline import Experiment
@@ -47,8 +45,7 @@ def main() -> None:
         torch.set_num_threads(cfg.threads)
     exp = Experiment(cfg)
     model = exp.trained(cfg.seed).to(exp.device).eval()
-    # The pool exactly as Experiment.score draws it for run 0.
-    pool = sample(datasets.concatenate_datasets(list(exp.task.train.values())), cfg.method.hessian_examples, cfg.seed)
+    pool = exp.hessian_pool(cfg.method.hessian_examples, cfg.seed)  # run 0's pool, as the pipeline draws it
     op = PoolOperator(model, exp.arch, pool, cfg.method.hessian_batch_size, exp.device, cfg.model.dtype)
     lam, like = cfg.method.damping, trainable(model)[0]
     dim = sum(p.numel() for p in trainable(model))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from untrac.parallel import available_cores
 from untrac.record import CORRELATIONS, INFLUENCE, METRICS, SUMMARY, TRUTH, RunRecord
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +56,7 @@ def test_bad_input_is_one_line_naming_the_culprit(tmp_path):
     def run(i: int) -> subprocess.CompletedProcess:
         return untrac(*BAD_INPUTS[i][0], tmp=tmp_path / str(i), timeout=300)
 
-    with ThreadPoolExecutor(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2) as pool:
+    with ThreadPoolExecutor(len(available_cores())) as pool:
         procs = list(pool.map(run, range(len(BAD_INPUTS))))
     wrong = []
     for (args, culprit), proc in zip(BAD_INPUTS, procs):

@@ -214,13 +214,16 @@ class Experiment:
             context.optim, context.unlearn = cfg.optim, cfg.unlearn
             context.store = PieceStore(self.cache, {"theta0": make_key(self.model_fields(train_seed, None))})
         if needs.pool:
-            context.hessian_pool = sample(datasets.concatenate_datasets(list(self.task.train.values())),
-                                          settings.hessian_examples, sample_seed)
+            context.hessian_pool = self.hessian_pool(settings.hessian_examples, sample_seed)
         if needs.checkpoints:
             context.checkpoints = self.checkpoints(train_seed)
         if needs.examples and cfg.rank.top_k:
             context.examples = []
         return context
+
+    def hessian_pool(self, size: int, sample_seed: int) -> datasets.Dataset:
+        """The curvature methods' pool: ``size`` examples drawn from all training datasets together."""
+        return sample(datasets.concatenate_datasets(list(self.task.train.values())), size, sample_seed)
 
     def score(self, theta0, train_seed: int, sample_seed: int, run: int = 0) -> pd.DataFrame:
         cfg = self.cfg
