@@ -1,6 +1,8 @@
 """HIF (paper Eq. 8): the Gauss–Newton operator, LiSSA and Arnoldi at the SHIPPED defaults, against
 dense float64 linear algebra built independently (``explicit_ggn``: jacrev + the softmax Hessian)."""
 
+from pathlib import Path
+
 import datasets
 import pytest
 import torch
@@ -147,11 +149,21 @@ def test_kept_graphs_give_the_recomputed_products_bit_for_bit(problem, monkeypat
     assert not starved.graphs
 
 
+@pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="MemAvailable is a Linux /proc/meminfo field")
+def test_free_host_memory_counts_the_reclaimable_page_cache():
+    free = hessian.free_memory(torch.device("cpu"))
+    meminfo = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()}
+    # the kernel's estimate of what can be had without swapping (free pages + reclaimable cache), in
+    # bytes; read twice, so equal up to what other processes did in between
+    assert 0 < free <= meminfo["MemTotal"]
+    assert abs(free - meminfo["MemAvailable"]) < 256 * 2**20
+
+
 def test_lanczos_finds_the_top_eigenvalue(problem):
     model, arch, _, _, pool, g = problem
     op = PoolOperator(model, arch, pool, 16, torch.device("cpu"))
     start = torch.randn(len(g), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    value, _ = top_eigenvalue(op, start, iterations=20)  # the shipped number of steps
+    value, _ = top_eigenvalue(op, start, iterations=shipped("hif_lissa")["lanczos_iterations"])
     assert value == pytest.approx(torch.linalg.eigvalsh(g).max().item(), rel=1e-3)
 
 

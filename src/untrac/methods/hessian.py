@@ -17,7 +17,7 @@ product is the mean over the whole pool, so the operator is the same matrix at e
 """
 
 import math
-import os
+from pathlib import Path
 from typing import Callable
 
 import datasets
@@ -90,13 +90,21 @@ def graph_bytes(build: Callable[[], object]) -> tuple[object, int]:
 
 
 def free_memory(device: torch.device) -> int:
-    """Bytes free on ``device``: the CUDA allocator's view, or the host's available physical pages."""
+    """Bytes free on ``device``: the CUDA allocator's view, or the host's ``MemAvailable``.
+
+    Not the free pages (``SC_AVPHYS_PAGES``), which leave out the reclaimable page cache: with them,
+    in a cpu Table 2 sweep (two jobs side by side on 24 GB), five of the six synthB HIF runs found too
+    little "free" memory for their graphs (estimated 4.1 GB, so 16.5 GB wanted) and recomputed them.
+    """
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not Linux: do not assume memory is there
-        return 0
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # the kernel writes kB
+    except OSError:  # not Linux: do not assume memory is there
+        pass
+    return 0
 
 
 class PoolOperator:

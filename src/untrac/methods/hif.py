@@ -81,7 +81,10 @@ class LissaConfig(HifConfig):
     # (G + λI)⁻¹: the relative residual it leaves is recorded (counters.hif_solver, summary.md "truncated").
     lissa_iterations: int = 10
     lissa_scale: Any = "auto"  # auto = 1.1·(λ_max + λ), λ_max by Lanczos on G: contracts by construction; or s > 0
-    lanczos_iterations: int = 20  # Lanczos steps for λ_max (all run: an early-stop rule stalled at 105 < 117)
+    # Lanczos steps for λ_max, all run (an early-stop rule stalled at 105 < 117). 10 and 20 steps gave the same
+    # λ_max to 0.01 on four cpu θ0s (synthA runs 0-2: 117.28, 90.83, 113.73; synthB run 0: 104.03), and
+    # the recursion contracts for any estimate above (λ_max + λ)/2.2, so 10 (a third of LiSSA's products).
+    lanczos_iterations: int = 10
 
     def __post_init__(self) -> None:
         super().__post_init__()
