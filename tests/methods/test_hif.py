@@ -149,6 +149,19 @@ def test_kept_graphs_give_the_recomputed_products_bit_for_bit(problem, monkeypat
     assert not starved.graphs
 
 
+def test_graph_bytes_counts_each_saved_storage_once_and_not_the_parameters():
+    w, a = torch.randn(1000, requires_grad=True), torch.randn(1000)
+
+    def build():
+        z = (w * a).sin()  # mul saves w (a parameter: not counted) and a; sin saves w * a
+        return z * z  # saves z twice: one storage
+
+    out, size = hessian.graph_bytes(build, [w])
+    assert size == 3 * 1000 * 4  # a, w * a, z: float32, counted by hand
+    out.sum().backward()  # the graph is intact
+    assert torch.allclose(w.grad, 2 * (w * a).sin() * (w * a).cos() * a)
+
+
 @pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="MemAvailable is a Linux /proc/meminfo field")
 def test_free_host_memory_counts_the_reclaimable_page_cache():
     free = hessian.free_memory(torch.device("cpu"))

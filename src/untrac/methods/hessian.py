@@ -75,18 +75,24 @@ def ggn_product(model, batch: dict[str, torch.Tensor], arch: Arch, vector: torch
     return GGNGraph(model, batch, arch, dtype, vector.device).apply(vector, keep=False)
 
 
-def graph_bytes(build: Callable[[], object]) -> tuple[object, int]:
-    """``build()`` and the bytes of the tensors its autograd graph saved (parameters included, so an
-    over-estimate: they are shared, not copied)."""
-    total = 0
+def graph_bytes(build: Callable[[], object], shared: list[torch.Tensor]) -> tuple[object, int]:
+    """``build()`` and the bytes its autograd graph holds: each saved storage once, ``shared`` (the
+    parameters, which the graph references but does not copy) left out.
+
+    Counting each saved tensor instead counted views and re-saved tensors again: 4.1 GB for the
+    synthB pool's graphs, which hold 2.1 GB (peak RSS, ``scripts/bench_ggn.py``); per storage, 2.0 GB.
+    """
+    held: dict[int, int] = {}
+    skip = {t.untyped_storage().data_ptr() for t in shared}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += t.numel() * t.element_size()
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            held[storage.data_ptr()] = storage.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        return build(), total
+        return build(), sum(held.values())
 
 
 def free_memory(device: torch.device) -> int:
@@ -144,7 +150,7 @@ class PoolOperator:
             return self.graphs[i]
         build = lambda: GGNGraph(self.model, self.chunks[i], self.arch, self.dtype, self.device)  # noqa: E731
         if self.keep_graphs is None:  # decided once, from the first chunk's graph
-            graph, size = graph_bytes(build)
+            graph, size = graph_bytes(build, list(self.model.parameters()))
             self.keep_graphs = size * len(self.chunks) <= self.GRAPH_MEMORY_SHARE * free_memory(self.device)
         else:
             graph = build()
