@@ -95,22 +95,53 @@ def graph_bytes(build: Callable[[], object], shared: list[torch.Tensor]) -> tupl
         return build(), sum(held.values())
 
 
+def cgroup_headroom(root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")) -> int | None:
+    """Bytes this process's memory cgroup still allows (limit − usage), or None when it sets no limit.
+
+    A cluster job (Slurm, a container) is killed at its cgroup's limit, however much the host has
+    available. cgroup v2 (``0::<path>``: memory.max, memory.current) or v1 (``…:memory:<path>``:
+    memory.limit_in_bytes, memory.usage_in_bytes — page cache included, so an under-estimate).
+    """
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            folder, limit, usage = root / path.lstrip("/"), "memory.max", "memory.current"
+        elif "memory" in controllers.split(","):
+            folder, limit, usage = root / "memory" / path.lstrip("/"), "memory.limit_in_bytes", "memory.usage_in_bytes"
+        else:
+            continue
+        try:
+            cap, used = (folder / limit).read_text().strip(), int((folder / usage).read_text())
+        except (OSError, ValueError):
+            continue
+        if cap.isdigit() and int(cap) < 2**60:  # "max" (v2) or ~2^63 (v1): no limit
+            return max(0, int(cap) - used)
+    return None
+
+
 def free_memory(device: torch.device) -> int:
-    """Bytes free on ``device``: the CUDA allocator's view, or the host's ``MemAvailable``.
+    """Bytes free on ``device``: the CUDA allocator's view, or the host's ``MemAvailable`` within the
+    process's cgroup limit (``cgroup_headroom``).
 
     Not the free pages (``SC_AVPHYS_PAGES``), which leave out the reclaimable page cache: with them,
     in a cpu Table 2 sweep (two jobs side by side on 24 GB), five of the six synthB HIF runs found too
-    little "free" memory for their graphs (estimated 4.1 GB, so 16.5 GB wanted) and recomputed them.
+    little "free" memory for their graphs and recomputed them.
     """
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
+    available = 0  # not Linux: do not assume memory is there
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024  # the kernel writes kB
-    except OSError:  # not Linux: do not assume memory is there
+                available = int(line.split()[1]) * 1024  # the kernel writes kB
+    except OSError:
         pass
-    return 0
+    headroom = cgroup_headroom()
+    return available if headroom is None else min(available, headroom)
 
 
 class PoolOperator:
