@@ -165,7 +165,8 @@ def test_graph_bytes_counts_each_saved_storage_once_and_not_the_parameters():
 @pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="MemAvailable is a Linux /proc/meminfo field")
 def test_free_host_memory_counts_the_reclaimable_page_cache():
     free = hessian.free_memory(torch.device("cpu"))
-    meminfo = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()}
+    lines = Path("/proc/meminfo").read_text().splitlines()
+    meminfo = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in lines}
     # the kernel's estimate of what can be had without swapping (free pages + reclaimable cache), in
     # bytes; read twice, so equal up to what other processes did in between
     headroom = hessian.cgroup_headroom()
@@ -179,7 +180,8 @@ def test_free_host_memory_counts_the_reclaimable_page_cache():
     ("0::/job\n", {"job/memory.max": "max\n", "job/memory.current": "1000\n"}, None),
     ("12:cpu:/x\n4:memory:/slurm/job1\n0::/\n",
      {"memory/slurm/job1/memory.limit_in_bytes": "5000\n", "memory/slurm/job1/memory.usage_in_bytes": "7000\n"}, 0),
-    ("4:memory:/\n", {"memory/memory.limit_in_bytes": "9223372036854771712\n", "memory/memory.usage_in_bytes": "9\n"}, None),
+    ("4:memory:/\n", {"memory/memory.limit_in_bytes": "9223372036854771712\n",  # v1's "no limit"
+                      "memory/memory.usage_in_bytes": "9\n"}, None),
 ])
 def test_cgroup_headroom_reads_the_limit_of_the_process_cgroup(tmp_path, membership, files, expected):
     for name, text in files.items():

@@ -101,12 +101,15 @@ def cgroup_headroom(root: Path = Path("/sys/fs/cgroup"), membership: Path = Path
     A cluster job (Slurm, a container) is killed at its cgroup's limit, however much the host has
     available. cgroup v2 (``0::<path>``: memory.max, memory.current) or v1 (``…:memory:<path>``:
     memory.limit_in_bytes, memory.usage_in_bytes — page cache included, so an under-estimate).
+    Only the process's own cgroup is read, not its parents' (Slurm limits the job's own).
     """
     try:
         lines = membership.read_text().splitlines()
     except OSError:
         return None
     for line in lines:
+        if line.count(":") < 2:
+            continue
         _, controllers, path = line.split(":", 2)
         if controllers == "":
             folder, limit, usage = root / path.lstrip("/"), "memory.max", "memory.current"
@@ -128,8 +131,8 @@ def free_memory(device: torch.device) -> int:
     process's cgroup limit (``cgroup_headroom``).
 
     Not the free pages (``SC_AVPHYS_PAGES``), which leave out the reclaimable page cache: with them,
-    in a cpu Table 2 sweep (two jobs side by side on 24 GB), five of the six synthB HIF runs found too
-    little "free" memory for their graphs and recomputed them.
+    5 of the 6 synthB HIF runs of a cpu Table 2 sweep (two jobs side by side on 24 GB) recomputed
+    their graphs; with ``MemAvailable``, 4 (the rest was ``graph_bytes`` over-counting, since fixed).
     """
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
@@ -157,9 +160,10 @@ class PoolOperator:
     backward passes per chunk (the same numbers, bit for bit: tests/methods/test_hif.py). Measured
     on the tiny T5 (pool 256, one thread, scripts/bench_ggn.py): 3.4 → 1.9 s per product on synthA
     (~1.4 GB held), 5.4 → 3.6 s on synthB (~2.1 GB); in the cpu Table 2 sweep, two jobs side by
-    side, synthA's Arnoldi job took 258 s recomputing and 166 s keeping (README). ``None`` (default) keeps them when the graphs of all chunks, estimated from the first
-    one, fit in ``GRAPH_MEMORY_SHARE`` of the device's free memory — a tiny model on a CPU does,
-    OPT-125m or T5-XL pools do not.
+    side, synthA's Arnoldi job took 258 s recomputing and 166 s keeping (README). ``None``
+    (default) keeps them when the graphs of all chunks, estimated from the first one, fit in
+    ``GRAPH_MEMORY_SHARE`` of the device's free memory — a tiny model on a CPU does, OPT-125m or
+    T5-XL pools do not.
     """
 
     GRAPH_MEMORY_SHARE = 0.25
