@@ -153,13 +153,16 @@ def test_graph_bytes_counts_each_saved_storage_once_and_not_the_parameters():
     w, a = torch.randn(1000, requires_grad=True), torch.randn(1000)
 
     def build():
-        z = (w * a).sin()  # mul saves w (a parameter: not counted) and a; sin saves w * a
+        y = w * w * a  # w * w saves w twice (one storage); (w * w) * a saves a
+        z = y.sin()  # saves y
         return z * z  # saves z twice: one storage
 
     out, size = hessian.graph_bytes(build, [w])
-    assert size == 3 * 1000 * 4  # a, w * a, z: float32, counted by hand
+    assert size == 3 * 1000 * 4  # a, y, z in float32, counted by hand; w is shared, not held
+    assert hessian.graph_bytes(build, [])[1] == 4 * 1000 * 4  # w too, once
     out.sum().backward()  # the graph is intact
-    assert torch.allclose(w.grad, 2 * (w * a).sin() * (w * a).cos() * a)
+    y = w.detach() ** 2 * a
+    assert torch.allclose(w.grad, 2 * y.sin() * y.cos() * 2 * w.detach() * a)
 
 
 @pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="MemAvailable is a Linux /proc/meminfo field")
