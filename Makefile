@@ -52,7 +52,7 @@ clean: ## remove outputs (results and cache)
 # and outputs/figures/<name>.png with the paper's numbers beside ours (python -m untrac.paper).
 #   make table2 SCALE=paper LAUNCHER=submitit_slurm ARGS="hydra.launcher.partition=gpu"
 # ARGS: extra Hydra overrides for every job (e.g. cache_dir=..., runs=2). Times: 2 shared cores,
-# from scratch with the presets before issue 8 (not re-timed since: see README); table3 is an estimate.
+# from scratch with the presets before issue 8 (not re-timed since: see docs/results.md); table3 is an estimate.
 ARGS ?=
 PAPER_TARGET = $(PY) -m untrac.paper $@ --scale $(SCALE) --launcher $(LAUNCHER) -- $(ARGS)
 .PHONY: table2 table3 table4 table5 fig2 fig3 fig4

@@ -160,7 +160,7 @@ class PoolOperator:
     backward passes per chunk (the same numbers, bit for bit: tests/methods/test_hif.py). Measured
     on the tiny T5 (pool 256, one thread, scripts/bench_ggn.py): 3.4 → 1.9 s per product on synthA
     (~1.4 GB held), 5.4 → 3.6 s on synthB (~2.1 GB); in the cpu Table 2 sweep, two jobs side by
-    side, synthA's Arnoldi job took 258 s recomputing and 166 s keeping (README). ``None``
+    side, synthA's Arnoldi job took 258 s recomputing and 166 s keeping (docs/results.md). ``None``
     (default) keeps them when the graphs of all chunks, estimated from the first one, fit in
     ``GRAPH_MEMORY_SHARE`` of the device's free memory — a tiny model on a CPU does, OPT-125m or
     T5-XL pools do not.
