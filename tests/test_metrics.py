@@ -160,3 +160,40 @@ def test_bootstrap_ci_is_scipys_percentile_interval_of_the_pooled_correlations()
     assert (summary.pearson_ci_low, summary.pearson_ci_high) == pytest.approx((direct.low, direct.high))
     assert summary.pearson_ci_low < 0.5 < summary.pearson_ci_high  # brackets the mean of the five values
     assert np.isnan(bootstrap_ci([0.4])).all() and np.isnan(bootstrap_ci([0.4, 0.4])).all()  # nothing to resample
+
+
+# -- exact small-sample statistics (DESIGN §2) ---------------------------------------------------
+from untrac.metrics import ndcg, permutation_pvalues, top1_hit  # noqa: E402
+
+
+@pytest.mark.parametrize("estimate,truth", [
+    ([0.3, 1.2, -0.4, 2.0], [0.1, 0.9, 0.2, 1.5]),
+    ([1, 2, 3, 4, 5, 6], [2, 1, 4, 3, 6, 5]),
+    ([0.5, -1.0, 2.0, 0.1, 0.0], [3.0, -2.0, 1.0, 0.2, 0.4]),
+])
+def test_exact_pvalues_match_scipys_exhaustive_permutation_test(estimate, truth):
+    estimate, truth = np.array(estimate, float), np.array(truth, float)
+    pearson_p, spearman_p = permutation_pvalues(estimate, truth)
+    for p, fn in ((pearson_p, lambda x: stats.pearsonr(x, truth).statistic),
+                  (spearman_p, lambda x: stats.spearmanr(x, truth).statistic)):
+        ref = stats.permutation_test((estimate,), fn, permutation_type="pairings", n_resamples=math.inf,
+                                     alternative="two-sided", vectorized=False)
+        assert p == pytest.approx(ref.pvalue, abs=1e-12)
+
+
+def test_a_perfect_four_dataset_spearman_has_p_two_in_twenty_four():
+    _, p = permutation_pvalues(np.array([1.0, 2.0, 3.0, 4.0]), np.array([10.0, 20.0, 30.0, 40.0]))
+    assert p == pytest.approx(2 / 24)
+    assert all(math.isnan(v) for v in permutation_pvalues(np.arange(9.0), np.arange(9.0)))  # K > 8: none
+
+
+def test_top1_and_ndcg():
+    truth = np.array([5.0, -0.2, 0.5, 0.6])
+    assert top1_hit(np.array([3.0, 0.0, 1.0, 2.0]), truth) == 1.0
+    assert top1_hit(np.array([0.0, 3.0, 1.0, 2.0]), truth) == 0.0
+    assert ndcg(truth, truth) == pytest.approx(1.0)
+    # Hand-computed: grades (3, 0, 1, 2); the reversed order puts grades 0, 1, 2, 3 first.
+    discount = 1 / np.log2(np.arange(2, 6))
+    expected = np.array([0, 1, 2, 3]) @ discount / (np.array([3, 2, 1, 0]) @ discount)
+    assert ndcg(-truth, truth) == pytest.approx(expected)
+    assert math.isnan(ndcg(np.array([1.0, np.nan, 0, 0]), truth))

@@ -20,6 +20,53 @@ def correlate(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     return float(stats.pearsonr(estimate, truth).statistic), float(stats.spearmanr(estimate, truth).statistic)
 
 
+EXACT_MAX_K = 8  # 8! = 40,320 orderings: exact in milliseconds; beyond, no p-value is printed
+
+
+def permutation_pvalues(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """Exact two-sided permutation p-values of Pearson and Spearman (DESIGN §2, "Exact p-values"):
+    every one of the K! orderings of ``estimate`` against ``truth``, p = 2·min(P(r ≥ r_obs),
+    P(r ≤ r_obs)) capped at 1 (scipy.stats.permutation_test's two-sided rule). With K = 4 the
+    smallest possible Spearman p is 2/24 ≈ 0.083: no single K = 4 correlation is significant.
+    NaN where the correlation is undefined or K > EXACT_MAX_K."""
+    estimate, truth = np.asarray(estimate, float), np.asarray(truth, float)
+    observed = correlate(estimate, truth)
+    if len(estimate) > EXACT_MAX_K or not all(np.isfinite(observed)):
+        return math.nan, math.nan
+    orders = np.array(list(itertools.permutations(range(len(estimate)))))
+    out = []
+    for x, y, r in ((estimate, truth, observed[0]),
+                    (stats.rankdata(estimate), stats.rankdata(truth), observed[1])):
+        xs = (x - x.mean()) / np.linalg.norm(x - x.mean())
+        ys = (y - y.mean()) / np.linalg.norm(y - y.mean())
+        null = xs[orders] @ ys  # the correlation of every ordering at once
+        tol = 1e-12 * max(1.0, abs(r))  # ties of the observed value count, as scipy's do
+        p = 2 * min(np.mean(null >= r - tol), np.mean(null <= r + tol))
+        out.append(float(min(p, 1.0)))
+    return out[0], out[1]
+
+
+def top1_hit(estimate: np.ndarray, truth: np.ndarray) -> float:
+    """1 when the method's most influential dataset is the ground truth's, else 0 (NaN input: NaN)."""
+    estimate, truth = np.asarray(estimate, float), np.asarray(truth, float)
+    if not (np.isfinite(estimate).all() and np.isfinite(truth).all()):
+        return math.nan
+    return float(truth[np.argmax(estimate)] == truth.max())
+
+
+def ndcg(estimate: np.ndarray, truth: np.ndarray) -> float:
+    """NDCG of the method's ranking of the datasets, the gain of a dataset being its grade in the
+    ground-truth order (K − 1 for the truth's first, … 0 for its last; ties share the mean grade),
+    so a negative influence is no negative gain; discount 1/log2(1 + position). 1 = the truth's order."""
+    estimate, truth = np.asarray(estimate, float), np.asarray(truth, float)
+    if not (np.isfinite(estimate).all() and np.isfinite(truth).all()) or len(truth) < 2:
+        return math.nan
+    gain = stats.rankdata(truth) - 1  # the truth's lowest gets 0
+    discount = 1 / np.log2(np.arange(2, len(truth) + 2))
+    ideal = np.sort(gain)[::-1] @ discount
+    return float(gain[np.argsort(-estimate, kind="stable")] @ discount / ideal) if ideal > 0 else math.nan
+
+
 def correlations(influence: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     """One row per (method, run, test subset) from the final influence values; ``finite`` says
     whether that subset was scored (a NaN correlation is kept as a row, never dropped)."""

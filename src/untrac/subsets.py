@@ -1,0 +1,92 @@
+"""What a bank of subset retrains says beyond leave-one-out (DESIGN §2, "Beyond leave-one-out").
+
+The bank measures v(S) = L(θ−S) − L(θ0) on one test subset for subsets S of the K training
+datasets left out, each θ−S trained like θ0 on the datasets not in S (v(∅) = 0: θ−∅ is θ0).
+Leave-dataset-out is v({Z}). Every function here takes ``values``: a mapping from a frozenset of
+dataset names (the datasets removed) to v, and works in the shared sign (positive: the removed
+datasets helped the model on the test subset).
+"""
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+Values = Mapping[frozenset, float]
+
+
+def every_subset(names: Sequence[str]) -> list[frozenset]:
+    """All 2^K subsets of ``names``, by size then in the order of ``names`` (∅ first, all last)."""
+    return [frozenset(c) for size in range(len(names) + 1) for c in itertools.combinations(names, size)]
+
+
+def shapley(values: Values, names: Sequence[str]) -> dict[str, float]:
+    """Exact Shapley value of each dataset in the removal game v (DESIGN §2):
+    φ_Z = Σ_{S ∌ Z} |S|! (K − |S| − 1)! / K! · (v(S ∪ {Z}) − v(S)).
+
+    Needs v of every subset (the bank with ``groundtruth.subsets=all``); efficiency holds exactly:
+    Σ_Z φ_Z = v(all) − v(∅). Raises ``KeyError`` naming the first missing subset.
+    """
+    k = len(names)
+    out = {}
+    for z in names:
+        others = [n for n in names if n != z]
+        total = 0.0
+        for s in every_subset(others):
+            weight = math.factorial(len(s)) * math.factorial(k - len(s) - 1) / math.factorial(k)
+            total += weight * (_v(values, s | {z}) - _v(values, s))
+        out[z] = total
+    return out
+
+
+def additive_prediction(single: Mapping[str, float], removed: frozenset) -> float:
+    """A method's prediction for removing S: Σ_{Z∈S} I(Z), its dataset influences added (DESIGN §2)."""
+    return float(sum(single[z] for z in removed))
+
+
+def additivity(values: Values, names: Sequence[str]) -> float:
+    """R² of v(S) against Σ_{Z∈S} v({Z}) over the bank's subsets of two or more datasets: the
+    share of the measured effects' variance that adding the single-dataset effects explains
+    (1: leave-one-out tells everything; ≤ 0: the effects do not add up). NaN with fewer than two
+    such subsets or no spread."""
+    single = {z: _v(values, frozenset([z])) for z in names}
+    groups = [s for s in values if len(s) >= 2]
+    measured = np.array([values[s] for s in groups], float)
+    if len(groups) < 2 or np.ptp(measured) == 0:
+        return math.nan
+    predicted = np.array([additive_prediction(single, s) for s in groups])
+    residual = np.sum((measured - predicted) ** 2)
+    return float(1 - residual / np.sum((measured - measured.mean()) ** 2))
+
+
+def group_lds(values: Values, influence: Mapping[str, float]) -> float:
+    """Group linear datamodeling score (DESIGN §2; TRAK's LDS at the level of datasets): Spearman,
+    over the bank's non-empty subsets S, between the method's additive prediction Σ_{Z∈S} I(Z)
+    and the measured v(S). NaN when undefined (under three subsets, a constant side, NaN input)."""
+    subsets = [s for s in values if s]
+    predicted = np.array([additive_prediction(influence, s) for s in subsets], float)
+    measured = np.array([values[s] for s in subsets], float)
+    if len(subsets) < 3 or not (np.isfinite(predicted).all() and np.isfinite(measured).all()):
+        return math.nan
+    if np.ptp(predicted) == 0 or np.ptp(measured) == 0:
+        return math.nan
+    return float(stats.spearmanr(predicted, measured).statistic)
+
+
+def top_k_removal(values: Values, influence: Mapping[str, float], k: int) -> tuple[float, float]:
+    """Top-k removal (DESIGN §2): v of the method's k highest-influence datasets removed together,
+    and the mean v over every k-subset in the bank (what a random pick of k removes). A method whose
+    own picks matter removes more than the mean."""
+    top = frozenset(sorted(influence, key=lambda z: influence[z], reverse=True)[:k])
+    same_size = [v for s, v in values.items() if len(s) == k]
+    return _v(values, top), float(np.mean(same_size))
+
+
+def _v(values: Values, subset: frozenset) -> float:
+    if not subset:
+        return values.get(subset, 0.0)  # v(∅) = 0 by definition
+    if subset not in values:
+        raise KeyError(f"the bank has no model without {'+'.join(sorted(subset))}")
+    return values[subset]
