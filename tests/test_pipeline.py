@@ -164,3 +164,44 @@ def test_the_context_carries_what_the_method_declared(tmp_path, monkeypatch, nee
     assert (context.store is not None) == needs.unlearning
     assert context.examples == ([] if needs.examples else None)
     assert (len(context.hessian_pool) if needs.pool else context.hessian_pool) == (8 if needs.pool else None)
+
+
+def test_the_bank_trains_each_subset_on_the_rest_and_shares_the_leave_one_out_models(tmp_path, monkeypatch):
+    """groundtruth.mode=subsets: one model per subset S, trained T steps on the datasets not in S;
+    θ−∅ = θ0, θ−D = the initial weights, θ0 and θ−Z under fixed_steps' keys; v(S) = L(θ−S) − L(θ0)."""
+    import untrac.pipeline
+    from untrac.subsets import bank_tables
+
+    pools = {}
+    real_train = untrac.pipeline.train
+
+    def recording_train(model, arch, pool, steps, *args, desc="", **kwargs):
+        pools[desc] = sorted(tuple(ids) for ids in pool["input_ids"])
+        return real_train(model, arch, pool, steps, *args, desc=desc, **kwargs)
+
+    monkeypatch.setattr(untrac.pipeline, "train", recording_train)
+    cfg = Config(**{**TINY, "method": MethodConfig(name="graddot")}, cache_dir=str(tmp_path),
+                 groundtruth=GroundTruthConfig(mode="subsets"))
+    results = run_experiment(cfg)
+    exp = Experiment(Config(**TINY, cache_dir=str(tmp_path)))  # fixed_steps finds θ0 and every θ−Z trained
+    names = list(exp.task.train)
+    assert all(exp.cache.has("models", make_key(exp.model_fields(0, z))) for z in [None, *names])
+    assert len(pools) == 2 ** 4 - 1  # every subset but "all removed" (the initial weights) is trained
+    rows = {z: [tuple(ids) for ids in ds["input_ids"]] for z, ds in exp.task.train.items()}
+    assert pools["train θ−dataset1+dataset3"] == sorted(rows["dataset2"] + rows["dataset4"])
+    bank = results.subsets
+    assert len(bank) == 16 and set(bank.columns) == {"run", "seed", "removed", "test_subset", "loss", "influence"}
+    v = bank.set_index("removed").influence
+    assert v[""] == 0.0
+    truth = results.truth.set_index("train_dataset").influence
+    assert all(v[z] == pytest.approx(truth[z]) for z in names)  # leave-one-out is part of the bank
+    test = exp.task.test["test"]
+    theta0 = exp.trained(0).cpu()
+    initial = untrac.pipeline.build_model(cfg.model, exp.tokenizer, 0)[0].eval()
+    assert v["+".join(names)] == pytest.approx(_hand_loss(initial, test) - _hand_loss(theta0, test), rel=1e-4)
+    two = exp.trained(0, exclude=("dataset2", "dataset4")).cpu()
+    assert v["dataset2+dataset4"] == pytest.approx(_hand_loss(two, test) - _hand_loss(theta0, test), rel=1e-4)
+    tables = bank_tables(results.influence, bank, names)
+    assert len(tables["lds"]) == 1 and tables["lds"].n_subsets.item() == 15
+    shap = tables["shapley"].set_index("train_dataset")
+    assert shap.shapley.sum() == pytest.approx(v["+".join(names)])  # efficiency on the measured game

@@ -129,7 +129,8 @@ def test_a_frame_off_the_contract_is_not_written(tmp_path):
 def test_the_readme_documents_the_contract():
     """README's table of outputs lists each file with exactly the contract's columns."""
     readme = (REPO / "README.md").read_text()
-    for table in (record.INFLUENCE, record.TRUTH, record.TRUTH_SEEDS, record.CORRELATIONS, record.EXAMPLES):
+    for table in (record.INFLUENCE, record.TRUTH, record.TRUTH_SEEDS, record.CORRELATIONS, record.EXAMPLES,
+                  record.SUBSETS, record.LDS, record.SHAPLEY):
         documented = re.findall(rf"`{re.escape(table.file)}`\s*(?:\|\s*)?:?\s*`([^`]+)`", readme)
         assert ", ".join(table.columns) in documented, table.file
 
@@ -137,7 +138,7 @@ def test_the_readme_documents_the_contract():
 def test_a_run_written_before_the_derived_correlation_columns_still_reads(tmp_path, composed):
     write(tmp_path, composed)
     path = tmp_path / record.CORRELATIONS.file
-    pd.read_csv(path).drop(columns=["n_train_datasets", "finite"]).to_csv(path, index=False)
+    pd.read_csv(path).drop(columns=list(record.CORRELATIONS.optional)).to_csv(path, index=False)
     assert list(RunRecord.load(tmp_path).correlations.columns) == list(record.CORRELATIONS.required)
 
 

@@ -164,7 +164,9 @@ class ScoreConfig:
 @dataclass
 class GroundTruthConfig:
     """fixed_steps: θ−Z trained T steps (paper §2); all_examples: epochs over D \\ Z (App. A.1);
-    none: no leave-dataset-out models at all (influences and rankings only, no correlations).
+    subsets: fixed_steps plus a bank of models each trained without a subset S of the datasets
+    (group LDS, Shapley values, additivity: untrac.subsets); none: no leave-dataset-out models at
+    all (influences and rankings only, no correlations).
 
     ``seeds``: S training seeds, each with its own θ0 and θ−Z; the ground truth is their mean
     (seed scheme in untrac.groundtruth.truth_seeds).
@@ -172,10 +174,17 @@ class GroundTruthConfig:
 
     mode: str = "fixed_steps"
     seeds: int = 1
+    # mode=subsets (the bank, DESIGN §2 "Beyond leave-one-out"): "all" = every subset of the K datasets
+    # (2^K models per seed), or M = how many random subsets beside the K leave-one-out ones ...
+    subsets: str = "all"
+    keep_fraction: float = 0.5  # ... each keeping this share of the datasets (TRAK's α = 0.5 subsampling for its LDS)
 
     def __post_init__(self) -> None:
-        _one_of(self.mode, ("fixed_steps", "all_examples", "none"), "groundtruth.mode")
+        _one_of(self.mode, ("fixed_steps", "all_examples", "subsets", "none"), "groundtruth.mode")
         _positive(self.seeds, "groundtruth.seeds")
+        _check(self.subsets == "all" or (self.subsets.isdigit() and int(self.subsets) > 0),
+               f"groundtruth.subsets must be all or a positive number of subsets, got {self.subsets!r}")
+        _check(0 < self.keep_fraction < 1, f"groundtruth.keep_fraction must be in (0, 1), got {self.keep_fraction}")
 
 
 @dataclass

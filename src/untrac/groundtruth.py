@@ -15,6 +15,8 @@ shared by every run). Its S ground-truth seeds are b_r + 1000·k for k = 0 … S
   second ground-truth seed.)
 """
 
+import math
+from collections.abc import Sequence
 from typing import Callable
 
 import numpy as np
@@ -22,7 +24,9 @@ import pandas as pd
 import torch
 
 from untrac.config import GROUNDTRUTH_SEED_STRIDE, Config
+from untrac.errors import UntracError
 from untrac.losses import dataset_loss
+from untrac.subsets import every_subset
 
 KEYS = ["run", "train_dataset", "test_subset"]
 
@@ -31,6 +35,41 @@ def truth_seeds(cfg: Config, run: int) -> list[int]:
     """The S training seeds of run ``run``'s ground truth (scheme in the module docstring)."""
     base = cfg.seed + run if cfg.data.runs_vary == "seed" else cfg.seed
     return [base + GROUNDTRUTH_SEED_STRIDE * k for k in range(cfg.groundtruth.seeds)]
+
+
+MAX_ALL_SUBSETS = 6  # 2^6 = 64 models per seed; beyond, groundtruth.subsets=<M> samples the bank
+
+
+def bank_subsets(names: Sequence[str], spec: str, keep_fraction: float, seed: int) -> list[frozenset]:
+    """The subsets S removed in the bank (DESIGN §2), ∅ first: every subset (``spec="all"``), or
+    the K leave-one-out subsets plus ``spec`` = M random subsets that each keep
+    round(keep_fraction·K) datasets (at least one removed, at least one kept). The draw depends
+    only on ``seed`` and the names, so every ground-truth seed and run shares one bank."""
+    k = len(names)
+    if spec == "all":
+        if k > MAX_ALL_SUBSETS:
+            raise UntracError(f"groundtruth.subsets=all needs 2^{k} = {2 ** k} models per seed for {k} training "
+                              f"datasets; set groundtruth.subsets=<M> to draw M random subsets")
+        return every_subset(names)
+    removed = min(max(k - round(keep_fraction * k), 1), k - 1)
+    loo = [frozenset()] + [frozenset([z]) for z in names]
+    wanted = min(int(spec), math.comb(k, removed) - (k if removed == 1 else 0))
+    rng = np.random.default_rng([seed, k, 7919])  # 7919: keeps this stream apart from training's
+    drawn: list[frozenset] = []
+    while len(drawn) < wanted:
+        s = frozenset(np.asarray(names)[np.sort(rng.choice(k, removed, replace=False))].tolist())
+        if s not in drawn and s not in loo:
+            drawn.append(s)
+    return loo + drawn
+
+
+def removed_key(removed: frozenset | str | None, names: Sequence[str]) -> str | list[str] | None:
+    """How a model's left-out datasets enter its cache key: None (θ0), the name (θ−Z, the keys the
+    leave-dataset-out models always had), or the names in dataset order (θ−S, |S| ≥ 2)."""
+    if removed is None or isinstance(removed, str):
+        return removed
+    ordered = [z for z in names if z in removed]
+    return None if not ordered else ordered[0] if len(ordered) == 1 else ordered
 
 
 def subset_losses(model: torch.nn.Module, test: dict, arch, device: torch.device, batch_size: int,
@@ -88,4 +127,18 @@ class GroundTruth:
             full = self.losses(seed, None, theta0 if k == 0 else None)
             removed = {z: self.losses(seed, z) for z in self.train_datasets}
             rows += [{"run": run, "seed": seed, **row} for row in leave_dataset_out(full, removed)]
+        return pd.DataFrame(rows)
+
+    def bank(self, run: int, subsets: list[frozenset], theta0: torch.nn.Module | None = None) -> pd.DataFrame:
+        """v(S) = L(Z', θ−S) − L(Z', θ0) for every seed of ``run`` and every S of the bank:
+        ``run, seed, removed, test_subset, loss, influence`` (removed: names joined by +, "" for ∅)."""
+        rows = []
+        for k, seed in enumerate(truth_seeds(self.cfg, run)):
+            full = self.losses(seed, None, theta0 if k == 0 else None)
+            for s in subsets:
+                key = removed_key(s, self.train_datasets)
+                losses = full if key is None else self.losses(seed, key if isinstance(key, str) else tuple(key))
+                name = "+".join(z for z in self.train_datasets if z in s)
+                rows += [{"run": run, "seed": seed, "removed": name, "test_subset": t, "loss": losses[t],
+                          "influence": losses[t] - full[t]} for t in full]
         return pd.DataFrame(rows)

@@ -74,10 +74,14 @@ def correlations(influence: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     merged = final.merge(truth, on=["run", "train_dataset", "test_subset"], suffixes=("", "_truth"))
     rows = []
     for (method, run, subset), group in merged.groupby(["method", "run", "test_subset"], sort=False):
-        pearson, spearman = correlate(group.influence.to_numpy(), group.influence_truth.to_numpy())
+        estimate, truth_values = group.influence.to_numpy(), group.influence_truth.to_numpy()
+        pearson, spearman = correlate(estimate, truth_values)
+        pearson_p, spearman_p = permutation_pvalues(estimate, truth_values)
         rows.append({"method": method, "run": run, "test_subset": subset, "pearson": pearson,
                      "spearman": spearman, "n_train_datasets": len(group),
-                     "finite": bool(np.isfinite(pearson) and np.isfinite(spearman))})
+                     "finite": bool(np.isfinite(pearson) and np.isfinite(spearman)),
+                     "pearson_p": pearson_p, "spearman_p": spearman_p, "top1": top1_hit(estimate, truth_values),
+                     "ndcg": ndcg(estimate, truth_values)})
     return pd.DataFrame(rows, columns=list(CORRELATIONS.columns))
 
 

@@ -25,12 +25,12 @@ from untrac.cache import Cache, load_weights, make_key, save_weights
 from untrac.config import Config
 from untrac.data.prepare import data_key, load_task, sample
 from untrac.errors import UntracError
-from untrac.groundtruth import GroundTruth, mean_over_seeds, subset_losses, truth_seeds
+from untrac.groundtruth import GroundTruth, bank_subsets, mean_over_seeds, subset_losses, truth_seeds
 from untrac.lora import target_modules
 from untrac.methods import Checkpoint, Context, Method, get, registry
 from untrac.models import build_model, load_tokenizer, model_arch, model_key, resolve_device
 from untrac.pieces import PieceStore
-from untrac.record import EXAMPLES, INFLUENCE, TRUTH
+from untrac.record import EXAMPLES, INFLUENCE, SUBSETS, TRUTH
 from untrac.optim import training_optimizer
 from untrac.train import steps_for, train
 
@@ -46,6 +46,7 @@ class Results:
     counters: dict = field(default_factory=dict)
     cache_hits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     examples: pd.DataFrame = field(default_factory=pd.DataFrame)  # rank.top_k: the top examples (top_examples)
+    subsets: pd.DataFrame = field(default_factory=pd.DataFrame)  # groundtruth.mode=subsets: v(S) of the bank
 
 
 def top_examples(scores: pd.DataFrame, k: int) -> pd.DataFrame:
@@ -91,6 +92,9 @@ class Experiment:
         self.task = load_task(cfg.data, cfg.testset, self.tokenizer, self.arch, Path(cfg.cache_dir))
         self.results = Results(influence=pd.DataFrame(), truth=pd.DataFrame())
         self.truth = GroundTruth(cfg, list(self.task.train), self.trained, self.test_losses, self.results.counters)
+        gt = cfg.groundtruth
+        self.bank = bank_subsets(list(self.task.train), gt.subsets, gt.keep_fraction, cfg.seed) \
+            if gt.mode == "subsets" else []
         self._check_batch_sizes()
 
     def _check_batch_sizes(self) -> None:
@@ -100,6 +104,8 @@ class Experiment:
             return  # nothing is trained
         trains_loo = cfg.groundtruth.mode != "none"  # θ−Z are trained only with a ground truth
         smallest_pool = sum(sizes.values()) - (max(sizes.values()) if trains_loo and len(sizes) > 1 else 0)
+        if self.bank:  # the bank's smallest pool that is trained at all (θ−D is the initial weights)
+            smallest_pool = min(sum(n for z, n in sizes.items() if z not in s) for s in self.bank if len(s) < len(sizes))
         if cfg.train.batch_size > smallest_pool:
             what = "smallest leave-dataset-out training set" if trains_loo else "training set"
             raise UntracError(f"train.batch_size={cfg.train.batch_size} is larger than the {what} "
@@ -114,21 +120,25 @@ class Experiment:
         if self.cfg.groundtruth.mode == "all_examples":
             train_fields = {**train_fields, "steps": None, "epochs": t.epochs}
         return {"model": model_key(self.cfg.model), "data": data_key(self.cfg.data), "train": train_fields,
-                "mode": self.train_mode, "seed": seed, "exclude": exclude}
+                "mode": self.train_mode, "seed": seed, "exclude": list(exclude) if isinstance(exclude, tuple) else exclude}
 
     @property
     def train_mode(self) -> str:
-        """groundtruth.mode=none trains only θ0, for T steps like fixed_steps (so it shares its θ0)."""
+        """none trains only θ0 and subsets adds models: both train T steps like fixed_steps (and share its models)."""
         mode = self.cfg.groundtruth.mode
-        return "fixed_steps" if mode == "none" else mode
+        return "fixed_steps" if mode in ("none", "subsets") else mode
 
-    def trained(self, seed: int, exclude: str | None = None, checkpoints: bool = False) -> torch.nn.Module:
-        """θ0 (``exclude=None``) or θ−Z, from the cache or trained now (and cached)."""
+    def trained(self, seed: int, exclude: str | tuple | None = None, checkpoints: bool = False) -> torch.nn.Module:
+        """θ0 (``exclude=None``), θ−Z (a name) or θ−S (a tuple of names, the bank), from the cache or
+        trained now (and cached). θ−D, every dataset removed, is the initial weights (DESIGN §2)."""
         if self.cfg.train.steps == 0:
             return self._given_model(seed, exclude, checkpoints)
+        if isinstance(exclude, tuple) and set(exclude) == set(self.task.train):
+            model, _ = build_model(self.cfg.model, self.tokenizer, seed)
+            return model.to(self.device).eval()
         fields = self.model_fields(seed, exclude)
         ckpt_fields = {**fields, "checkpoint_every": self.cfg.train.checkpoint_every}
-        label = "θ0" if exclude is None else f"θ−{exclude}"
+        label = "θ0" if exclude is None else f"θ−{exclude if isinstance(exclude, str) else '+'.join(exclude)}"
         need_model = not self.cache.has("models", make_key(fields))
         need_ckpts = checkpoints and not self.cache.has("checkpoints", make_key(ckpt_fields))
         if need_model or need_ckpts:
@@ -154,7 +164,8 @@ class Experiment:
 
     def _train_and_store(self, fields, ckpt_fields, exclude, seed, with_ckpts: bool, label: str) -> None:
         cfg = self.cfg
-        pool = datasets.concatenate_datasets([ds for z, ds in self.task.train.items() if z != exclude])
+        removed = {exclude} if isinstance(exclude, str) else set(exclude or ())
+        pool = datasets.concatenate_datasets([ds for z, ds in self.task.train.items() if z not in removed])
         steps = steps_for(len(pool), cfg.train.batch_size, cfg.train.steps, cfg.train.epochs, self.train_mode)
         model, _ = build_model(cfg.model, self.tokenizer, seed)
         optimizer = training_optimizer(model.parameters(), cfg.train.optim, cfg.train.lr, cfg.train.weight_decay)
@@ -257,6 +268,9 @@ class Experiment:
         if truth:
             with timed(self.results.seconds, "groundtruth_total"):
                 per_seed = self.truth.per_seed(run, theta0)
+                if cfg.groundtruth.mode == "subsets":
+                    bank = self.truth.bank(run, self.bank, theta0)
+                    self.results.subsets = pd.concat([self.results.subsets, bank], ignore_index=True)
         with timed(self.results.seconds, "score"):
             influence = self.score(theta0, train_seed, sample_seed, run).assign(method=cfg.method.name, run=run)
         self.results.influence = pd.concat([self.results.influence, influence], ignore_index=True)
@@ -280,4 +294,5 @@ def run_experiment(cfg: Config) -> Results:
     exp.results.counters["peak_memory"] = peak_memory_mb(exp.device)
     exp.results.truth = exp.results.truth.reindex(columns=list(TRUTH.columns))
     exp.results.influence = exp.results.influence[list(INFLUENCE.columns)]
+    exp.results.subsets = exp.results.subsets.reindex(columns=list(SUBSETS.columns))
     return exp.results

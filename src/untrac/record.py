@@ -42,10 +42,17 @@ TRUTH = Table("ground_truth.csv", ("run", "train_dataset", "test_subset", "influ
               optional=("se", "seeds"))
 TRUTH_SEEDS = Table("ground_truth_seeds.csv", ("run", "seed", "train_dataset", "test_subset", "influence",
                                                "loss_full", "loss_removed"), optional=("loss_full", "loss_removed"))
-# n_train_datasets and finite (added later) are derived; runs written before them still read.
+# Every column after spearman was added later and is derived; runs written before them still read.
+# pearson_p / spearman_p: exact permutation p-values (K ≤ 8); top1: 1 when the method's first dataset
+# is the truth's; ndcg: of the method's order, graded by the truth's (untrac.metrics).
 CORRELATIONS = Table("correlations.csv", ("method", "run", "test_subset", "pearson", "spearman",
-                                          "n_train_datasets", "finite"), optional=("n_train_datasets", "finite"))
+                                          "n_train_datasets", "finite", "pearson_p", "spearman_p", "top1", "ndcg"),
+                     optional=("n_train_datasets", "finite", "pearson_p", "spearman_p", "top1", "ndcg"))
 EXAMPLES = Table("examples.csv", ("method", "run", "train_dataset", "example", "test_subset", "score", "text"))
+# groundtruth.mode=subsets (the bank, untrac.subsets): v(S) of every seed; removed = names joined by +, "" = none.
+SUBSETS = Table("subsets.csv", ("run", "seed", "removed", "test_subset", "loss", "influence"))
+LDS = Table("lds.csv", ("method", "run", "test_subset", "lds", "n_subsets"))  # group LDS over the bank
+SHAPLEY = Table("shapley.csv", ("run", "train_dataset", "test_subset", "shapley", "loo"))  # every subset in the bank
 # What a method's score returns: influence.csv's columns but those the pipeline adds (method, run).
 SCORE_COLUMNS = [c for c in INFLUENCE.columns if c not in ("method", "run")]
 RESULTS = (INFLUENCE, TRUTH, CORRELATIONS)  # every finished run has these (a sweep's job is ok with them)
@@ -150,8 +157,9 @@ def read_metrics(run_dir: Path) -> dict:
 
 @dataclass
 class RunRecord:
-    """A finished run directory read back: ``truth_seeds`` and ``examples`` are None when the run
-    wrote none (one ground-truth seed or groundtruth.mode=none; no rank.top_k)."""
+    """A finished run directory read back: ``truth_seeds``, ``examples`` and the bank's frames are
+    None when the run wrote none (one ground-truth seed or groundtruth.mode=none; no rank.top_k; no
+    groundtruth.mode=subsets)."""
 
     path: Path
     config: object  # untrac.config.Config
@@ -161,6 +169,9 @@ class RunRecord:
     metrics: dict
     truth_seeds: pd.DataFrame | None = None
     examples: pd.DataFrame | None = None
+    subsets: pd.DataFrame | None = None
+    lds: pd.DataFrame | None = None
+    shapley: pd.DataFrame | None = None
 
     @classmethod
     def load(cls, run_dir: str | Path) -> "RunRecord":
@@ -168,7 +179,8 @@ class RunRecord:
         if not run_dir.is_dir():
             raise UntracError(f"{run_dir} is not a directory")
         optional = {name: read_frame(run_dir, table) if (run_dir / table.file).is_file() else None
-                    for name, table in (("truth_seeds", TRUTH_SEEDS), ("examples", EXAMPLES))}
+                    for name, table in (("truth_seeds", TRUTH_SEEDS), ("examples", EXAMPLES), ("subsets", SUBSETS),
+                                        ("lds", LDS), ("shapley", SHAPLEY))}
         return cls(path=run_dir, config=load_config(run_dir), influence=read_frame(run_dir, INFLUENCE),
                    truth=read_frame(run_dir, TRUTH), correlations=read_frame(run_dir, CORRELATIONS),
                    metrics=read_metrics(run_dir), **optional)

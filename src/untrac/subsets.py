@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 Values = Mapping[frozenset, float]
@@ -90,3 +91,43 @@ def _v(values: Values, subset: frozenset) -> float:
     if subset not in values:
         raise KeyError(f"the bank has no model without {'+'.join(sorted(subset))}")
     return values[subset]
+
+
+def bank_values(subsets: pd.DataFrame) -> dict[tuple, dict[frozenset, float]]:
+    """``subsets.csv`` (record.SUBSETS) → {(run, test subset): {S: v(S), mean over seeds}}."""
+    out: dict[tuple, dict[frozenset, float]] = {}
+    means = subsets.groupby(["run", "test_subset", "removed"], sort=False).influence.mean()
+    for (run, subset, removed), v in means.items():
+        key = frozenset(str(removed).split("+")) if isinstance(removed, str) and removed else frozenset()
+        out.setdefault((run, subset), {})[key] = float(v)
+    return out
+
+
+def bank_tables(influence: pd.DataFrame, subsets: pd.DataFrame, names: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """What the bank says, per (run, test subset): ``lds`` (record.LDS, each method), ``shapley``
+    (record.SHAPLEY, only when every subset is in the bank), ``additivity`` (run, test_subset,
+    additivity) and ``removal`` (method, run, test_subset, k, loss_change, mean_k: top-k removal for
+    each k whose top-k subset the bank holds)."""
+    final = influence[influence.is_final]
+    lds, shap, add, removal = [], [], [], []
+    for (run, subset), values in bank_values(subsets).items():
+        add.append({"run": run, "test_subset": subset, "additivity": additivity(values, names)})
+        if len(values) == 2 ** len(names):
+            loo = {z: values[frozenset([z])] for z in names}
+            shap += [{"run": run, "train_dataset": z, "test_subset": subset, "shapley": phi, "loo": loo[z]}
+                     for z, phi in shapley(values, names).items()]
+        rows = final[(final.run == run) & (final.test_subset == subset)]
+        for method, group in rows.groupby("method", sort=False):
+            estimate = dict(zip(group.train_dataset, group.influence))
+            lds.append({"method": method, "run": run, "test_subset": subset, "lds": group_lds(values, estimate),
+                        "n_subsets": sum(1 for s in values if s)})
+            for k in range(1, len(names)):
+                top = frozenset(sorted(estimate, key=estimate.get, reverse=True)[:k])
+                if top in values:
+                    picked, mean = top_k_removal(values, estimate, k)
+                    removal.append({"method": method, "run": run, "test_subset": subset, "k": k,
+                                    "loss_change": picked, "mean_k": mean})
+    return {"lds": pd.DataFrame(lds, columns=["method", "run", "test_subset", "lds", "n_subsets"]),
+            "shapley": pd.DataFrame(shap, columns=["run", "train_dataset", "test_subset", "shapley", "loo"]),
+            "additivity": pd.DataFrame(add, columns=["run", "test_subset", "additivity"]),
+            "removal": pd.DataFrame(removal, columns=["method", "run", "test_subset", "k", "loss_change", "mean_k"])}
