@@ -230,7 +230,12 @@ class Experiment:
             context.checkpoints = self.checkpoints(train_seed)
         if needs.examples and cfg.rank.top_k:
             context.examples = []
+        if needs.texts:
+            context.texts = {"train": self.texts(scored), "test": self.texts(self.task.test)}
         return context
+
+    def texts(self, sets: dict[str, datasets.Dataset]) -> dict[str, list[str]]:
+        return {name: [example_text(self.tokenizer, row, self.arch.kind) for row in ds] for name, ds in sets.items()}
 
     def hessian_pool(self, size: int, sample_seed: int) -> datasets.Dataset:
         """The curvature methods' pool: ``size`` examples drawn from all training datasets together."""

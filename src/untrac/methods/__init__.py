@@ -63,6 +63,7 @@ class Needs:
     pool: bool = False  # a sample of ``config.hessian_examples`` training examples (config: a PoolConfig)
     unlearning: bool = False  # the unlearning optimizer and schedule (optim, unlearn) and the piece store
     examples: bool = False  # per-example scores for rank.top_k (examples.csv)
+    texts: bool = False  # each scored example and test example as text (the text-overlap baselines)
 
 
 @dataclass
@@ -86,6 +87,8 @@ class Context:
     # Needs.examples and rank.top_k set: a list the method appends per-example scores to, DataFrames
     # ``train_dataset, example, test_subset, score`` (example = index in the scored sample); else None
     examples: list | None = None
+    # Needs.texts: {"train": {dataset: [text of each scored example]}, "test": {subset: [texts]}}, as examples.csv shows them
+    texts: dict | None = None
 
     def fresh_model(self) -> torch.nn.Module:
         return copy.deepcopy(self.theta0).to(self.device).eval()
