@@ -63,6 +63,22 @@ def bank_subsets(names: Sequence[str], spec: str, keep_fraction: float, seed: in
     return loo + drawn
 
 
+def trained_models(names: Sequence[str], cfg: Config) -> list[str | tuple | None]:
+    """What each ground-truth seed trains, in order: θ0 (None), each θ−Z (its name) and, with
+    ``groundtruth.mode=subsets``, each other θ−S of the bank (a tuple of names in dataset order);
+    ∅ is θ0 and "every dataset removed" is the initial weights, so neither is trained twice or at all.
+    The pipeline and ``python -m untrac.paper prefill`` (one job per entry) both read this list."""
+    models: list[str | tuple | None] = [None]
+    if cfg.groundtruth.mode == "none":
+        return models
+    models += list(names)
+    if cfg.groundtruth.mode == "subsets":
+        gt = cfg.groundtruth
+        models += [tuple(z for z in names if z in s) for s in bank_subsets(names, gt.subsets, gt.keep_fraction, cfg.seed)
+                   if 2 <= len(s) < len(names)]
+    return models
+
+
 def removed_key(removed: frozenset | str | None, names: Sequence[str]) -> str | list[str] | None:
     """How a model's left-out datasets enter its cache key: None (θ0), the name (θ−Z, the keys the
     leave-dataset-out models always had), or the names in dataset order (θ−S, |S| ≥ 2)."""

@@ -26,4 +26,16 @@ def test_prefill_trains_the_model_for_every_ground_truth_seed(tmp_path):
 def test_prefill_skips_leave_out_models_when_there_is_no_ground_truth(tmp_path):
     cfg = _schema()(**TINY, cache_dir=str(tmp_path), groundtruth=GroundTruthConfig(mode="none"),
                     prefill=PrefillJob(run=0, model=1))
-    assert "no leave-dataset-out model" in train_one(cfg)
+    assert "past the 1 models of groundtruth.mode=none" in train_one(cfg)
+
+
+def test_prefill_trains_each_model_of_the_bank_the_scoring_run_looks_up(tmp_path):
+    """groundtruth.mode=subsets: after θ0 and the K θ−Z come the bank's other θ−S (15 for K = 4)."""
+    bank = GroundTruthConfig(mode="subsets")
+    for model in (5, 14, 15):
+        cfg = _schema()(**TINY, cache_dir=str(tmp_path), groundtruth=bank, prefill=PrefillJob(model=model))
+        message = train_one(cfg)
+        assert ("past the 15 models" in message) == (model == 15), message
+    exp = Experiment(Config(**TINY, cache_dir=str(tmp_path), groundtruth=bank))
+    assert exp.cache.has("models", make_key(exp.model_fields(0, ("dataset1", "dataset2"))))  # model 5
+    assert exp.cache.has("models", make_key(exp.model_fields(0, ("dataset2", "dataset3", "dataset4"))))  # 14

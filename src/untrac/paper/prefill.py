@@ -1,7 +1,8 @@
 """Train the models a sweep needs, one Hydra job per model, into the shared cache.
 
-Each job trains θ0 (``prefill.model=0``) or one leave-dataset-out model θ−Z (``prefill.model=i``,
-the i-th training dataset) of one run — for each of the run's ``groundtruth.seeds`` training seeds
+Each job trains θ0 (``prefill.model=0``), one leave-dataset-out model θ−Z (``prefill.model=i``,
+the i-th training dataset) or one model of the bank (``groundtruth.mode=subsets``: the order of
+``untrac.groundtruth.trained_models``) of one run — for each of the run's ``groundtruth.seeds`` training seeds
 (no θ−Z with ``groundtruth.mode=none``) — exactly as ``python -m untrac.run`` would (same cache key),
 so the scoring jobs launched afterwards find every model in the cache. On a cluster the jobs
 train at once:
@@ -30,7 +31,7 @@ FAILURES: list[str] = []
 @dataclass
 class PrefillJob:
     run: int = 0  # which run: its training seed is seed + run when data.runs_vary=seed
-    model: int = 0  # 0: θ0; i >= 1: θ−Z for the i-th training dataset (in the data's order)
+    model: int = 0  # index into groundtruth.trained_models: 0 θ0, 1…K each θ−Z, then the bank's θ−S
     checkpoints: bool = False  # with θ0, also keep the TracIn checkpoints
 
 
@@ -59,14 +60,15 @@ def train_one(cfg) -> str:
     from untrac.groundtruth import truth_seeds
 
     seeds = truth_seeds(cfg, job.run)  # the run's θ0 seed first, then its other ground-truth seeds
+    from untrac.groundtruth import trained_models
+
     exp = Experiment(cfg)
-    names = list(exp.task.train)
-    if job.model > len(names):
-        return f"model {job.model}: past the {len(names)} training datasets, nothing to train"
-    if job.model > 0 and cfg.groundtruth.mode == "none":
-        return "groundtruth.mode=none: no leave-dataset-out model to train"
-    exclude = None if job.model == 0 else names[job.model - 1]
-    label = "θ0" if exclude is None else f"θ−{exclude}"
+    models = trained_models(list(exp.task.train), cfg)
+    if job.model >= len(models):
+        return (f"model {job.model}: past the {len(models)} models of groundtruth.mode={cfg.groundtruth.mode}, "
+                "nothing to train")
+    exclude = models[job.model]
+    label = "θ0" if exclude is None else f"θ−{exclude if isinstance(exclude, str) else '+'.join(exclude)}"
     done = []
     for k, seed in enumerate(seeds if cfg.groundtruth.mode != "none" else seeds[:1]):
         torch.manual_seed(seed)

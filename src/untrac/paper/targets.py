@@ -87,9 +87,12 @@ def prefill_overrides(cfg, extra: list[str]) -> list[str]:
             pinned.append(f"{key}={','.join(values)}")
         else:
             pinned.append(f"{key}={values[0]}")
+    from untrac.groundtruth import trained_models
+
     datasets = 4 if cfg.data.kind == "synthetic" else len(cfg.data.custom_sizes) if cfg.data.sizes == "custom" else 8
     runs = cfg.runs if cfg.data.runs_vary == "seed" else 1
-    return [*pinned, f"prefill.run=range(0,{runs})", f"prefill.model=range(0,{datasets + 1})",
+    models = len(trained_models([f"d{i}" for i in range(datasets)], cfg))  # the count depends on K alone
+    return [*pinned, f"prefill.run=range(0,{runs})", f"prefill.model=range(0,{models})",
             f"prefill.checkpoints={str(any(_needs_checkpoints(m) for m in methods)).lower()}"]
 
 
