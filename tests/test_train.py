@@ -1,8 +1,11 @@
+import json
+
 import pytest
 import torch
 from transformers import OPTConfig, OPTForCausalLM
 
 import datasets
+from untrac.cache import make_key
 from untrac.errors import UntracError
 from untrac.models import Arch
 from untrac.train import sample_order, steps_for, train
@@ -99,18 +102,33 @@ def test_a_diverging_run_stops_at_once_with_one_line():
     assert int(err.value.args[0].split("step ")[1].split(":")[0]) < 50  # stopped early, not at the end
 
 
-def test_a_diverged_model_is_not_cached(tmp_path):
-    """Neither the model nor its checkpoints nor their staging folder are left in the cache."""
+def _experiment(tmp_path, **train):
     from untrac.config import Config, DataConfig, ModelConfig, TrainConfig
     from untrac.pipeline import Experiment
 
-    cfg = Config(model=ModelConfig(d_model=16, num_layers=1, num_heads=2, d_ff=32), data=DataConfig(n_per_dataset=8),
-                 train=TrainConfig(steps=4, batch_size=4, lr=1e30, checkpoint_every=1), cache_dir=str(tmp_path))
-    experiment = Experiment(cfg)
+    return Experiment(Config(model=ModelConfig(d_model=16, num_layers=1, num_heads=2, d_ff=32),
+                             data=DataConfig(n_per_dataset=8), cache_dir=str(tmp_path),
+                             train=TrainConfig(steps=4, batch_size=4, checkpoint_every=1, **train)))
+
+
+def test_a_diverged_model_is_not_cached(tmp_path):
+    """Neither the model nor its checkpoints nor their staging folder are left in the cache."""
     with pytest.raises(UntracError, match=r"^training θ−dataset1 \(seed 0\) diverged at step [1-4]: "):
-        experiment.trained(0, exclude="dataset1", checkpoints=True)
+        _experiment(tmp_path, lr=1e30).trained(0, exclude="dataset1", checkpoints=True)
     assert not (tmp_path / "models").exists() or not list((tmp_path / "models").iterdir())
     assert not (tmp_path / "checkpoints").exists() and not list((tmp_path / "staging").iterdir())
+
+
+def test_checkpoints_left_by_a_killed_run_are_removed(tmp_path):
+    """The staging folder is used only under the model's lock: whatever the next trainer finds there is stale."""
+    experiment = _experiment(tmp_path)
+    key = make_key({**experiment.model_fields(0, None), "checkpoint_every": 1})
+    for name in (key, f"{key}-4242"):  # this version's name, and an older version's (pid appended)
+        (tmp_path / "staging" / name).mkdir(parents=True)
+        (tmp_path / "staging" / name / "step0000009.safetensors").write_text("half")
+    experiment.trained(0, checkpoints=True)
+    assert list((tmp_path / "staging").iterdir()) == []
+    assert len(json.loads((experiment.cache.path("checkpoints", key) / "checkpoints.json").read_text())) == 4
 
 
 def test_an_infinite_train_lr_is_a_config_error():
