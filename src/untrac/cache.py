@@ -11,7 +11,9 @@ moved aside with a warning, and rebuilt.
 One process builds an entry at a time: ``build`` holds a file lock per entry (``hold``), and a
 second process asking for the same entry waits, then uses what the first built. A temporary
 folder exists only while its builder holds the entry's lock, so one found by the next holder was
-left by a killed process and is removed: a rule that needs no guess about ages or pids.
+left by a killed process and is removed: no guess about its age or its owner's pid, which would
+fail for a long build or on a cluster sharing the cache. (``scratch`` folders belong to no entry:
+they name their host and pid instead.)
 
 Model weights are stored as safetensors (no pickle: loading a cache entry runs no code).
 """
