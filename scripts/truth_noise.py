@@ -78,8 +78,8 @@ def checkpoint_states(exp, seed: int, exclude) -> dict[int, Path]:
     path = exp.cache.path("checkpoints", key)
     if (path / "checkpoints.json").is_file():
         return {it["step"]: path / it["file"] for it in json.loads((path / "checkpoints.json").read_text())}
-    # per-process staging folders (<key>-<pid>) of a model still training
-    staged = (Path(exp.cache.root) / "staging").glob(f"{key}-*/step*.safetensors")
+    # the staging folder of a model still training: <key> (<key>-<pid> before the cache had locks)
+    staged = (Path(exp.cache.root) / "staging").glob(f"{key}*/step*.safetensors")
     # a file written in the last seconds may be half-written
     return {int(f.stem[4:]): f for f in staged if time.time() - f.stat().st_mtime > 10}
 

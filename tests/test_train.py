@@ -1,8 +1,12 @@
+import json
+
 import pytest
 import torch
 from transformers import OPTConfig, OPTForCausalLM
 
 import datasets
+from untrac.cache import make_key
+from untrac.errors import UntracError
 from untrac.models import Arch
 from untrac.train import sample_order, steps_for, train
 
@@ -81,3 +85,54 @@ def test_train_clips_the_global_gradient_norm(clip_grad):
         torch.testing.assert_close(u, scale * g, rtol=1e-4, atol=1e-7)
     if clip_grad is not None:
         assert _norm(update) == pytest.approx(clip_grad, rel=1e-4)
+
+
+def test_a_diverging_run_stops_at_once_with_one_line():
+    """Issue 17: train.lr=1e30 gave exit 0 and NaN everywhere; now the first non-finite loss stops it."""
+    torch.manual_seed(0)
+    model = OPTForCausalLM(OPTConfig(vocab_size=40, hidden_size=8, num_hidden_layers=1, ffn_dim=16,
+                                     num_attention_heads=2, max_position_embeddings=16, word_embed_proj_dim=8,
+                                     pad_token_id=0, bos_token_id=1, eos_token_id=2, dropout=0.0))
+    pool = datasets.Dataset.from_dict({"input_ids": torch.randint(3, 40, (4, 12)).tolist()})
+    arch = Arch(kind="causal", pad_id=0, eos_id=2, max_length=16)
+    with pytest.raises(UntracError, match=r"^training θ0 \(seed 0\) diverged at step \d+: loss (nan|inf); "
+                                          r"lower train.lr$") as err:
+        train(model, arch, pool, steps=50, batch_size=2, optimizer=torch.optim.SGD(model.parameters(), lr=1e30),
+              device=torch.device("cpu"), seed=0, name="θ0 (seed 0)")
+    assert int(err.value.args[0].split("step ")[1].split(":")[0]) < 50  # stopped early, not at the end
+
+
+def _experiment(tmp_path, **train):
+    from untrac.config import Config, DataConfig, ModelConfig, TrainConfig
+    from untrac.pipeline import Experiment
+
+    return Experiment(Config(model=ModelConfig(d_model=16, num_layers=1, num_heads=2, d_ff=32),
+                             data=DataConfig(n_per_dataset=8), cache_dir=str(tmp_path),
+                             train=TrainConfig(steps=4, batch_size=4, checkpoint_every=1, **train)))
+
+
+def test_a_diverged_model_is_not_cached(tmp_path):
+    """Neither the model nor its checkpoints nor their staging folder are left in the cache."""
+    with pytest.raises(UntracError, match=r"^training θ−dataset1 \(seed 0\) diverged at step [1-4]: "):
+        _experiment(tmp_path, lr=1e30).trained(0, exclude="dataset1", checkpoints=True)
+    assert not (tmp_path / "models").exists() or not list((tmp_path / "models").iterdir())
+    assert not (tmp_path / "checkpoints").exists() and not list((tmp_path / "staging").iterdir())
+
+
+def test_checkpoints_left_by_a_killed_run_are_removed(tmp_path):
+    """The staging folder is used only under the model's lock: whatever the next trainer finds there is stale."""
+    experiment = _experiment(tmp_path)
+    key = make_key({**experiment.model_fields(0, None), "checkpoint_every": 1})
+    for name in (key, f"{key}-4242"):  # this version's name, and an older version's (pid appended)
+        (tmp_path / "staging" / name).mkdir(parents=True)
+        (tmp_path / "staging" / name / "step0000009.safetensors").write_text("half")
+    experiment.trained(0, checkpoints=True)
+    assert list((tmp_path / "staging").iterdir()) == []
+    assert len(json.loads((experiment.cache.path("checkpoints", key) / "checkpoints.json").read_text())) == 4
+
+
+def test_an_infinite_train_lr_is_a_config_error():
+    from untrac.config import TrainConfig
+
+    with pytest.raises(UntracError, match="^train.lr must be finite, got inf$"):
+        TrainConfig(lr=float("inf"))

@@ -135,6 +135,7 @@ class TrainConfig:
         _positive(self.clip_grad, "train.clip_grad")
         _positive(self.batch_size, "train.batch_size")
         _positive(self.lr, "train.lr")
+        _check(self.lr != float("inf"), f"train.lr must be finite, got {self.lr}")
         _positive(self.epochs, "train.epochs")
         _positive(self.checkpoint_every, "train.checkpoint_every")
         _one_of(self.optim, TRAIN_OPTIMIZERS, "train.optim")

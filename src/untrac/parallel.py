@@ -9,10 +9,18 @@ threads with a core taken by another process fell to 1 step/s: oversubscription)
 Every job runs the same code with the same thread count as in the parent, so results are the
 sequential ones bit for bit (tests/test_parallel.py). Workers start from a fork server, a fresh
 process that never ran an OpenMP region (forking one that did can deadlock).
+
+Workers exit as soon as the process that started them dies, even by ``kill -9`` (``_exit_with``):
+nothing else would stop them. The pool's queues give them no end-of-file (each worker holds a
+write end of its own input queue), and the fork server exits only when every holder of its
+"alive" pipe is gone, workers included (measured before this: after a ``kill -9`` of the main
+process, two workers in a job and their fork server were all still running 20 s later).
 """
 
 import logging
 import os
+import select
+import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterator
 
@@ -67,8 +75,41 @@ def resolve_workers(spec: str | int, jobs: int, device: torch.device, steps_per_
     return max(1, min(wanted, jobs))
 
 
-def _init(core_slices, shared) -> None:
+def _exit_with(parent: int) -> None:
+    """End this process the moment ``parent`` ends, from a daemon thread that waits on a pidfd.
+
+    Not ``prctl(PR_SET_PDEATHSIG)``: a worker's parent is the fork server, not the process that runs
+    the pool, and the fork server itself lives as long as its workers do. A pidfd (Linux ≥ 5.3)
+    becomes readable when the process exits, zombie or not, and cannot name a reused pid; elsewhere
+    the thread polls the pid once a second.
+    """
+    try:
+        handle = os.pidfd_open(parent)
+    except ProcessLookupError:  # already gone
+        os._exit(1)
+    except (AttributeError, OSError):
+        handle = None
+
+    def watch() -> None:
+        if handle is not None:
+            select.select([handle], [], [])
+        else:
+            while True:
+                try:
+                    os.kill(parent, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    pass
+                threading.Event().wait(1.0)
+        os._exit(1)  # no cleanup to wait for: a job's result only counts once the parent stored it
+
+    threading.Thread(target=watch, name="untrac-exit-with-parent", daemon=True).start()
+
+
+def _init(parent: int, core_slices, shared) -> None:
     global _SHARED
+    _exit_with(parent)
     cores = core_slices.get()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)
@@ -98,7 +139,8 @@ def run_jobs(fn: Callable[[Any, Any], Any], shared: Any, jobs: list, workers: in
         # More workers than cores share cores round-robin, but each keeps one thread.
         core_slices.put(set(cores[i * per_worker:(i + 1) * per_worker] or [cores[i % len(cores)]]))
     log.info("%d jobs on %d worker processes, %d thread(s) each", len(jobs), workers, per_worker)
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(core_slices, shared)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
+                             initargs=(os.getpid(), core_slices, shared)) as pool:
         pending = {pool.submit(_call, fn, job) for job in jobs}
         try:
             while pending:

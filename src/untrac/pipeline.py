@@ -6,7 +6,6 @@ and scripts can call it with a ``Config`` built in Python.
 
 import json
 import logging
-import os
 import random
 import resource
 import shutil
@@ -142,9 +141,14 @@ class Experiment:
         need_model = not self.cache.has("models", make_key(fields))
         need_ckpts = checkpoints and not self.cache.has("checkpoints", make_key(ckpt_fields))
         if need_model or need_ckpts:
-            log.info("%s (seed %d): not in cache, training", label, seed)
-            self._train_and_store(fields, ckpt_fields, exclude, seed, need_ckpts, label)
-        else:
+            # One process trains a model; another asking for it waits here, then finds it cached.
+            with self.cache.hold("models", make_key(fields)):
+                need_model = not self.cache.has("models", make_key(fields))
+                need_ckpts = checkpoints and not self.cache.has("checkpoints", make_key(ckpt_fields))
+                if need_model or need_ckpts:
+                    log.info("%s (seed %d): not in cache, training", label, seed)
+                    self._train_and_store(fields, ckpt_fields, exclude, seed, need_ckpts, label)
+        if not (need_model or need_ckpts):
             log.info("%s (seed %d): reused from cache %s", label, seed, self.cache.path("models", make_key(fields)))
             self.results.cache_hits["models"] += 1
         model, _ = build_model(self.cfg.model, self.tokenizer, seed)
@@ -169,8 +173,10 @@ class Experiment:
         steps = steps_for(len(pool), cfg.train.batch_size, cfg.train.steps, cfg.train.epochs, self.train_mode)
         model, _ = build_model(cfg.model, self.tokenizer, seed)
         optimizer = training_optimizer(model.parameters(), cfg.train.optim, cfg.train.lr, cfg.train.weight_decay)
-        # A folder of this process's own: two processes training the same θ0 must not share it.
-        staging = Path(self.cache.root) / "staging" / f"{make_key(ckpt_fields)}-{os.getpid()}"
+        # Used only under the model's lock (``trained``), so a folder found here was left by a killed run.
+        staging = Path(self.cache.root) / "staging" / make_key(ckpt_fields)
+        for stale in staging.parent.glob(f"{staging.name}*"):  # "*": older runs appended their pid
+            shutil.rmtree(stale, ignore_errors=True)
         saved = []
 
         def on_checkpoint(step: int, lr: float, m: torch.nn.Module) -> None:
@@ -178,11 +184,15 @@ class Experiment:
             save_weights(m, staging / f"step{step:07d}.safetensors")
             saved.append({"step": step, "lr": lr, "file": f"step{step:07d}.safetensors"})
 
-        with timed(self.results.seconds, "train"):
-            losses = train(model, self.arch, pool, steps, cfg.train.batch_size, optimizer, self.device, seed,
-                           cfg.model.dtype, cfg.train.checkpoint_every if with_ckpts else None,
-                           on_checkpoint if with_ckpts else None, desc=f"train {label}",
-                           clip_grad=cfg.train.clip_grad)
+        try:
+            with timed(self.results.seconds, "train"):
+                losses = train(model, self.arch, pool, steps, cfg.train.batch_size, optimizer, self.device, seed,
+                               cfg.model.dtype, cfg.train.checkpoint_every if with_ckpts else None,
+                               on_checkpoint if with_ckpts else None, desc=f"train {label}",
+                               clip_grad=cfg.train.clip_grad, name=f"{label} (seed {seed})")
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
         def write_model(tmp: Path) -> None:
             save_weights(model, tmp / "model.safetensors")

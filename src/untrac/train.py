@@ -9,6 +9,7 @@ import torch
 from untrac.progress import tqdm
 
 from untrac.data.collate import collate
+from untrac.errors import UntracError
 from untrac.losses import batch_loss
 from untrac.models import Arch, autocast
 
@@ -46,8 +47,11 @@ def steps_for(pool_size: int, batch_size: int, fixed_steps: int, epochs: int, mo
 def train(model: torch.nn.Module, arch: Arch, pool: datasets.Dataset, steps: int, batch_size: int,
           optimizer: torch.optim.Optimizer, device: torch.device, seed: int, dtype: str = "float32",
           checkpoint_every: int | None = None, on_checkpoint: Checkpoint | None = None,
-          desc: str = "train", clip_grad: float | None = None) -> list[float]:
+          desc: str = "train", clip_grad: float | None = None, name: str = "the model") -> list[float]:
     """Minimise the mean example loss on batches from ``pool``; returns the loss of every step.
+
+    A non-finite loss, or non-finite weights after the last step, stops training at once with one
+    line naming ``name`` and the step: such a model would score NaN everywhere, and must not be cached.
 
     ``clip_grad``: rescale the gradient to at most this global L2 norm before each step, as
     transformers' Trainer does with ``max_grad_norm`` (the authors' θ0 training, default 1.0).
@@ -67,9 +71,13 @@ def train(model: torch.nn.Module, arch: Arch, pool: datasets.Dataset, steps: int
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         optimizer.step()
         losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            raise UntracError(f"training {name} diverged at step {step}: loss {losses[-1]}; lower train.lr")
         if step % 20 == 0:
             bar.set_postfix(loss=f"{sum(losses[-20:]) / 20:.3f}")
         if on_checkpoint and checkpoint_every and step % checkpoint_every == 0:
             on_checkpoint(step, optimizer.param_groups[0]["lr"], model)
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise UntracError(f"training {name} diverged at step {steps}: its weights are not finite; lower train.lr")
     model.eval()
     return losses
