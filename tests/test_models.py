@@ -24,7 +24,7 @@ def test_unreachable_model_id_is_one_clear_error(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     cfg = ModelConfig(name="opt125m", arch="causal", name_or_path="facebook/not-a-model-here",
-                      tokenizer="facebook/not-a-model-here")
+                      tokenizer="facebook/not-a-tokenizer-here")  # the same name blames the model (test below)
     with pytest.raises(UntracError, match=r"model\.tokenizer=<local directory"):
         load_tokenizer(cfg)
 
@@ -139,3 +139,112 @@ def test_steps_zero_makes_the_checkpoint_theta0_and_refuses_theta_minus_z(tmp_pa
     assert not (tmp_path / "cache" / "models").exists()  # nothing trained, nothing copied
     with pytest.raises(UntracError, match=r"train\.steps=0 trains nothing.*groundtruth\.mode=none"):
         exp.trained(seed=0, exclude="a")
+
+
+# -- issue 17: a checkpoint that would give a silent wrong answer is refused in one line -------------
+
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+def test_checkpoint_without_tokenizer_files_names_the_folder(tmp_path, kind):
+    """transformers builds an empty tokenizer from such a folder (T5: every text → special ids; GPT-2: [])."""
+    _tiny_checkpoint(tmp_path, kind)
+    for name in ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"):
+        (tmp_path / name).unlink(missing_ok=True)
+    with pytest.raises(UntracError, match=rf"^model\.name_or_path={tmp_path} has no tokenizer files \(tokenizer\.json, "
+                                          r".*tokenizer\.save_pretrained.*model\.tokenizer=<dir>\|byt5$"):
+        load_tokenizer(local(tmp_path))
+    assert load_tokenizer(local(tmp_path, tokenizer="byt5")).eos_token_id == 1  # the way out works
+
+
+def test_tokenizer_that_encodes_no_ordinary_token_is_refused(tmp_path):
+    """A config-only tokenizer folder passes the file check but still gives an empty tokenizer."""
+    from transformers import GPT2Config
+
+    GPT2Config(vocab_size=384, n_embd=16, n_layer=1, n_head=2).save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "tokenizer_config.json").write_text('{"tokenizer_class": "GPT2Tokenizer", "eos_token": "x"}')
+    with pytest.raises(UntracError, match=r"model\.name_or_path=.*encodes text to no ordinary token"):
+        load_tokenizer(local(tmp_path / "model"))
+
+
+def test_tokenizer_larger_than_the_embedding_names_model_tokenizer(tmp_path):
+    _tiny_checkpoint(tmp_path / "small", "causal", vocab=100)
+    cfg = local(tmp_path / "small")
+    with pytest.raises(UntracError, match=rf"^model\.tokenizer={tmp_path / 'small'} has 384 tokens but .* embeds 100"):
+        build_model(cfg, load_tokenizer(cfg), 0)
+
+
+@pytest.mark.parametrize("arch", ["auto", "causal"])
+@pytest.mark.parametrize("typo", ["./my_ckpt", "ckpts/run1/final", "~/ckpt", "/nowhere/ckpt"])
+def test_model_path_typo_names_model_name_or_path_not_the_tokenizer(tmp_path, monkeypatch, arch, typo):
+    monkeypatch.chdir(tmp_path)
+    cfg = ModelConfig(name="x", arch=arch, name_or_path=typo, tokenizer=None)
+    with pytest.raises(UntracError, match=rf"^model\.name_or_path={typo}: no such folder") as err:
+        load_tokenizer(cfg)
+    assert "tokenizer" not in str(err.value)
+
+
+def test_hub_like_model_name_offline_names_model_name_or_path(monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    cfg = ModelConfig(name="x", arch="causal", name_or_path="someone/not-here-model", tokenizer=None)
+    with pytest.raises(UntracError, match=r"cannot load model 'someone/not-here-model'.*set model\.name_or_path="):
+        load_tokenizer(cfg)
+
+
+@pytest.mark.parametrize("arch", ["auto", "causal", "seq2seq"])
+@pytest.mark.parametrize("where", ["config.json", "tokenizer_config.json"])
+def test_remote_code_checkpoint_is_refused_before_transformers_reads_it(tmp_path, monkeypatch, arch, where):
+    """model=local, opt125m (causal) and t5xl (seq2seq) pointed at a folder with auto_map: one line, no
+    prompt (stdin would answer 'y'), and no transformers loader is even called."""
+    import io
+    import json
+
+    import transformers
+    from transformers import ByT5Tokenizer
+
+    _tiny_checkpoint(tmp_path, "causal")
+    data = json.loads((tmp_path / where).read_text())
+    (tmp_path / where).write_text(json.dumps({**data, "auto_map": {"AutoConfig": "evil.EvilConfig"}}))
+    (tmp_path / "evil.py").write_text("raise SystemExit('remote code ran')\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n" * 10))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("transformers was asked to load the folder")
+
+    for auto in ("AutoConfig", "AutoTokenizer", "AutoModelForCausalLM", "AutoModelForSeq2SeqLM"):
+        monkeypatch.setattr(getattr(transformers, auto), "from_pretrained", forbidden)
+    cfg = ModelConfig(name="x", arch=arch, name_or_path=str(tmp_path), tokenizer=None)
+    message = rf"^model\.name_or_path={tmp_path}: {where} has auto_map .* never runs \(trust_remote_code=False\)"
+    with pytest.raises(UntracError, match=message):
+        load_tokenizer(cfg)
+    with pytest.raises(UntracError, match=message):
+        build_model(cfg, ByT5Tokenizer(), 0)
+
+
+def test_every_transformers_load_passes_trust_remote_code_false():
+    """No from_pretrained call in the package may leave trust_remote_code unset (transformers then prompts)."""
+    import re
+    from pathlib import Path
+
+    import untrac
+
+    calls = []
+    for path in Path(untrac.__file__).parent.rglob("*.py"):
+        text = path.read_text()
+        for match in re.finditer(r"\.from_pretrained\(", text):
+            depth, end = 1, match.end()
+            while depth:
+                depth += {"(": 1, ")": -1}.get(text[end], 0)
+                end += 1
+            calls.append((path.name, text[match.start():end]))
+    assert len(calls) >= 5
+    assert [c for c in calls if "trust_remote_code=False" not in c[1]] == []
+
+
+def test_tiny_t5_head_is_the_input_embedding_without_output_scaling():
+    """transformers 5 always ties T5's lm_head to its input embedding; tie_word_embeddings=False in
+    ``_tiny_t5`` only switches off the d_model^-0.5 output scaling (T5 v1.1's choice)."""
+    cfg = ModelConfig(arch="seq2seq", d_model=16, num_layers=1, num_heads=2, d_ff=32)
+    model, _ = build_model(cfg, load_tokenizer(cfg), seed=0)
+    assert model.lm_head.weight is model.shared.weight
+    assert model.config.tie_word_embeddings and not model.config.scale_decoder_outputs
