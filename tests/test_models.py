@@ -248,3 +248,50 @@ def test_tiny_t5_head_is_the_input_embedding_without_output_scaling():
     model, _ = build_model(cfg, load_tokenizer(cfg), seed=0)
     assert model.lm_head.weight is model.shared.weight
     assert model.config.tie_word_embeddings and not model.config.scale_decoder_outputs
+
+
+def test_conv1d_as_linear_keeps_the_function_and_the_trainable_flags():
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.pytorch_utils import Conv1D
+
+    from untrac.models import conv1d_as_linear
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=32)).double().eval()
+    model.transformer.h[0].mlp.c_fc.bias.requires_grad_(False)
+    ids = torch.randint(0, 50, (3, 7))
+    before = model(input_ids=ids).logits
+    assert conv1d_as_linear(model) == 4
+    assert not any(isinstance(m, Conv1D) for m in model.modules())
+    assert torch.allclose(model(input_ids=ids).logits, before, rtol=0, atol=1e-12)
+    assert not model.transformer.h[0].mlp.c_fc.bias.requires_grad and model.transformer.h[0].mlp.c_fc.weight.requires_grad
+
+
+def test_methods_on_all_weights_record_full_coverage_in_the_summary(tmp_path):
+    """Experiment.score records 100 % (all weights) unless the method recorded its own share."""
+    import json
+
+    from untrac.config import Config, DataConfig, TestsetConfig as SubsetsConfig, TrainConfig
+    from untrac.pipeline import Experiment
+    from untrac.report import coverage_line
+
+    _tiny_checkpoint(tmp_path / "ckpt", "causal")
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"prompt": f"{name}{i} ", "target": "x"}) + "\n"
+                                                        for i in range(4)))
+    cfg = Config(model=local(tmp_path / "ckpt"), train=TrainConfig(steps=0, batch_size=2),
+                 data=DataConfig(name="files", kind="files",
+                                 train={"a": str(tmp_path / "a.jsonl"), "b": str(tmp_path / "b.jsonl")}),
+                 testset=SubsetsConfig(name="files", subsets={"t": str(tmp_path / "a.jsonl")}),
+                 device="cpu", cache_dir=str(tmp_path / "cache"))
+    exp = Experiment(cfg)
+    theta0 = exp.trained(seed=0)
+    exp.score(theta0, 0, 0)
+    total = sum(p.numel() for p in theta0.parameters())
+    counters = exp.results.counters
+    assert (counters["params_covered"], counters["params_total"], counters["params_share"]) == (total, total, 1.0)
+    assert coverage_line(counters)[0] == f"Parameters covered: 100.0 % (all weights, {total:,} of {total:,} parameters)."
+    counters.update(params_covered=total // 2, params_share=0.5, params_covered_by="EK-FAC: 4 of 10 modules")
+    exp.score(theta0, 0, 0)  # a method's own record is kept
+    assert coverage_line(counters)[0] == (f"Parameters covered: EK-FAC: 4 of 10 modules, 50.0 % of parameters "
+                                          f"({total // 2:,} of {total:,} parameters).")

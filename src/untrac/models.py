@@ -225,3 +225,49 @@ def unflatten_opt_mlp(model: torch.nn.Module) -> None:
                 w.batch = hidden.shape[0]
 
         layer.register_forward_pre_hook(set_batch, with_kwargs=True)
+
+
+def coverage(model: torch.nn.Module, params=None) -> tuple[int, int]:
+    """(numbers in ``params``, numbers in all of ``model``'s parameters); ``params=None``: all of them.
+    A tensor shared by two modules (tied embeddings) counts once on both sides."""
+    every = {id(p): p.numel() for p in model.parameters()}
+    chosen = every if params is None else {id(p): p.numel() for p in params}
+    return sum(chosen.values()), sum(every.values())
+
+
+def record_coverage(counters: dict, model: torch.nn.Module, params=None, by: str = "all weights") -> None:
+    """The share of ``model``'s parameters a method scores with (metrics.json ``counters``, one summary line):
+    methods that take gradients of all weights cover 100 %, EK-FAC and LoRA only their modules."""
+    covered, total = coverage(model, params)
+    counters.update(params_covered=covered, params_total=total, params_share=covered / total if total else 0.0,
+                    params_covered_by=by)
+
+
+def leaf_modules(model: torch.nn.Module) -> list[str]:
+    """The modules that hold parameters themselves (linear layers, embeddings, norms): what "k of n modules" counts."""
+    return [name for name, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None]
+
+
+def conv1d_as_linear(model: torch.nn.Module) -> int:
+    """Replace every transformers ``Conv1D`` (GPT-2's linear layers: y = x·V + b with V = Wᵀ stored) by
+    the ``nn.Linear`` with weight W = Vᵀ, the same function, in place; kronfluence factors nn.Linear and
+    nn.Conv2d only, so without this EK-FAC would cover GPT-2's lm_head alone. Returns how many."""
+    from transformers.pytorch_utils import Conv1D
+
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, Conv1D)]
+    for name, conv in found:
+        linear = torch.nn.Linear(conv.nx, conv.nf, device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            linear.weight.copy_(conv.weight.T)
+            linear.bias.copy_(conv.bias)
+        linear.weight.requires_grad_(conv.weight.requires_grad)
+        linear.bias.requires_grad_(conv.bias.requires_grad)
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent), leaf, linear)
+    return len(found)
+
+
+def record_all_weights(counters: dict, model: torch.nn.Module) -> None:
+    """After scoring: a method that recorded no coverage of its own took gradients of every trainable weight."""
+    if "params_covered" not in counters:
+        record_coverage(counters, model, [p for p in model.parameters() if p.requires_grad])
