@@ -153,6 +153,9 @@ def test_checkpoint_without_tokenizer_files_names_the_folder(tmp_path, kind):
                                           r".*tokenizer\.save_pretrained.*model\.tokenizer=<dir>\|byt5$"):
         load_tokenizer(local(tmp_path))
     assert load_tokenizer(local(tmp_path, tokenizer="byt5")).eos_token_id == 1  # the way out works
+    (tmp_path / "tok").mkdir()
+    with pytest.raises(UntracError, match=rf"^model\.tokenizer={tmp_path / 'tok'} has no tokenizer files"):
+        load_tokenizer(local(tmp_path, tokenizer=str(tmp_path / "tok")))
 
 
 def test_tokenizer_that_encodes_no_ordinary_token_is_refused(tmp_path):

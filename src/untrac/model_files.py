@@ -80,9 +80,9 @@ def check_model_path(cfg: ModelConfig) -> None:
     if not name or Path(name).is_dir():
         return
     if cfg.arch == "auto" or _looks_like_path(name):
-        raise UntracError(f"model.name_or_path={name}: no such folder"
-                          + (" (model=local loads a checkpoint folder written by save_pretrained)"
-                             if cfg.arch == "auto" else ""))
+        hint = (" (~ is not expanded here: give the full path)" if name.startswith("~") else
+                " (model=local loads a checkpoint folder written by save_pretrained)" if cfg.arch == "auto" else "")
+        raise UntracError(f"model.name_or_path={name}: no such folder{hint}")
     if cfg.tokenizer == name:
         check_available("model", name, "model.name_or_path")
 

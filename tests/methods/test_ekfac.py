@@ -284,4 +284,7 @@ def test_method_ekfac_runs_in_the_pipeline(tmp_path):
     assert influence.influence.notna().all() and (influence.influence != 0).all()
     counters = json.loads((tmp_path / "run" / "metrics.json").read_text())["counters"]
     assert counters["ekfac_modules"] > 0 and counters["ekfac_damping"] == method()["damping"]
+    assert counters["params_covered_by"].startswith(f"EK-FAC: {counters['ekfac_modules']} of ")
+    assert 0 < counters["params_covered"] < counters["params_total"]  # layer norms (and T5's position biases) are left out
+    assert f"% of parameters ({counters['params_covered']:,} of" in (tmp_path / "run" / "summary.md").read_text()
     assert not (REPO / "influence_results").exists()  # kronfluence's default output folder: not used
