@@ -42,13 +42,19 @@ def test_device_auto_and_cpu_autocast_is_a_no_op():
 # -- model=local: your own checkpoint folder -----------------------------------------------------
 
 def _tiny_checkpoint(folder, kind: str, dtype=torch.float32, vocab: int | None = None):
-    """A random tiny causal (GPT-2) or seq2seq (T5) model and ByT5's tokenizer, saved as a user would."""
+    """A random tiny causal (GPT-2, or Llama) or seq2seq (T5) model and ByT5's tokenizer, saved as a user would."""
     from transformers import ByT5Tokenizer, GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
 
     tokenizer = ByT5Tokenizer()
     vocab = vocab or len(tokenizer)
     torch.manual_seed(0)
-    if kind == "causal":
+    if kind == "llama":
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                                             bos_token_id=1, eos_token_id=1, pad_token_id=0))
+    elif kind == "causal":
         model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=16, n_layer=1, n_head=2, n_positions=64,
                                            bos_token_id=1, eos_token_id=1, pad_token_id=0))
     else:
@@ -143,7 +149,7 @@ def test_steps_zero_makes_the_checkpoint_theta0_and_refuses_theta_minus_z(tmp_pa
 
 # -- issue 17: a checkpoint that would give a silent wrong answer is refused in one line -------------
 
-@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+@pytest.mark.parametrize("kind", ["causal", "seq2seq", "llama"])
 def test_checkpoint_without_tokenizer_files_names_the_folder(tmp_path, kind):
     """transformers builds an empty tokenizer from such a folder (T5: every text → special ids; GPT-2: [])."""
     _tiny_checkpoint(tmp_path, kind)
