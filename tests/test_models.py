@@ -304,3 +304,20 @@ def test_methods_on_all_weights_record_full_coverage_in_the_summary(tmp_path):
     exp.score(theta0, 0, 0)  # a method's own record is kept
     assert coverage_line(counters)[0] == (f"Parameters covered: EK-FAC: 4 of 10 modules, 50.0 % of parameters "
                                           f"({total // 2:,} of {total:,} parameters).")
+
+
+def test_cached_hub_repo_with_remote_code_is_refused(tmp_path, monkeypatch):
+    """A hub id whose cached config.json has auto_map (model=opt125m's own name, say) is refused as a folder is."""
+    import json
+
+    import huggingface_hub
+
+    snapshot = tmp_path / "models--someone--custom-lm" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "gpt2", "auto_map": {"AutoConfig": "x.Y"}}))
+    (tmp_path / "models--someone--custom-lm" / "refs").mkdir()
+    (tmp_path / "models--someone--custom-lm" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    cfg = ModelConfig(name="opt125m", arch="causal", name_or_path="someone/custom-lm", tokenizer="byt5")
+    with pytest.raises(UntracError, match=r"^model\.name_or_path=someone/custom-lm: config\.json has auto_map"):
+        load_tokenizer(cfg)

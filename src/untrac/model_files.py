@@ -87,16 +87,27 @@ def check_model_path(cfg: ModelConfig) -> None:
         check_available("model", name, "model.name_or_path")
 
 
+def _cached(repo: str, name: str) -> str | None:
+    """The local-cache copy of a hub repo's file, if there is one (a hub id's folder)."""
+    try:
+        path = huggingface_hub.try_to_load_from_cache(repo, name)
+    except (HFValidationError, ValueError):
+        return None
+    return path if isinstance(path, str) else None
+
+
 def refuse_remote_code(cfg: ModelConfig) -> None:
-    """A checkpoint folder whose config names its own Python classes (``auto_map``) is refused before
-    transformers sees it: with trust_remote_code unset it asks on the terminal and runs the code on 'y'."""
+    """A checkpoint folder (or a cached hub repo) whose config names its own Python classes (``auto_map``)
+    is refused before transformers sees it: with trust_remote_code unset it asks on the terminal and runs
+    the code on 'y'; every load also passes trust_remote_code=False."""
     folders = {"model.name_or_path": cfg.name_or_path, "model.tokenizer": cfg.tokenizer}
     for key, folder in folders.items():
-        if not folder or not Path(folder).is_dir():
+        if not folder or folder == "byt5":
             continue
         for name in ("config.json", "tokenizer_config.json"):
+            path = Path(folder) / name if Path(folder).is_dir() else _cached(folder, name)
             try:
-                custom = "auto_map" in json.loads((Path(folder) / name).read_text())
+                custom = "auto_map" in json.loads(Path(path).read_text())
             except (OSError, ValueError, TypeError):
                 continue  # absent or unreadable: the loader reports it
             if custom:
