@@ -19,8 +19,9 @@ from untrac.config import LoraConfig, OptimConfig, UnlearnConfig  # noqa: E402
 from untrac.data.collate import collate  # noqa: E402
 from untrac.errors import UntracError  # noqa: E402
 from untrac.losses import batch_loss  # noqa: E402
-from untrac.lora import adapted, target_modules  # noqa: E402
+from untrac.lora import adapted, record_lora_coverage, target_modules  # noqa: E402
 from untrac.methods.untrac import piece_fields, score_untrac  # noqa: E402
+from untrac.models import Arch  # noqa: E402
 from untrac.prepared import EvalBatches, TokenRows  # noqa: E402
 from untrac.unlearn import unlearn_fast  # noqa: E402
 
@@ -189,6 +190,48 @@ def test_adapter_starts_at_theta0_and_is_seeded():
 def test_auto_targets_are_peft_defaults_per_model_type():
     assert target_modules(tiny("seq2seq")[0], LoraConfig()) == ["q", "v"]
     assert target_modules(tiny("causal")[0], LoraConfig()) == ["q_proj", "v_proj"]
+
+
+def tiny_gpt2():
+    """A float64 GPT-2 (n_embd 8 = r, one layer): its attention and MLP layers are transformers ``Conv1D``."""
+    from transformers import ByT5Tokenizer, GPT2Config, GPT2LMHeadModel
+
+    tok = ByT5Tokenizer()
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=8, n_layer=1, n_head=2, n_positions=256,
+                                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1,
+                                       eos_token_id=1, pad_token_id=0))
+    return model.double().eval(), Arch(kind="causal", pad_id=0, eos_id=1, max_length=256), tok
+
+
+def test_gpt2_conv1d_is_adapted_and_one_step_is_full_unlearning_of_it():
+    """peft adapts Conv1D (W stored transposed) with fan_in_fan_out: auto targets GPT-2's c_attn, and
+    at full rank one SGD step of the adapter moves the stored weight by exactly η·∂L/∂W, as for Linear."""
+    model, arch, tok = tiny_gpt2()
+    forget = next(iter(task(tok, arch)[0].values()))
+    cfg = UnlearnConfig(params="lora", lora=LoraConfig(init="orthonormal"), batch_size=len(forget), max_steps=1)
+    assert target_modules(model, cfg.lora) == ["c_attn"]
+    assert target_modules(model, LoraConfig(target_modules=["c_fc", "c_proj"])) == ["c_fc", "c_proj"]
+    conv = {"transformer.h.0.attn.c_attn": model.transformer.h[0].attn.c_attn}
+    grads = dict(zip(conv, torch.autograd.grad(batch_loss(model, collate(forget[list(range(len(forget)))], 0), arch),
+                                               [m.weight for m in conv.values()])))
+    with adapted(model, cfg.lora, seed=0) as wrapped:
+        _run(wrapped, arch, forget, cfg, OptimConfig(name="sgd", lr=LR))
+        after = _adapters(wrapped)
+    assert sorted(after) == sorted(conv)
+    w, a, b, s = after["transformer.h.0.attn.c_attn"]
+    delta = (s * b @ a).T  # Conv1D stores [in, out]: W_eff' = W' + s·(B·A)ᵀ
+    expected = LR * grads["transformer.h.0.attn.c_attn"]
+    assert delta.shape == w.shape and expected.norm() > 0 and _rel(delta, expected) < 1e-10
+
+
+def test_lora_coverage_counts_the_targeted_weights():
+    model, _, _ = tiny_gpt2()
+    counters = {}
+    assert record_lora_coverage(model, LoraConfig(), counters) == ["c_attn"]
+    total = sum(p.numel() for p in model.parameters())  # wte and the tied lm_head once
+    assert counters == {"params_covered": 8 * 24, "params_total": total, "params_share": 8 * 24 / total,
+                        "params_covered_by": "LoRA (r=8): the weights of 1 of 10 modules"}
 
 
 def test_no_matching_module_is_an_error_naming_the_pattern_and_what_exists():

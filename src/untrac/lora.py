@@ -24,15 +24,22 @@ import copy
 import warnings
 
 import torch
+from transformers.pytorch_utils import Conv1D
 
 from untrac.config import LoraConfig, UnlearnConfig
 from untrac.errors import UntracError
+from untrac.models import leaf_modules, record_coverage
 
 
 def sharing_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of the module tree whose parameters ARE the original's (no weight memory): swapping
     or wrapping its submodules (fused activations, LoRA layers) leaves ``model`` untouched."""
     return copy.deepcopy(model, memo={id(p): p for p in model.parameters()})
+
+
+# What peft adapts as a linear layer: nn.Linear, and GPT-2's Conv1D (a linear layer storing Wᵀ, which
+# peft adapts with fan_in_fan_out=True).
+LINEAR = (torch.nn.Linear, Conv1D)
 
 
 def _matches(name: str, target: str) -> bool:
@@ -52,7 +59,7 @@ def target_modules(model: torch.nn.Module, cfg: LoraConfig) -> list[str]:
         targets = list(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING[model_type])
     else:
         targets = list(cfg.target_modules)
-    linear = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    linear = [name for name, m in model.named_modules() if isinstance(m, LINEAR)]
     unmatched = [t for t in targets if not any(_matches(name, t) for name in linear)]
     if unmatched:
         raise UntracError(f"unlearn.lora.target_modules: no linear layer of the {model_type or 'given'} model matches "
@@ -60,10 +67,20 @@ def target_modules(model: torch.nn.Module, cfg: LoraConfig) -> list[str]:
     return targets
 
 
+def record_lora_coverage(theta0: torch.nn.Module, cfg: LoraConfig, counters: dict) -> list[str]:
+    """``target_modules`` (so a target matching nothing fails before any training), and the share of
+    θ0's parameters the adapter moves (the targeted weights; biases stay θ0's) into ``counters``."""
+    targets = target_modules(theta0, cfg)
+    adapted = [m for name, m in theta0.named_modules()
+               if isinstance(m, LINEAR) and any(_matches(name, t) for t in targets)]
+    record_coverage(counters, theta0, [m.weight for m in adapted],
+                    by=f"LoRA (r={cfg.r}): the weights of {len(adapted)} of {len(leaf_modules(theta0))} modules")
+    return targets
+
+
 def _available(model: torch.nn.Module, most: int = 12) -> str:
     """The distinct last parts of the linear layers' names: what target_modules can name."""
-    leaves = dict.fromkeys(name.rsplit(".", 1)[-1] for name, m in model.named_modules()
-                           if isinstance(m, torch.nn.Linear))
+    leaves = dict.fromkeys(name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, LINEAR))
     shown = list(leaves)[:most]
     return ", ".join(shown) + (", ..." if len(leaves) > most else "") if shown else "none"
 
@@ -84,8 +101,11 @@ def with_adapter(model: torch.nn.Module, cfg: LoraConfig, seed: int) -> torch.nn
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
-    config = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, target_modules=target_modules(model, cfg),
-                            lora_dropout=0.0, bias="none", init_lora_weights=True)
+    targets = target_modules(model, cfg)
+    conv1d = [m for name, m in model.named_modules()
+              if isinstance(m, Conv1D) and any(_matches(name, t) for t in targets)]
+    config = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, target_modules=targets, lora_dropout=0.0, bias="none",
+                            init_lora_weights=True, fan_in_fan_out=bool(conv1d))
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():  # peft draws A on the CPU
         # peft 0.21 asks transformers 5 a deprecated question; nothing the user can act on.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

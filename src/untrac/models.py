@@ -9,12 +9,8 @@ folder with its weights, causal or seq2seq as its config says; remote code is ne
 """
 
 import logging
-import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from urllib.parse import urlparse
-
-import huggingface_hub
 
 import torch
 from transformers import (MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING, AutoConfig,
@@ -25,6 +21,8 @@ from transformers import (MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_SEQ_TO_SEQ_CAUS
 from untrac.cache import identity
 from untrac.config import ModelConfig
 from untrac.errors import UntracError
+from untrac.model_files import (TOKENIZER_FILES, check_available, check_model_path, check_tokenizer, check_vocab_fits,
+                                offline_hint, one_line, refuse_remote_code)
 
 log = logging.getLogger(__name__)
 
@@ -48,67 +46,38 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _needs_hub(name: str) -> bool:
-    """True when ``name`` is not a local directory and is not in the local Hugging Face cache."""
-    if Path(name).is_dir():
-        return False
-    try:
-        huggingface_hub.snapshot_download(name, local_files_only=True, allow_patterns=["config.json"])
-        return False
-    except Exception:  # noqa: BLE001 - any failure means "not available locally"
-        return True
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Fail fast offline: the hub client would otherwise retry for about half a minute."""
-    if huggingface_hub.constants.HF_HUB_OFFLINE:
-        return False
-    host = urlparse(huggingface_hub.constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def _check_available(what: str, name: str, key: str) -> None:
-    if _needs_hub(name) and not _hub_reachable():
-        raise UntracError(f"cannot load {what} {name!r}: not a local directory, not in the local cache, and the "
-                          f"hub is unreachable; set {key}=<local directory with the files> "
-                          "or use a tiny preset (model=t5_tiny|opt_tiny)")
-
-
-def _offline_hint(what: str, name: str, key: str, err: Exception) -> UntracError:
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return UntracError(f"cannot load {what} {name!r} (hub unreachable and no local copy: {reason[:160]}); "
-                       f"set {key}=<local directory with the files> or use a tiny preset (model=t5_tiny|opt_tiny)")
-
-
-def _reason(err: Exception) -> str:
-    return " ".join(f"{type(err).__name__}: {err}".split())[:200]  # one line
-
-
 def load_tokenizer(cfg: ModelConfig):
+    check_model_path(cfg)
+    refuse_remote_code(cfg)
     if cfg.tokenizer == "byt5":
         return ByT5Tokenizer()
+    key = "model.name_or_path" if cfg.tokenizer == cfg.name_or_path else "model.tokenizer"
     if Path(cfg.tokenizer).is_dir():  # the user's own files: any failure is theirs to fix
+        if not any((Path(cfg.tokenizer) / name).is_file() for name in TOKENIZER_FILES):
+            raise UntracError(f"{key}={cfg.tokenizer} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, …); "
+                              "save the tokenizer there (tokenizer.save_pretrained) or set "
+                              "model.tokenizer=<dir>|byt5")
         try:
             tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer, trust_remote_code=False)
         except Exception as err:  # noqa: BLE001 - broken or missing files fail in many ways
             raise UntracError(f"model.tokenizer={cfg.tokenizer}: cannot load a tokenizer from this folder "
-                              f"({_reason(err)}); set model.tokenizer=<folder with tokenizer files> or byt5") from err
+                              f"({one_line(err)}); set model.tokenizer=<folder with tokenizer files> or byt5") from err
         if tokenizer.eos_token_id is None:
             raise UntracError(f"model.tokenizer={cfg.tokenizer}: the tokenizer has no EOS token, which ends every "
                               "example and document; add one (tokenizer.eos_token) and save it again")
-        return tokenizer
-    _check_available("tokenizer", cfg.tokenizer, "model.tokenizer")
+        return check_tokenizer(tokenizer, key, cfg.tokenizer)
+    check_available("tokenizer", cfg.tokenizer, "model.tokenizer")
     try:
-        return AutoTokenizer.from_pretrained(cfg.tokenizer)
+        tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer, trust_remote_code=False)
     except (OSError, ValueError) as err:
-        raise _offline_hint("tokenizer", cfg.tokenizer, "model.tokenizer", err) from err
+        raise offline_hint("tokenizer", cfg.tokenizer, "model.tokenizer", err) from err
+    return check_tokenizer(tokenizer, "model.tokenizer", cfg.tokenizer)
 
 
 def _tiny_t5(cfg: ModelConfig, vocab: int, pad: int, eos: int) -> PreTrainedModel:
+    # transformers 5 ties T5's lm_head to the input embedding whatever the config says (the config then
+    # reads tie_word_embeddings=True); False only turns off the d_model^-0.5 scaling of the decoder
+    # output (config.scale_decoder_outputs, T5 v1.1's choice). Kept: the tiny presets' numbers depend on it.
     config = T5Config(vocab_size=vocab, d_model=cfg.d_model, d_kv=cfg.d_model // cfg.num_heads,
                       d_ff=cfg.d_ff, num_layers=cfg.num_layers, num_decoder_layers=cfg.num_layers,
                       num_heads=cfg.num_heads, feed_forward_proj="gated-gelu", dropout_rate=0.0,
@@ -127,31 +96,30 @@ def _tiny_opt(cfg: ModelConfig, vocab: int, pad: int, eos: int) -> PreTrainedMod
 
 
 def _pretrained(cfg: ModelConfig) -> PreTrainedModel:
-    _check_available("model", cfg.name_or_path, "model.name_or_path")
+    check_available("model", cfg.name_or_path, "model.name_or_path")
     auto = AutoModelForSeq2SeqLM if cfg.arch == "seq2seq" else AutoModelForCausalLM
     try:
         if cfg.arch == "causal":
             # §5.2 pretrains OPT from scratch: take the architecture, not the weights.
-            return auto.from_config(AutoConfig.from_pretrained(cfg.name_or_path))
-        return auto.from_pretrained(cfg.name_or_path)
+            return auto.from_config(AutoConfig.from_pretrained(cfg.name_or_path, trust_remote_code=False))
+        return auto.from_pretrained(cfg.name_or_path, trust_remote_code=False)
     except (OSError, ValueError) as err:
-        raise _offline_hint("model", cfg.name_or_path, "model.name_or_path", err) from err
+        raise offline_hint("model", cfg.name_or_path, "model.name_or_path", err) from err
 
 
 def checkpoint_config(cfg: ModelConfig) -> tuple[PretrainedConfig, str]:
     """The config of the local checkpoint folder ``model.name_or_path`` and its kind, seq2seq when
     ``is_encoder_decoder`` else causal; a folder that is not a causal or seq2seq LM is an error."""
+    check_model_path(cfg)
+    refuse_remote_code(cfg)
     folder = Path(cfg.name_or_path)
-    if not folder.is_dir():
-        raise UntracError(f"model.name_or_path={cfg.name_or_path}: no such folder (model=local loads a "
-                          "checkpoint folder written by save_pretrained)")
     if not (folder / "config.json").is_file():
         raise UntracError(f"model.name_or_path={cfg.name_or_path}: the folder has no config.json, so it is not a "
                           "Hugging Face checkpoint (write one with model.save_pretrained)")
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
     except Exception as err:  # noqa: BLE001 - unknown model_type, bad JSON, remote code: all the user's file
-        raise UntracError(f"{folder / 'config.json'}: cannot be read ({_reason(err)})") from err
+        raise UntracError(f"{folder / 'config.json'}: cannot be read ({one_line(err)})") from err
     kind = "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
     mapping = MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING if kind == "seq2seq" else MODEL_FOR_CAUSAL_LM_MAPPING
     if type(config) not in mapping:
@@ -167,18 +135,18 @@ def model_arch(cfg: ModelConfig, tokenizer) -> Arch:
     max_length = cfg.max_positions
     if cfg.arch == "auto":
         config, kind = checkpoint_config(cfg)
-        vocab = getattr(config, "vocab_size", None)
-        if vocab is not None and len(tokenizer) > vocab:
-            raise UntracError(f"model.tokenizer={cfg.tokenizer} has {len(tokenizer)} tokens but the model at "
-                              f"{cfg.name_or_path} embeds {vocab}: use the checkpoint's own tokenizer")
+        check_vocab_fits(cfg, tokenizer, config)
         max_length = getattr(config, "max_position_embeddings", None) or cfg.max_positions
         return Arch(kind=kind, pad_id=pad, eos_id=tokenizer.eos_token_id, max_length=max_length)
     if cfg.name_or_path:
-        _check_available("model", cfg.name_or_path, "model.name_or_path")
+        check_model_path(cfg)
+        refuse_remote_code(cfg)
+        check_available("model", cfg.name_or_path, "model.name_or_path")
         try:
-            config = AutoConfig.from_pretrained(cfg.name_or_path)
+            config = AutoConfig.from_pretrained(cfg.name_or_path, trust_remote_code=False)
         except (OSError, ValueError) as err:
-            raise _offline_hint("model config", cfg.name_or_path, "model.name_or_path", err) from err
+            raise offline_hint("model config", cfg.name_or_path, "model.name_or_path", err) from err
+        check_vocab_fits(cfg, tokenizer, config)
         max_length = getattr(config, "max_position_embeddings", None) or cfg.max_positions
     return Arch(kind=cfg.arch, pad_id=pad, eos_id=tokenizer.eos_token_id, max_length=max_length)
 
@@ -188,7 +156,7 @@ def _local(cfg: ModelConfig, kind: str) -> PreTrainedModel:
     try:
         model = auto.from_pretrained(cfg.name_or_path, trust_remote_code=False)
     except Exception as err:  # noqa: BLE001 - missing or damaged weight files are the user's to fix
-        raise UntracError(f"model.name_or_path={cfg.name_or_path}: cannot load the weights ({_reason(err)})") from err
+        raise UntracError(f"model.name_or_path={cfg.name_or_path}: cannot load the weights ({one_line(err)})") from err
     # Training runs in float32 (bf16 only as CUDA autocast); upcasting a bf16/fp16 checkpoint is exact.
     return model.float()
 
@@ -257,3 +225,49 @@ def unflatten_opt_mlp(model: torch.nn.Module) -> None:
                 w.batch = hidden.shape[0]
 
         layer.register_forward_pre_hook(set_batch, with_kwargs=True)
+
+
+def coverage(model: torch.nn.Module, params=None) -> tuple[int, int]:
+    """(numbers in ``params``, numbers in all of ``model``'s parameters); ``params=None``: all of them.
+    A tensor shared by two modules (tied embeddings) counts once on both sides."""
+    every = {id(p): p.numel() for p in model.parameters()}
+    chosen = every if params is None else {id(p): p.numel() for p in params}
+    return sum(chosen.values()), sum(every.values())
+
+
+def record_coverage(counters: dict, model: torch.nn.Module, params=None, by: str = "all weights") -> None:
+    """The share of ``model``'s parameters a method scores with (metrics.json ``counters``, one summary line):
+    methods that take gradients of all weights cover 100 %, EK-FAC and LoRA only their modules."""
+    covered, total = coverage(model, params)
+    counters.update(params_covered=covered, params_total=total, params_share=covered / total if total else 0.0,
+                    params_covered_by=by)
+
+
+def leaf_modules(model: torch.nn.Module) -> list[str]:
+    """The modules that hold parameters themselves (linear layers, embeddings, norms): what "k of n modules" counts."""
+    return [name for name, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None]
+
+
+def conv1d_as_linear(model: torch.nn.Module) -> int:
+    """Replace every transformers ``Conv1D`` (GPT-2's linear layers: y = x·V + b with V = Wᵀ stored) by
+    the ``nn.Linear`` with weight W = Vᵀ, the same function, in place; kronfluence factors nn.Linear and
+    nn.Conv2d only, so without this EK-FAC would cover GPT-2's lm_head alone. Returns how many."""
+    from transformers.pytorch_utils import Conv1D
+
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, Conv1D)]
+    for name, conv in found:
+        linear = torch.nn.Linear(conv.nx, conv.nf, device=conv.weight.device, dtype=conv.weight.dtype)
+        with torch.no_grad():
+            linear.weight.copy_(conv.weight.T)
+            linear.bias.copy_(conv.bias)
+        linear.weight.requires_grad_(conv.weight.requires_grad)
+        linear.bias.requires_grad_(conv.bias.requires_grad)
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent), leaf, linear)
+    return len(found)
+
+
+def record_all_weights(counters: dict, model: torch.nn.Module) -> None:
+    """After scoring: a method that recorded no coverage of its own took gradients of every trainable weight."""
+    if "params_covered" not in counters:
+        record_coverage(counters, model, [p for p in model.parameters() if p.requires_grad])

@@ -25,9 +25,9 @@ from untrac.config import Config
 from untrac.data.prepare import data_key, load_task, sample
 from untrac.errors import UntracError
 from untrac.groundtruth import GroundTruth, bank_subsets, mean_over_seeds, subset_losses, truth_seeds
-from untrac.lora import target_modules
+from untrac.lora import record_lora_coverage
 from untrac.methods import Checkpoint, Context, Method, get, registry
-from untrac.models import build_model, load_tokenizer, model_arch, model_key, resolve_device
+from untrac.models import build_model, load_tokenizer, model_arch, model_key, record_all_weights, resolve_device
 from untrac.pieces import PieceStore
 from untrac.record import EXAMPLES, INFLUENCE, SUBSETS, TRUTH
 from untrac.optim import training_optimizer
@@ -257,6 +257,7 @@ class Experiment:
                   for i, (z, ds) in enumerate(self.task.train.items())}
         context = self.context(theta0, train_seed, sample_seed, scored)
         influence = self.method.score(context)
+        record_all_weights(context.counters, theta0)  # unless the method recorded its own share (EK-FAC, LoRA)
         if context.examples:
             self._keep_examples(pd.concat(context.examples, ignore_index=True), scored, run)
         return influence
@@ -275,7 +276,7 @@ class Experiment:
         needs = self.method.needs
         theta0 = self.trained(train_seed, checkpoints=needs.checkpoints)
         if cfg.unlearn.params == "lora" and needs.unlearning:
-            target_modules(theta0, cfg.unlearn.lora)  # a LoRA target that matches nothing fails before the ground truth
+            record_lora_coverage(theta0, cfg.unlearn.lora, self.results.counters)  # a bad target fails here
         if cfg.rank.top_k and not needs.examples and run == 0:
             log.warning("rank.top_k: method=%s scores whole datasets only; per-example scores come from %s",
                         cfg.method.name, ", ".join(n for n, m in registry().items() if m.needs.examples))

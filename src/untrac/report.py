@@ -77,13 +77,27 @@ def floor_text(floor: dict) -> str:
     return text
 
 
+def coverage_line(counters: dict) -> list[str]:
+    """What share of the model's parameters the method scores with (``counters['params_*']``,
+    untrac.models.record_coverage): all weights, or EK-FAC's / LoRA's modules."""
+    if "params_covered" not in counters:
+        return []
+    by, share = counters["params_covered_by"], 100 * counters["params_share"]
+    numbers = f"{counters['params_covered']:,} of {counters['params_total']:,} parameters"
+    text = (f"{share:.1f} % ({by}, {numbers})" if by == "all weights"
+            else f"{by}, {share:.1f} % of parameters ({numbers})")
+    return [f"Parameters covered: {text}.", ""]
+
+
 def summary_markdown(influence: pd.DataFrame, truth: pd.DataFrame, corr: pd.DataFrame, seconds: dict,
-                     title: str, nonfinite: list, floor: dict, solver: list | None = None) -> str:
+                     title: str, nonfinite: list, floor: dict, solver: list | None = None,
+                     counters: dict | None = None) -> str:
     final = influence[influence.is_final]
     parts = [standardized_influence(final, ["method"])]
     if len(truth):
         parts.append(standardized_influence(truth.assign(method="ground truth"), ["method"]))
-    lines = [f"# {title}", "", "## Standardised influence of each training dataset (Table 2 style)", "",
+    lines = [f"# {title}", "", *coverage_line(counters or {}),
+             "## Standardised influence of each training dataset (Table 2 style)", "",
              "The influence averaged over runs (and test subsets), z-scored across training datasets "
              "(population std: each row has mean 0 and std 1, as the paper's Table 2).", "",
              pd.concat(parts).round(3).to_markdown(), ""]
@@ -151,7 +165,8 @@ def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, secon
     if examples is not None and len(examples):
         write_frame(out_dir, EXAMPLES, examples)
     nonfinite = counters.get("nonfinite", [])
-    text = summary_markdown(influence, truth, corr, seconds, title, nonfinite, floor, counters.get("hif_solver"))
+    text = summary_markdown(influence, truth, corr, seconds, title, nonfinite, floor, counters.get("hif_solver"),
+                            counters=counters)
     (out_dir / SUMMARY).write_text(text)
     summary = summarize(corr) if len(corr) else pd.DataFrame()
     metrics = {

@@ -208,6 +208,45 @@ def test_huge_damping_gives_gradient_dot_product_over_linear_layers(arch, keep):
     assert max_relative_error(frame, expected) < 1e-4
 
 
+def tiny_gpt2():
+    """A float64 GPT-2 (n_embd 8, one layer) with ByT5's tokenizer: its attention and MLP are ``Conv1D``."""
+    from transformers import ByT5Tokenizer, GPT2Config, GPT2LMHeadModel
+
+    tok = ByT5Tokenizer()
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=8, n_layer=1, n_head=2, n_positions=256,
+                                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1,
+                                       eos_token_id=1, pad_token_id=0))
+    return model.double().eval(), Arch(kind="causal", pad_id=0, eos_id=1, max_length=256), tok
+
+
+def test_gpt2_conv1d_layers_are_covered_not_just_lm_head():
+    """GPT-2's attention and MLP layers are transformers ``Conv1D``, which kronfluence cannot track: they
+    are converted to nn.Linear, so with only they trainable, λ·EKFAC → the gradient dot product over
+    exactly them (huge damping), and the coverage counters say which share of the model that is."""
+    model, arch, tok = tiny_gpt2()
+    conv = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    for name, p in model.named_parameters():
+        p.requires_grad_(any(f".{c}." in name for c in conv))
+    train, test = task(tok, arch, n=3)
+    train = {z: train[z] for z in ("dataset1", "dataset3")}
+    damping = 1e7
+    inputs = make_inputs(model, arch, train, test, pool=train["dataset1"], **method(damping=damping))
+    frame = ekfac.score_ekfac(inputs)
+    expected = {}
+    for z, ds in train.items():
+        rows = example_grads(model, ds, arch)
+        g = (rows / rows.norm(dim=1, keepdim=True)).mean(0)
+        for s, t in test.items():
+            expected[(z, s)] = torch.dot(g, example_grads(model, t, arch).mean(0)).item() / damping
+    assert max_relative_error(frame, expected) < 1e-4
+    counters = inputs.counters
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert counters["ekfac_modules"] == 4 and counters["params_covered"] == trainable
+    assert counters["params_total"] == sum(p.numel() for p in model.parameters())
+    assert counters["params_covered_by"] == "EK-FAC: 4 of 10 modules" and 0 < counters["params_share"] < 1
+
+
 def test_ekfac_needs_damping():
     from untrac.methods import registry
 
@@ -245,4 +284,7 @@ def test_method_ekfac_runs_in_the_pipeline(tmp_path):
     assert influence.influence.notna().all() and (influence.influence != 0).all()
     counters = json.loads((tmp_path / "run" / "metrics.json").read_text())["counters"]
     assert counters["ekfac_modules"] > 0 and counters["ekfac_damping"] == method()["damping"]
+    assert counters["params_covered_by"].startswith(f"EK-FAC: {counters['ekfac_modules']} of ")
+    assert 0 < counters["params_covered"] < counters["params_total"]  # layer norms (and T5's position biases) are left out
+    assert f"% of parameters ({counters['params_covered']:,} of" in (tmp_path / "run" / "summary.md").read_text()
     assert not (REPO / "influence_results").exists()  # kronfluence's default output folder: not used

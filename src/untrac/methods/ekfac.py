@@ -10,7 +10,9 @@ factors, the correction and the preconditioning are kronfluence's; this module s
 and turns its pairwise scores into dataset-level ones.
 
 Parameter space: the ``nn.Linear`` modules with a trainable parameter (all linear layers of T5 /
-OPT, lm head included); embeddings and layer norms have no Kronecker factors and are left out.
+OPT, lm head included; GPT-2's ``Conv1D`` layers are converted to the equal ``nn.Linear`` first);
+embeddings and layer norms have no Kronecker factors and are left out. The share of the model's
+parameters this covers is ``counters['params_share']`` (metrics.json) and a line of summary.md.
 
 G: ``method.fisher=sampled`` (default) fits the factors to gradients of labels drawn from the model's
 own predictions, whose second moment is the GGN (the true Fisher of a softmax). Each example's
@@ -52,7 +54,7 @@ from untrac.config import _check, _one_of
 from untrac.errors import UntracError
 from untrac.losses import example_losses, token_logits
 from untrac.methods import Context, Method, Needs, PoolConfig, final_rows, register
-from untrac.models import Arch, unflatten_opt_mlp
+from untrac.models import Arch, conv1d_as_linear, leaf_modules, record_coverage, unflatten_opt_mlp
 
 try:  # an optional extra: the other methods must not need it
     from kronfluence.analyzer import Analyzer, prepare_model
@@ -173,8 +175,12 @@ class EkfacScorer:
         if inputs.hessian_pool is None or len(inputs.hessian_pool) == 0:
             raise UntracError("method=ekfac needs a Hessian pool of training examples (none was given)")
         model = inputs.fresh_model()
+        conv1d_as_linear(model)  # GPT-2: its attention and MLP layers are Conv1D, which kronfluence cannot track
         unflatten_opt_mlp(model)
         modules = tracked_modules(model)
+        named = dict(model.named_modules())
+        record_coverage(inputs.counters, model, [p for m in modules for p in named[m].parameters() if p.requires_grad],
+                        by=f"EK-FAC: {len(modules)} of {len(leaf_modules(model))} modules")
         generator = torch.Generator(device=inputs.device).manual_seed(inputs.seed)
         self.task = UntracTask(inputs.arch, modules, generator)
         model = prepare_model(model, self.task)
