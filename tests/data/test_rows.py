@@ -83,7 +83,7 @@ def test_a_null_or_missing_target_and_a_ragged_csv_row_are_refused(tmp_path, tok
     assert train_error(tmp_path, tok, path).endswith("line 2: empty 'text'")
     path = put(tmp_path / "r.csv", "prompt,target\na,b\nc\nd,e\n")
     assert train_error(tmp_path, tok, path).endswith(
-        "line 3 has 1 fields but the header (line 1) has 2: a missing or extra comma, or an unquoted comma in a cell")
+        "line 3 has 1 field but the header (line 1) has 2 fields: a missing or extra comma, or an unquoted comma in a cell")
     path = put(tmp_path / "l.csv", 'prompt,target\n"two\nlines",b\nc,d,e\n')  # a record may span lines
     assert "line 4 has 3 fields" in train_error(tmp_path, tok, path)
 
@@ -129,7 +129,7 @@ def test_a_long_causal_row_is_chunked_within_the_row(tmp_path, tok, caplog):
     assert all(labels == [IGNORE] + window[1:] for labels, window in zip(ds["labels"], ds["input_ids"]))
     predicted = [t for labels in ds["labels"][1:] for t in labels if t != IGNORE]
     assert predicted == tokens[1:]
-    assert "2 rows, 4 examples (one per row; 1 rows longer than 8 tokens (data.max_length) chunked" in caplog.text
+    assert "2 rows, 4 examples (one per row; 1 row longer than 8 tokens (data.max_length) chunked" in caplog.text
 
 
 def test_a_prompt_that_leaves_no_target_token_is_refused(tmp_path, tok):

@@ -162,8 +162,9 @@ def encode_source(source: Source, tokenizer, arch, length: int, separator: str) 
     if arch.kind == "causal":
         if lost := [i for i, labels in enumerate(encoded["labels"]) if all(t == IGNORE for t in labels)]:
             raise UntracError(f"{source.where}: {source.noun} {source.rows[lost[0]]}: the prompt fills all {length} tokens "
-                              f"(data.max_length), leaving no target token to score ({len(lost)} rows like it); "
-                              "shorten the prompt or raise data.max_length")
+                              f"(data.max_length), leaving no target token to score"
+                              f"{f' ({len(lost)} rows like it)' if len(lost) > 1 else ''}; shorten the prompt or raise "
+                              "data.max_length")
     return encoded.add_column("row", source.rows), 0
 
 
@@ -196,7 +197,8 @@ def load_train(cfg: DataConfig, tokenizer, arch, cache_dir: Path) -> dict[str, D
             _add(found, name if name is not None else item["name"], item, "training dataset")
     for dataset, item in found.items():
         out[dataset] = datasets.load_from_disk(item["path"])
-        chunks = (f"; {item['chunked']} rows longer than {length} tokens (data.max_length) chunked within the row"
+        chunks = (f"; {item['chunked']} row{'s' * (item['chunked'] > 1)} longer than {length} tokens "
+                  "(data.max_length) chunked within the row"
                   if item["chunked"] else "")
         log.info("training dataset %s, %s: %d rows, %d examples (%s%s)", dataset, item["where"], item["rows"],
                  len(out[dataset]), item["unit"], chunks)

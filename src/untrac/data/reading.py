@@ -128,14 +128,18 @@ def _csv(lines: list[tuple[int, str]], where: str) -> Rows:
                 columns = {name: [] for name in header}
                 continue
             if len(fields) != len(header):
-                raise UntracError(f"{where}: line {start} has {len(fields)} fields but the header (line "
-                                  f"{header_line}) has {len(header)}: a missing or extra comma, or an unquoted comma in a cell")
+                raise UntracError(f"{where}: line {start} has {_fields(len(fields))} but the header (line "
+                                  f"{header_line}) has {_fields(len(header))}: a missing or extra comma, or an unquoted comma in a cell")
             for name, value in zip(header, fields):
                 columns[name].append(value)
             numbers.append(start)
     except csv.Error as err:
         raise UntracError(f"{where}: line {reader.line_num} is not valid CSV ({err})") from None
     return Rows(columns, numbers, "line")
+
+
+def _fields(n: int) -> str:
+    return f"{n} field" + ("" if n == 1 else "s")
 
 
 def _txt(lines: list[tuple[int, str]], where: str, unit: str, column: str) -> Rows:
