@@ -53,9 +53,13 @@ class Source:
     noun: str = "line"  # what a row's number counts: line, row or item (untrac.data.reading)
 
 
-def file_sources(file: str, where: str, cfg: DataConfig | TestsetConfig, group: str,
+def file_sources(file: str, setting: str, cfg: DataConfig | TestsetConfig, group: str,
                  group_column: str | None = None) -> dict[str, Source]:
-    """The checked rows of one file, as one Source (key "") or one per value of ``group_column``."""
+    """The checked rows of one file (``setting`` names it: ``data.train.news``), as one Source (key "")
+    or one per value of ``group_column``."""
+    if not Path(file).exists():
+        raise UntracError(f"{setting}: {file} not found")
+    where = f"{setting} ({file})"
     rows = read(file, where, cfg.txt_unit, cfg.text_column)
     form = row_form(rows, cfg, where, group)
     if form == "pairs":
@@ -121,9 +125,9 @@ def named_sources(named: dict[str, str], path: str | None, group_column: str | N
     """Name -> Source for ``{group}.{key}={name: file}`` and for the groups of ``{group}.path``."""
     out: dict[str, Source] = {}
     for name, file in named.items():
-        _add(out, str(name), file_sources(file, f"{group}.{key}.{name} ({file})", cfg, group)[""], label)
+        _add(out, str(name), file_sources(file, f"{group}.{key}.{name}", cfg, group)[""], label)
     if path:
-        for name, source in file_sources(path, f"{group}.path ({path})", cfg, group, group_column).items():
+        for name, source in file_sources(path, f"{group}.path", cfg, group, group_column).items():
             _add(out, name, source, label)
     return out
 
@@ -185,11 +189,11 @@ def load_train(cfg: DataConfig, tokenizer, arch, cache_dir: Path) -> dict[str, D
                 "bos": tokenizer.bos_token_id, "arch": [arch.kind, arch.eos_id], "format": FORMAT}
     out, found = {}, {}
     for setting, file, group_column, name in files:
-        if not Path(file).exists():
-            raise UntracError(f"{setting}: {file} not found")
         where = f"{setting} ({file})"
+        if not Path(file).exists():  # before identity(), which needs the file
+            raise UntracError(f"{setting}: {file} not found")
         fields_ = {"file": identity(file), "group_column": group_column, **settings}
-        entry = cache.build("tokenised", fields_, lambda tmp: _tokenise(file, where, group_column, cfg, tokenizer,
+        entry = cache.build("tokenised", fields_, lambda tmp: _tokenise(file, setting, group_column, cfg, tokenizer,
                                                                         arch, length, tmp))
         for item in json.loads((entry / "datasets.json").read_text()):
             item = {**item, "path": str(entry / item["folder"]),
@@ -210,11 +214,11 @@ def load_train(cfg: DataConfig, tokenizer, arch, cache_dir: Path) -> dict[str, D
     return out
 
 
-def _tokenise(file: str, where: str, group_column: str | None, cfg: DataConfig, tokenizer, arch, length: int,
+def _tokenise(file: str, setting: str, group_column: str | None, cfg: DataConfig, tokenizer, arch, length: int,
               tmp: Path) -> None:
     """A cache entry: one save_to_disk folder per dataset of ``file``, listed in datasets.json."""
     listed = []
-    for k, (name, source) in enumerate(file_sources(file, where, cfg, "data", group_column).items()):
+    for k, (name, source) in enumerate(file_sources(file, setting, cfg, "data", group_column).items()):
         encoded, chunked = encode_source(source, tokenizer, arch, length, cfg.separator)
         if len(encoded) == 0:  # cannot happen for a checked file; a dataset without examples fails training late
             raise UntracError(f"{source.where}: no examples")

@@ -40,7 +40,8 @@ class Rows:
 
 
 def read(path: str | Path, where: str, txt_unit: str = "line", text_column: str = "text") -> Rows:
-    """Every row of one file or ``save_to_disk`` folder; ``where`` (the setting) prefixes every error.
+    """Every row of one file or ``save_to_disk`` folder; ``where`` (the setting and the file) prefixes
+    every error.
     A ``.txt`` file's one column is named ``text_column``, as the other files' texts are."""
     path = Path(path)
     if path.is_dir():
@@ -49,7 +50,7 @@ def read(path: str | Path, where: str, txt_unit: str = "line", text_column: str 
         raise UntracError(f"{where}: {path} not found")
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise UntracError(f"{where}: {path} has an unknown format (use {', '.join(SUFFIXES)} or a "
+        raise UntracError(f"{where}: unknown format (use {', '.join(SUFFIXES)} or a "
                           "datasets.save_to_disk folder)")
     if suffix == ".parquet":
         rows = _parquet(path, where)
@@ -59,7 +60,7 @@ def read(path: str | Path, where: str, txt_unit: str = "line", text_column: str 
                    ".json": lambda ls, w: _json(ls, w, array=True), ".jsonl": _json}
         rows = readers[suffix](lines, where)
     if not rows.numbers:
-        raise UntracError(f"{where}: {path} has no rows")
+        raise UntracError(f"{where}: no rows")
     return rows
 
 
@@ -167,7 +168,7 @@ def _parquet(path: Path, where: str) -> Rows:
     try:
         table = pq.read_table(path)
     except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a damaged file
-        raise UntracError(f"{where}: {path} cannot be read as Parquet ({_one_line(err)})") from None
+        raise UntracError(f"{where}: cannot be read as Parquet ({_one_line(err)})") from None
     return Rows({name: table.column(name).to_pylist() for name in table.column_names},
                 list(range(1, table.num_rows + 1)), "row")
 
@@ -179,16 +180,16 @@ def _saved(path: Path, where: str) -> Rows:
         saved = datasets.load_from_disk(str(path))
     except Exception as err:  # noqa: BLE001 - not a save_to_disk folder, or a damaged one
         if _saved_without_data(path):  # datasets saves an empty dataset but cannot load it back
-            raise UntracError(f"{where}: {path} has no rows") from None
-        raise UntracError(f"{where}: {path} is a folder but not one written by datasets.save_to_disk "
+            raise UntracError(f"{where}: no rows") from None
+        raise UntracError(f"{where}: a folder but not one written by datasets.save_to_disk "
                           f"({type(err).__name__})") from None
     if isinstance(saved, datasets.DatasetDict):
         splits = list(saved)
         if "train" not in saved and len(splits) != 1:
-            raise UntracError(f"{where}: {path} holds splits {', '.join(splits)}; save one split or a 'train' split")
+            raise UntracError(f"{where}: the folder holds splits {', '.join(splits)}; save one split or a 'train' split")
         saved = saved["train" if "train" in saved else splits[0]]
     if len(saved) == 0:
-        raise UntracError(f"{where}: {path} has no rows")
+        raise UntracError(f"{where}: no rows")
     return Rows({name: saved.data.column(name).to_pylist() for name in saved.column_names},
                 list(range(1, len(saved) + 1)), "row")
 
