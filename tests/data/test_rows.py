@@ -144,8 +144,9 @@ def test_the_separator_goes_between_prompt_and_target_of_a_causal_model(tmp_path
     assert default["input_ids"][0] == [BOS] + ids("seeds? The") + [EOS]
     assert default["labels"][0] == [IGNORE] * (1 + len("seeds? ")) + ids("The") + [EOS]  # the separator is prompt
     assert default["input_ids"][1] == [BOS] + ids("x") + [EOS]  # an empty prompt gets no separator
-    newline = files.load_train(data(train={"p": str(path)}, separator="\n"), tok, CAUSAL, tmp_path / "c")["p"]
-    assert newline["input_ids"][0] == [BOS] + ids("seeds?\nThe") + [EOS]
+    for given in ("\n", "\\n"):  # a newline, or backslash-n as Hydra passes data.separator='\n'
+        newline = files.load_train(data(train={"p": str(path)}, separator=given), tok, CAUSAL, tmp_path / "c")["p"]
+        assert newline["input_ids"][0] == [BOS] + ids("seeds?\nThe") + [EOS]
     task = load_task(data(train={"p": str(path)}), SubsetsConfig(name="files", subsets={"t": str(path)}, separator="|"),
                      tok, CAUSAL, tmp_path / "c")
     assert task.test["t"]["input_ids"][0] == [BOS] + ids("seeds?|The") + [EOS]  # testset.separator

@@ -142,6 +142,12 @@ def _where(item) -> str:
     return item.where if isinstance(item, Source) else item["where"]
 
 
+def separator(value: str) -> str:
+    """``data.separator`` / ``testset.separator`` with ``\\n`` and ``\\t`` read as a newline and a tab:
+    Hydra keeps a command line's ``data.separator='\\n'`` as a backslash and an n."""
+    return value.replace("\\n", "\n").replace("\\t", "\t")
+
+
 def max_length(cfg: DataConfig, arch) -> int:
     """``data.max_length``, or by default the model's positions capped as run_clm.py caps block_size;
     a value the user set larger than the model's positions is refused."""
@@ -184,7 +190,7 @@ def load_train(cfg: DataConfig, tokenizer, arch, cache_dir: Path) -> dict[str, D
     files = [(f"data.train.{name}", file, None, str(name)) for name, file in cfg.train.items()]
     if cfg.path:
         files.append(("data.path", cfg.path, cfg.group_column, None))
-    settings = {"columns": [cfg.text_column, cfg.prompt_column, cfg.target_column], "separator": cfg.separator,
+    settings = {"columns": [cfg.text_column, cfg.prompt_column, cfg.target_column], "separator": separator(cfg.separator),
                 "txt_unit": cfg.txt_unit, "max_length": length, "tokenizer": tokenizer_fingerprint(tokenizer),
                 "bos": tokenizer.bos_token_id, "arch": [arch.kind, arch.eos_id], "format": FORMAT}
     out, found = {}, {}
@@ -219,7 +225,7 @@ def _tokenise(file: str, setting: str, group_column: str | None, cfg: DataConfig
     """A cache entry: one save_to_disk folder per dataset of ``file``, listed in datasets.json."""
     listed = []
     for k, (name, source) in enumerate(file_sources(file, setting, cfg, "data", group_column).items()):
-        encoded, chunked = encode_source(source, tokenizer, arch, length, cfg.separator)
+        encoded, chunked = encode_source(source, tokenizer, arch, length, separator(cfg.separator))
         if len(encoded) == 0:  # cannot happen for a checked file; a dataset without examples fails training late
             raise UntracError(f"{source.where}: no examples")
         encoded.save_to_disk(str(tmp / f"d{k}"))

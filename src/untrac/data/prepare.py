@@ -82,7 +82,9 @@ def load_task(data: DataConfig, testset: TestsetConfig, tokenizer, arch: Arch, c
     if testset.max_subsets:
         subsets = dict(list(subsets.items())[:testset.max_subsets])
     # testset=files' separator; the paper's test sets keep their prompts' own ending ("").
-    separator = testset.separator if testset.name == "files" else ""
+    from untrac.data.files import separator as files_separator
+
+    separator = files_separator(testset.separator) if testset.name == "files" else ""
     test = {name: encode_pairs(tokenizer, pairs, arch, separator=separator) for name, pairs in subsets.items()}
     if testset.name == "files":
         _check_targets_fit(test, arch)
