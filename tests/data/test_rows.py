@@ -208,3 +208,12 @@ def test_examples_csv_example_is_the_row_number_in_the_file(tmp_path, tok, kind,
         joined = (f"{source['prompt']} → {source['target']}" if arch.kind == "seq2seq"
                   else f"{source['prompt']} {source['target']}")
         assert text == joined  # the user's row, as the model read it
+
+
+def test_the_new_settings_are_range_checked():
+    with pytest.raises(UntracError, match=r"data\.txt_unit='sentence' is not one of line, paragraph"):
+        data(train={"a": "a.txt"}, txt_unit="sentence")
+    with pytest.raises(UntracError, match=r"data\.max_length must be >= 2, got 1"):
+        data(train={"a": "a.txt"}, max_length=1)
+    with pytest.raises(UntracError, match=r"testset\.txt_unit='page' is not one of line, paragraph"):
+        SubsetsConfig(name="files", subsets={"t": "t.txt"}, txt_unit="page")
