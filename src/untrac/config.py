@@ -89,7 +89,8 @@ class DataConfig:
         if self.kind == "files":
             _check_files(self.train, self.path, self.group_column, "data", "train")
             _one_of(self.txt_unit, TXT_UNITS, "data.txt_unit")
-            _check(self.max_length is None or self.max_length >= 2, f"data.max_length must be >= 2, got {self.max_length}")
+            _check(self.max_length is None or self.max_length >= 2,
+                   f"data.max_length must be >= 2, got {self.max_length}")
         elif self.kind == "synthetic":
             _one_of(self.variant, ("A", "B"), "data.variant")
             _one_of(self.source, ("generate", "csv"), "data.source")

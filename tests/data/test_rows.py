@@ -83,7 +83,8 @@ def test_a_null_or_missing_target_and_a_ragged_csv_row_are_refused(tmp_path, tok
     assert train_error(tmp_path, tok, path).endswith("line 2: empty 'text'")
     path = put(tmp_path / "r.csv", "prompt,target\na,b\nc\nd,e\n")
     assert train_error(tmp_path, tok, path).endswith(
-        "line 3 has 1 field but the header (line 1) has 2 fields: a missing or extra comma, or an unquoted comma in a cell")
+        "line 3 has 1 field but the header (line 1) has 2 fields: a missing or extra comma, "
+        "or an unquoted comma in a cell")
     path = put(tmp_path / "l.csv", 'prompt,target\n"two\nlines",b\nc,d,e\n')  # a record may span lines
     assert "line 4 has 3 fields" in train_error(tmp_path, tok, path)
 

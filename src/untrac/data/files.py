@@ -155,7 +155,8 @@ def max_length(cfg: DataConfig, arch) -> int:
         return min(arch.max_length, MAX_LENGTH_CAP)
     if cfg.max_length > arch.max_length:
         raise UntracError(f"data.max_length={cfg.max_length} exceeds the model's {arch.max_length} positions; set "
-                          f"data.max_length<={arch.max_length} or leave it null (the model's own, at most {MAX_LENGTH_CAP})")
+                          f"data.max_length<={arch.max_length} or leave it null (the model's own, "
+                          f"at most {MAX_LENGTH_CAP})")
     return cfg.max_length
 
 
@@ -171,8 +172,8 @@ def encode_source(source: Source, tokenizer, arch, length: int, separator: str) 
     encoded = encode_pairs(tokenizer, source.pairs, arch, length, separator)
     if arch.kind == "causal":
         if lost := [i for i, labels in enumerate(encoded["labels"]) if all(t == IGNORE for t in labels)]:
-            raise UntracError(f"{source.where}: {source.noun} {source.rows[lost[0]]}: the prompt fills all {length} tokens "
-                              f"(data.max_length), leaving no target token to score"
+            raise UntracError(f"{source.where}: {source.noun} {source.rows[lost[0]]}: the prompt fills all "
+                              f"{length} tokens (data.max_length), leaving no target token to score"
                               f"{f' ({len(lost)} rows like it)' if len(lost) > 1 else ''}; shorten the prompt or raise "
                               "data.max_length")
     return encoded.add_column("row", source.rows), 0
@@ -190,17 +191,17 @@ def load_train(cfg: DataConfig, tokenizer, arch, cache_dir: Path) -> dict[str, D
     files = [(f"data.train.{name}", file, None, str(name)) for name, file in cfg.train.items()]
     if cfg.path:
         files.append(("data.path", cfg.path, cfg.group_column, None))
-    settings = {"columns": [cfg.text_column, cfg.prompt_column, cfg.target_column], "separator": separator(cfg.separator),
-                "txt_unit": cfg.txt_unit, "max_length": length, "tokenizer": tokenizer_fingerprint(tokenizer),
-                "bos": tokenizer.bos_token_id, "arch": [arch.kind, arch.eos_id], "format": FORMAT}
+    settings = {"columns": [cfg.text_column, cfg.prompt_column, cfg.target_column],
+                "separator": separator(cfg.separator), "txt_unit": cfg.txt_unit, "max_length": length,
+                "tokenizer": tokenizer_fingerprint(tokenizer), "bos": tokenizer.bos_token_id, "arch": [arch.kind, arch.eos_id], "format": FORMAT}
     out, found = {}, {}
     for setting, file, group_column, name in files:
         where = f"{setting} ({file})"
         if not Path(file).exists():  # before identity(), which needs the file
             raise UntracError(f"{setting}: {file} not found")
         fields_ = {"file": identity(file), "group_column": group_column, **settings}
-        entry = cache.build("tokenised", fields_, lambda tmp: _tokenise(file, setting, group_column, cfg, tokenizer,
-                                                                        arch, length, tmp))
+        entry = cache.build("tokenised", fields_, lambda tmp, f=file, s=setting, g=group_column:
+                            _tokenise(f, s, g, cfg, tokenizer, arch, length, tmp))
         for item in json.loads((entry / "datasets.json").read_text()):
             item = {**item, "path": str(entry / item["folder"]),
                     "where": where if name is not None else f"{where} {group_column}={item['name']}"}
@@ -226,7 +227,7 @@ def _tokenise(file: str, setting: str, group_column: str | None, cfg: DataConfig
     listed = []
     for k, (name, source) in enumerate(file_sources(file, setting, cfg, "data", group_column).items()):
         encoded, chunked = encode_source(source, tokenizer, arch, length, separator(cfg.separator))
-        if len(encoded) == 0:  # cannot happen for a checked file; a dataset without examples fails training late
+        if len(encoded) == 0:  # not for a checked file; kept because an empty dataset would fail only after θ0 trained
             raise UntracError(f"{source.where}: no examples")
         encoded.save_to_disk(str(tmp / f"d{k}"))
         listed.append({"name": name, "folder": f"d{k}", "form": source.form,

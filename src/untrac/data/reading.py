@@ -125,12 +125,14 @@ def _csv(lines: list[tuple[int, str]], where: str) -> Rows:
             if header is None:
                 header, header_line = fields, start
                 if duplicate := sorted({name for name in header if header.count(name) > 1}):
-                    raise UntracError(f"{where}: line {start}: the header names {', '.join(map(repr, duplicate))} twice")
+                    raise UntracError(f"{where}: line {start}: the header names "
+                                      f"{', '.join(map(repr, duplicate))} twice")
                 columns = {name: [] for name in header}
                 continue
             if len(fields) != len(header):
                 raise UntracError(f"{where}: line {start} has {_fields(len(fields))} but the header (line "
-                                  f"{header_line}) has {_fields(len(header))}: a missing or extra comma, or an unquoted comma in a cell")
+                                  f"{header_line}) has {_fields(len(header))}: a missing or extra comma, "
+                                  "or an unquoted comma in a cell")
             for name, value in zip(header, fields):
                 columns[name].append(value)
             numbers.append(start)
@@ -186,7 +188,8 @@ def _saved(path: Path, where: str) -> Rows:
     if isinstance(saved, datasets.DatasetDict):
         splits = list(saved)
         if "train" not in saved and len(splits) != 1:
-            raise UntracError(f"{where}: the folder holds splits {', '.join(splits)}; save one split or a 'train' split")
+            raise UntracError(f"{where}: the folder holds splits {', '.join(splits)}; save one split or a "
+                              "'train' split")
         saved = saved["train" if "train" in saved else splits[0]]
     if len(saved) == 0:
         raise UntracError(f"{where}: no rows")
