@@ -193,7 +193,8 @@ def load_train(cfg: DataConfig, tokenizer, arch, cache_dir: Path) -> dict[str, D
         files.append(("data.path", cfg.path, cfg.group_column, None))
     settings = {"columns": [cfg.text_column, cfg.prompt_column, cfg.target_column],
                 "separator": separator(cfg.separator), "txt_unit": cfg.txt_unit, "max_length": length,
-                "tokenizer": tokenizer_fingerprint(tokenizer), "bos": tokenizer.bos_token_id, "arch": [arch.kind, arch.eos_id], "format": FORMAT}
+                "tokenizer": tokenizer_fingerprint(tokenizer), "bos": tokenizer.bos_token_id,
+                "arch": [arch.kind, arch.eos_id], "format": FORMAT}
     out, found = {}, {}
     for setting, file, group_column, name in files:
         where = f"{setting} ({file})"
