@@ -76,5 +76,6 @@ def test_readme_own_model_and_data_commands(tmp_path):
         # same sign as influence.csv: a dataset's influence is its examples' mean, so the best example scores at least it
         assert examples.score.iloc[0] >= final.max() - 1e-9
         row = examples.iloc[0]
-        source = pd.read_csv(tmp_path / f"{row.train_dataset}.csv")
-        assert str(source.prompt[row.example]).strip() in row.text  # the index points at that file row
+        source = pd.read_csv(tmp_path / f"{row.train_dataset}.csv")  # the same rows as the .jsonl files
+        first = 2 if f"{row.train_dataset}.csv" in " ".join(cmd) else 1  # CSV: the header is line 1
+        assert str(source.prompt[row.example - first]).strip() in row.text  # the row's line in the file

@@ -16,6 +16,11 @@ from untrac.unlearn_config import LoraConfig, UnlearnConfig  # noqa: F401 - part
 
 ARCHS = ("seq2seq", "causal", "auto")  # auto: a local checkpoint, kind read from its config
 TRAIN_OPTIMIZERS = ("adamw", "adam", "adafactor", "sgd")
+# data=files / testset=files: a causal model reads "prompt" + SEPARATOR + "target". A space, as
+# lm-evaluation-harness' default target_delimiter; a BPE tokenizer then reads the target's first word
+# with its leading space ("ĠThe"), as in running text. "" joins them as they are.
+SEPARATOR = " "
+TXT_UNITS = ("line", "paragraph")  # a .txt example: each non-blank line (datasets' text loader's default) or paragraph
 # Run r's k-th ground-truth seed is its base seed + k·stride (untrac.groundtruth.truth_seeds).
 GROUNDTRUTH_SEED_STRIDE = 1000
 
@@ -72,12 +77,20 @@ class DataConfig:
     text_column: str = "text"
     prompt_column: str = "prompt"
     target_column: str = "target"
+    # files (untrac.data.files): an example's longest length in tokens, null = the model's positions, at
+    # most 1024; the text between a prompt and its target (causal); what one example of a .txt file is.
+    max_length: Optional[int] = None
+    separator: str = SEPARATOR
+    txt_unit: str = "line"
 
     def __post_init__(self) -> None:
         _one_of(self.kind, ("synthetic", "pile8", "files"), "data.kind")
         _one_of(self.runs_vary, ("seed", "sample"), "data.runs_vary")
         if self.kind == "files":
             _check_files(self.train, self.path, self.group_column, "data", "train")
+            _one_of(self.txt_unit, TXT_UNITS, "data.txt_unit")
+            _check(self.max_length is None or self.max_length >= 2,
+                   f"data.max_length must be >= 2, got {self.max_length}")
         elif self.kind == "synthetic":
             _one_of(self.variant, ("A", "B"), "data.variant")
             _one_of(self.source, ("generate", "csv"), "data.source")
@@ -107,11 +120,14 @@ class TestsetConfig:
     text_column: str = "text"
     prompt_column: str = "prompt"
     target_column: str = "target"
+    separator: str = SEPARATOR  # files, as data.separator
+    txt_unit: str = "line"  # files, as data.txt_unit
 
     def __post_init__(self) -> None:
         _one_of(self.name, ("synthetic", "toxigen", "winobias", "truthfulqa", "files"), "testset")
         if self.name == "files":
             _check_files(self.subsets, self.path, self.group_column, "testset", "subsets")
+            _one_of(self.txt_unit, TXT_UNITS, "testset.txt_unit")
         _one_of(self.source, ("local", "hub"), "testset.source")
         _positive(self.per_subset, "testset.per_subset")
         _positive(self.max_subsets, "testset.max_subsets")

@@ -50,13 +50,16 @@ class Results:
 
 def top_examples(scores: pd.DataFrame, k: int) -> pd.DataFrame:
     """The k highest-scoring training examples per (method, run, test subset), highest first
-    (the shared sign: a high score = the example helped the model on the test subset)."""
+    (the shared sign: a high score = the example helped the model on the test subset). ``example``
+    is the example's index in its scored dataset here; ``Experiment._keep_examples`` turns it into
+    the row number in the user's file where the dataset has one (``data=files``)."""
     ranked = scores.sort_values("score", ascending=False, kind="stable")
     return ranked.groupby(["method", "run", "test_subset"], sort=False).head(k).reset_index(drop=True)
 
 
 def example_text(tokenizer, row: dict, kind: str) -> str:
-    """An example's tokens as text: the input, and for seq2seq pairs " → target"."""
+    """An example's tokens as text: the input, and for seq2seq pairs " → target" (of ``data=files``:
+    the row as the model read it, prompt + separator + target; a chunk of a long row is that chunk)."""
     text = tokenizer.decode(row["input_ids"], skip_special_tokens=True)
     if kind == "seq2seq" and "labels" in row:
         text += " → " + tokenizer.decode([t for t in row["labels"] if t >= 0], skip_special_tokens=True)
@@ -264,8 +267,10 @@ class Experiment:
 
     def _keep_examples(self, scores: pd.DataFrame, scored: dict, run: int) -> None:
         top = top_examples(scores.assign(method=self.cfg.method.name, run=run), self.cfg.rank.top_k)
-        top["text"] = [example_text(self.tokenizer, scored[z][int(i)], self.arch.kind)
-                       for z, i in zip(top.train_dataset, top.example)]
+        rows = [scored[z][int(i)] for z, i in zip(top.train_dataset, top.example)]
+        top["text"] = [example_text(self.tokenizer, row, self.arch.kind) for row in rows]
+        # data=files: the row's 1-based number in the user's file (untrac.data.reading), not an index
+        top["example"] = [row.get("row", i) for row, i in zip(rows, top.example)]
         self.results.examples = pd.concat([self.results.examples, top[list(EXAMPLES.columns)]], ignore_index=True)
 
     def run(self, run: int) -> None:

@@ -62,16 +62,16 @@ def test_every_format_gives_the_same_pairs(tmp_path, name):
 
 @pytest.mark.parametrize("name", ["s.jsonl", "s.csv", "s.parquet", "s.txt", "saved"])
 def test_text_rows_are_scored_whole(tmp_path, name):
-    path = write(tmp_path / name, [{"text": t} for t in TEXTS + [" \n "]])  # a blank text is dropped
-    pairs = load_test(files_test(subsets={"mine": str(path)}), 0, tmp_path / "cache")
+    path = write(tmp_path / name, [{"text": t} for t in TEXTS])  # TEXTS[0] spans two lines: paragraphs in .txt
+    pairs = load_test(files_test(subsets={"mine": str(path)}, txt_unit="paragraph"), 0, tmp_path / "cache")
     assert pairs == {"mine": [("", t) for t in TEXTS]}
 
 
-def test_csv_cells_stay_text(tmp_path):
+def test_csv_cells_stay_text_and_an_empty_prompt_is_kept(tmp_path):
     path = tmp_path / "s.csv"
-    path.write_text('prompt,target\n007,NA\n"a, b",\n')
+    path.write_text('prompt,target\n007,NA\n"a, b",x\n,y\n')
     pairs = load_test(files_test(subsets={"s": str(path)}), 0, tmp_path / "cache")
-    assert pairs == {"s": [("007", "NA"), ("a, b", "")]}
+    assert pairs == {"s": [("007", "NA"), ("a, b", "x"), ("", "y")]}
 
 
 def test_group_column_splits_one_file_in_order_of_appearance(tmp_path, tok):
@@ -79,8 +79,10 @@ def test_group_column_splits_one_file_in_order_of_appearance(tmp_path, tok):
     train = load_train(files_data(path=str(path), group_column="source"), tok, CAUSAL, tmp_path / "cache")
     assert list(train) == ["code", "news"]  # row 0 is code
     for name, ds in train.items():
-        expected = encode_pairs(tok, [(r["prompt"], r["target"]) for r in ROWS if r["source"] == name], CAUSAL)
+        mine = [(i, r) for i, r in enumerate(ROWS) if r["source"] == name]
+        expected = encode_pairs(tok, [(r["prompt"], r["target"]) for _, r in mine], CAUSAL, separator=" ")
         assert ds["input_ids"] == expected["input_ids"] and ds["labels"] == expected["labels"]
+        assert ds["row"] == [i + 1 for i, _ in mine]  # parquet: row index + 1
 
 
 def test_named_files_and_custom_columns(tmp_path, tok):
@@ -92,26 +94,12 @@ def test_named_files_and_custom_columns(tmp_path, tok):
     expected = encode_pairs(tok, [(r["prompt"], r["target"]) for r in ROWS[:5]], SEQ2SEQ)
     assert list(train) == ["a", "b"] and len(train["b"]) == 7
     assert train["a"]["input_ids"] == expected["input_ids"] and train["a"]["labels"] == expected["labels"]
+    assert train["a"]["row"] == [1, 2, 3, 4, 5] and train["b"]["row"] == list(range(2, 9))  # CSV: header is line 1
     texts = [{"body": t} for t in TEXTS]
     subsets = load_test(files_test(subsets={"t": str(write(tmp_path / "t.parquet", texts)),
                                             "plain": str(write(tmp_path / "p.txt", [{"text": t} for t in TEXTS]))},
-                                   text_column="body"), 0, tmp_path / "cache")
+                                   text_column="body", txt_unit="paragraph"), 0, tmp_path / "cache")
     assert subsets == {"t": [("", t) for t in TEXTS], "plain": [("", t) for t in TEXTS]}  # .txt rows are texts
-
-
-def test_texts_become_blocks_of_the_token_stream_and_are_cached(tmp_path, tok, caplog):
-    path = write(tmp_path / "docs.jsonl", [{"text": t} for t in TEXTS + ["   "]])  # a blank text is dropped
-    cfg = files_data(train={"docs": str(path)}, block_size=8)
-    blocks = load_train(cfg, tok, CAUSAL, tmp_path / "cache")["docs"]
-    # Independent: ByT5 ids are UTF-8 bytes + 3; each document ends in EOS (1); the last partial block goes.
-    stream = [i for t in TEXTS for i in [b + 3 for b in t.encode()] + [1]]
-    assert [list(b) for b in blocks["input_ids"]] == [stream[k:k + 8] for k in range(0, len(stream) // 8 * 8, 8)]
-    entries = list((tmp_path / "cache" / "files" / "blocks").iterdir())
-    assert len(load_train(cfg, tok, CAUSAL, tmp_path / "cache")["docs"]) == len(blocks)
-    assert list((tmp_path / "cache" / "files" / "blocks").iterdir()) == entries  # reused, not rebuilt
-    write(path, [{"text": t} for t in TEXTS[:2]])  # edited: rebuilt, not served stale
-    os.utime(path, ns=(1, 1))
-    assert len(load_train(cfg, tok, CAUSAL, tmp_path / "cache")["docs"]) < len(blocks)
 
 
 def test_edited_file_changes_the_data_key_and_other_kinds_keep_theirs(tmp_path):
@@ -147,11 +135,15 @@ def _empty_saved(path: Path) -> Path:
     (lambda d: put(d / "empty.jsonl", ""), "no rows"),
     (lambda d: put(d / "head.csv", "prompt,target\n"), "no rows"),
     (lambda d: _empty_saved(d / "saved"), "no rows"),
-    (lambda d: put(d / "bad.jsonl", '{"prompt": "a", "target": "b"}\n{oops\n'), "bad.jsonl"),
+    (lambda d: put(d / "bad.jsonl", '{"prompt": "a", "target": "b"}\n{oops\n'),
+     r"bad\.jsonl\): line 2 is not valid JSON"),
+    (lambda d: put(d / "list.jsonl", '["a", "b"]\n'), "line 1 is a JSON list, not an object"),
+    (lambda d: put(d / "blank.txt", "\n  \n\n"), "no rows"),
     (lambda d: put(d / "x.docx", "hi"), "unknown format"),
     (lambda d: write(d / "cols.jsonl", [{"question": "a", "answer": "b"}]), "'text'"),
     (lambda d: write(d / "half.jsonl", [{"prompt": "a", "text": "b"}]), "'target'"),
-    (lambda d: write(d / "num.jsonl", [{"prompt": "a", "target": 3}]), "'target' must hold text"),
+    (lambda d: write(d / "num.jsonl", [{"prompt": "a", "target": 3}]), "line 1: 'target' must hold text, found int"),
+    (lambda d: write(d / "num.parquet", [{"prompt": "a", "target": 3}]), "row 1: 'target' must hold text"),
 ])
 def test_bad_training_file_is_one_line_naming_it(tmp_path, tok, make, culprit):
     path = make(tmp_path)
@@ -165,8 +157,13 @@ def test_unknown_group_column_and_missing_group_values(tmp_path, tok):
     with pytest.raises(UntracError, match=r"data\.path .*no column 'origin'.*data\.group_column"):
         load_train(files_data(path=str(path), group_column="origin"), tok, CAUSAL, tmp_path / "cache")
     write(path, ROWS + [{"prompt": "p", "target": "t", "source": None}])
-    with pytest.raises(UntracError, match="1 of 13 rows have no 'source'"):
+    with pytest.raises(UntracError, match=r"all\.jsonl\): line 13: no 'source' \(missing or null\)$"):
         load_train(files_data(path=str(path), group_column="source"), tok, CAUSAL, tmp_path / "cache")
+    news = write(tmp_path / "news.jsonl", ROWS)  # a name given twice: by data.train and by a group of data.path
+    write(path, ROWS)
+    with pytest.raises(UntracError, match=r"training dataset name 'news' is used twice: by data\.train\.news"):
+        load_train(files_data(train={"news": str(news)}, path=str(path), group_column="source"), tok, CAUSAL,
+                   tmp_path / "cache")
 
 
 def test_a_test_subset_name_used_twice(tmp_path):
@@ -176,17 +173,15 @@ def test_a_test_subset_name_used_twice(tmp_path):
         load_test(cfg, 0, tmp_path / "cache")
 
 
-def test_seq2seq_text_and_mixed_forms_and_long_blocks_are_refused(tmp_path, tok):
+def test_seq2seq_text_and_mixed_forms_and_pile8_block_size_are_refused(tmp_path, tok):
     docs = str(write(tmp_path / "docs.jsonl", [{"text": t} for t in TEXTS]))
     pairs = str(write(tmp_path / "pairs.jsonl", ROWS))
     with pytest.raises(UntracError, match=r"seq2seq model needs prompt/target columns \(data\.prompt_column"):
         load_train(files_data(train={"docs": docs}), tok, SEQ2SEQ, tmp_path / "cache")
     with pytest.raises(UntracError, match=r"mix prompt/target rows \(qa\) and text rows \(docs\)"):
         load_train(files_data(train={"docs": docs, "qa": pairs}), tok, CAUSAL, tmp_path / "cache")
-    with pytest.raises(UntracError, match=r"data\.block_size=1024 exceeds the model's 512 positions"):
-        load_train(files_data(train={"docs": docs}, block_size=1024), tok, CAUSAL, tmp_path / "cache")
-    with pytest.raises(UntracError, match=r"training dataset docs: \d+ tokens < 1 block of 500.*data\.block_size"):
-        load_train(files_data(train={"docs": docs}, block_size=500), tok, CAUSAL, tmp_path / "cache")
+    with pytest.raises(UntracError, match=r"data\.block_size=512 is pile8's.*set data\.max_length"):
+        load_train(files_data(train={"docs": docs}, block_size=512), tok, CAUSAL, tmp_path / "cache")
 
 
 def test_config_needs_files_and_pairs_path_with_group_column():

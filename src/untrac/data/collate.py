@@ -7,7 +7,13 @@ A tokenised dataset is a ``datasets.Dataset`` with ``input_ids`` and, for pairs,
   "loss of an example"). The joined text is tokenised once, as the model reads it: tokenising
   prompt and target apart would give a BPE tokenizer a lone space token ('?', 'Ġ', 'You' instead
   of '?', 'ĠYou' for TruthfulQA's "question " + "answer");
+- causal text rows of your own files (``encode_texts``): ("", text) as above, a row longer than the
+  context cut into chunks within the row;
 - pretraining blocks have no ``labels`` column: every token counts.
+
+``separator`` (``data.separator`` / ``testset.separator`` of your own files) goes between a non-empty
+prompt and its target of a causal model, and counts as the prompt. The presets (synthetic, pile8,
+the paper's test sets) pass "", so their tokens, cached models and results stay what they were.
 """
 
 from typing import Iterator, Sequence
@@ -21,8 +27,10 @@ from untrac.errors import UntracError
 IGNORE = -100
 
 
-def encode_pairs(tokenizer, pairs: Sequence[Pair], arch, max_length: int | None = None) -> datasets.Dataset:
-    """Tokenise (prompt, target) pairs for ``arch`` (see module docstring)."""
+def encode_pairs(tokenizer, pairs: Sequence[Pair], arch, max_length: int | None = None,
+                 separator: str = "") -> datasets.Dataset:
+    """Tokenise (prompt, target) pairs for ``arch`` (see module docstring); a longer pair is cut at
+    ``max_length`` tokens (the model's positions by default), its target's tail unscored."""
     max_length = max_length or arch.max_length
     prompts = [p for p, _ in pairs]
     targets = [t for _, t in pairs]
@@ -32,10 +40,32 @@ def encode_pairs(tokenizer, pairs: Sequence[Pair], arch, max_length: int | None 
         return datasets.Dataset.from_dict({"input_ids": enc, "labels": dec})
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else arch.eos_id
     inputs, labels = [], []
-    for ids, n_prompt in _joined(tokenizer, prompts, targets):
+    for ids, n_prompt in _joined(tokenizer, [p + separator if p else p for p in prompts], targets):
         inputs.append(([bos] + ids + [arch.eos_id])[:max_length])
         labels.append(([IGNORE] * (1 + n_prompt) + ids[n_prompt:] + [arch.eos_id])[:max_length])
     return datasets.Dataset.from_dict({"input_ids": inputs, "labels": labels})
+
+
+def encode_texts(tokenizer, texts: Sequence[str], arch, max_length: int) -> tuple[dict[str, list], list[int]]:
+    """Causal text rows as examples, every token counting: (columns, index of each example's text).
+
+    A row of at most ``max_length`` tokens (BOS and EOS included) is one example, exactly
+    ``encode_pairs``' ("", text). A longer row is cut within the row into windows of ``max_length``
+    that overlap by one token (the strided window of transformers' "Perplexity of fixed-length
+    models" with stride ``max_length - 1``): every token but the BOS is predicted exactly once, and
+    from a token before it; rows are never joined, so each example belongs to one row."""
+    if max_length < 2:
+        raise UntracError(f"max_length={max_length}: a causal example needs at least 2 tokens")
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else arch.eos_id
+    inputs, labels, owners = [], [], []
+    for index, (ids, _) in enumerate(_joined(tokenizer, [""] * len(texts), list(texts))):
+        tokens = [bos] + ids + [arch.eos_id]
+        for start in range(0, len(tokens) - 1, max_length - 1):
+            window = tokens[start:start + max_length]
+            inputs.append(window)
+            labels.append([IGNORE] + window[1:])  # position 0 is context only (predicted in the window before)
+            owners.append(index)
+    return {"input_ids": inputs, "labels": labels}, owners
 
 
 def _joined(tokenizer, prompts: list[str], targets: list[str]) -> list[tuple[list[int], int]]:

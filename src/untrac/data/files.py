@@ -1,245 +1,254 @@
 """Your own data: training datasets (``data=files``) and test subsets (``testset=files``) from local files.
 
-A source is a ``.jsonl``/``.json`` (JSON lines), ``.csv`` (every column read as text), ``.parquet``
-or ``.txt`` file (one row per paragraph, as pile8's local files), or a folder written by
-``datasets.save_to_disk``; all are read with ``datasets`` (``load_dataset``, cached under the run's
-cache folder). Datasets are named one per source (``{name: file}``) or by the values of a column of
-one file (``path`` + ``group_column``). A row is a prompt/target pair (the loss counts the target)
-when both those columns exist, else a text: for training, texts are tokenised and cut into
-``data.block_size``-token blocks for causal models as pile8 is; in test subsets a text is the pair
-("", text), every token counting, as ToxiGen's are.
+A source is a ``.jsonl``/``.json``, ``.csv`` (every cell read as text), ``.parquet`` or ``.txt`` file
+or a ``datasets.save_to_disk`` folder (``untrac.data.reading``, which also defines each row's
+number). Datasets are named one per source (``{name: file}``) or by the values of a column of one
+file (``path`` + ``group_column``). A row is a prompt/target pair (the loss counts the target) when
+both those columns exist, else a text (every token counts; in a test subset the pair ("", text)).
+
+One row is one example: a causal model reads prompt + ``separator`` + target; a row longer than
+``data.max_length`` tokens is cut at it (a pair: its target's tail is not scored) or, a training
+text, chunked within the row (``collate.encode_texts``). Every example carries its row's number
+(column ``row``), which ``examples.csv`` reports. A missing, null or blank target (or text), a CSV
+row with too few or too many fields, a byte that is not UTF-8 and a line that is not JSON are each
+refused in one line naming the file and the row. Training datasets are tokenised once per file and
+settings and cached (``Cache``, keyed by the file's identity, the tokenizer and the settings).
 """
 
-import csv
 import json
 import logging
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import datasets
 import numpy as np
-from datasets import Dataset, Features, Value
+from datasets import Dataset
 
 from untrac.cache import Cache, identity
 from untrac.config import DataConfig, TestsetConfig
 from untrac.data import Pair
-from untrac.data.collate import encode_pairs
-from untrac.data.corpora import build_blocks, tokenizer_fingerprint
+from untrac.data.collate import IGNORE, encode_pairs, encode_texts
+from untrac.data.corpora import tokenizer_fingerprint
+from untrac.data.reading import Rows, read
 from untrac.errors import UntracError
 
 log = logging.getLogger(__name__)
 
-BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
-TEXT_TYPES = (Value("string"), Value("large_string"))
-
-
-def read_rows(path: str | Path, where: str, cache_dir: Path | None = None, text_column: str = "text") -> Dataset:
-    """Every row of one file or ``save_to_disk`` folder; ``where`` (the config key) prefixes errors.
-    A ``.txt`` file's one column is named ``text_column``, as the other files' texts are."""
-    path = Path(path)
-    if path.is_dir():
-        return _read_saved(path, where)
-    if not path.is_file():
-        raise UntracError(f"{where}: {path} not found")
-    builder = BUILDERS.get(path.suffix.lower())
-    if builder is None:
-        raise UntracError(f"{where}: {path} has an unknown format (use {', '.join(BUILDERS)} or a "
-                          "datasets.save_to_disk folder)")
-    if path.stat().st_size == 0:
-        raise UntracError(f"{where}: {path} has no rows (the file is empty)")
-    options = {"sample_by": "paragraph"} if builder == "text" else {}
-    if builder == "csv":  # read every column as text: "007" stays "007", an empty cell stays ""
-        with open(path, newline="", encoding="utf-8", errors="replace") as lines:
-            header = next(csv.reader(lines), [])
-        options = {"features": Features({name: Value("string") for name in header}),
-                   "keep_default_na": False}
-    try:
-        rows = datasets.load_dataset(builder, data_files=str(path), split="train",
-                                     cache_dir=None if cache_dir is None else str(cache_dir), **options)
-    except Exception as err:  # noqa: BLE001 - datasets raises many types for a bad file
-        if "corresponds to no data" in str(err) or isinstance(err, StopIteration):
-            raise UntracError(f"{where}: {path} has no rows") from err
-        cause = err.__cause__ or err
-        reason = " ".join(f"{type(cause).__name__}: {cause}".split())[:200]
-        raise UntracError(f"{where}: {path} cannot be read as {builder} ({reason})") from err
-    if len(rows) == 0:
-        raise UntracError(f"{where}: {path} has no rows")
-    return rows.rename_column("text", text_column) if builder == "text" and text_column != "text" else rows
-
-
-def _read_saved(path: Path, where: str) -> Dataset:
-    try:
-        saved = datasets.load_from_disk(str(path))
-    except Exception as err:  # noqa: BLE001 - not a save_to_disk folder, or a damaged one
-        if _saved_without_data(path):  # datasets saves an empty dataset but cannot load it back
-            raise UntracError(f"{where}: {path} has no rows") from err
-        raise UntracError(f"{where}: {path} is a folder but not one written by datasets.save_to_disk "
-                          f"({type(err).__name__})") from err
-    if isinstance(saved, datasets.DatasetDict):
-        splits = list(saved)
-        if "train" not in saved and len(splits) != 1:
-            raise UntracError(f"{where}: {path} holds splits {', '.join(splits)}; save one split or a 'train' split")
-        saved = saved["train" if "train" in saved else splits[0]]
-    if len(saved) == 0:
-        raise UntracError(f"{where}: {path} has no rows")
-    return saved
+FORMAT = 1  # of the tokenised cache entries: bump when what they hold changes
+# transformers' run_clm.py: with no --block_size, block_size = min(1024, max_position_embeddings).
+MAX_LENGTH_CAP = 1024
+SHOWN = 5  # row numbers listed in a message about several rows
 
 
 @dataclass
 class Source:
-    """The rows of one named dataset, where they come from (for messages) and the file (for keys)."""
+    """The rows of one named dataset as pairs, each row's number, and where they come from."""
 
-    rows: Dataset
+    pairs: list[Pair]
+    rows: list[int]
+    form: str  # pairs | text
     where: str
-    file: str
+    unit: str  # "one per row", "one per line", "one per paragraph"
+    noun: str = "line"  # what a row's number counts: line, row or item (untrac.data.reading)
 
 
-def _saved_without_data(path: Path) -> bool:
-    try:
-        return json.loads((path / "state.json").read_text()).get("_data_files") == []
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def named_sources(named: dict[str, str], path: str | None, group_column: str | None, group: str, key: str,
-                  label: str, text_column: str, cache_dir: Path | None = None) -> dict[str, Source]:
-    """Name -> Source for ``{group}.{key}={name: file}`` and for the groups of ``{group}.path``."""
-    out: dict[str, Source] = {}
-
-    def add(name: str, source: Source) -> None:
-        if name in out:
-            raise UntracError(f"{label} name {name!r} is used twice: by {out[name].where} and by {source.where}")
-        out[name] = source
-
-    for name, file in named.items():
-        rows = read_rows(file, f"{group}.{key}.{name}", cache_dir, text_column)
-        add(str(name), Source(rows, f"{group}.{key}.{name} ({file})", file))
-    if path:
-        groups = split_by_column(read_rows(path, f"{group}.path", cache_dir, text_column), group_column,
-                                 f"{group}.path ({path})", f"{group}.group_column")
-        for name, rows in groups.items():
-            add(name, Source(rows, f"{path} ({group_column}={name})", path))
-    return out
-
-
-def split_by_column(rows: Dataset, column: str, where: str, setting: str) -> dict[str, Dataset]:
-    """The rows of each value of ``column``, in order of first appearance (file order within)."""
-    _require(rows, [column], where, setting)
-    if missing := rows.data.column(column).null_count:
-        raise UntracError(f"{where}: {missing} of {len(rows)} rows have no {column!r} value")
-    values = rows.data.column(column).to_pylist()
+def file_sources(file: str, setting: str, cfg: DataConfig | TestsetConfig, group: str,
+                 group_column: str | None = None) -> dict[str, Source]:
+    """The checked rows of one file (``setting`` names it: ``data.train.news``), as one Source (key "")
+    or one per value of ``group_column``."""
+    if not Path(file).exists():
+        raise UntracError(f"{setting}: {file} not found")
+    where = f"{setting} ({file})"
+    rows = read(file, where, cfg.txt_unit, cfg.text_column)
+    form = row_form(rows, cfg, where, group)
+    if form == "pairs":
+        prompts = [p or "" for p in _text_values(rows, cfg.prompt_column, where, may_be_blank=True)]
+        pairs = list(zip(prompts, _text_values(rows, cfg.target_column, where)))
+    else:
+        pairs = [("", text) for text in _text_values(rows, cfg.text_column, where)]
+    unit = f"one per {cfg.txt_unit}" if Path(file).suffix.lower() == ".txt" else "one per row"
+    if group_column is None:
+        return {"": Source(pairs, rows.numbers, form, where, unit, rows.unit)}
+    _require(rows, [group_column], where, f"{group}.group_column")
     groups: dict[str, list[int]] = {}
-    for index, value in enumerate(values):
+    for index, value in enumerate(rows.columns[group_column]):
+        if value is None or not str(value).strip():
+            _refuse_blank(rows, group_column, where)
         groups.setdefault(str(value), []).append(index)
-    return {name: rows.select(indices) for name, indices in groups.items()}
+    return {name: Source([pairs[i] for i in indices], [rows.numbers[i] for i in indices], form,
+                         f"{where} {group_column}={name}", unit, rows.unit) for name, indices in groups.items()}
 
 
-def row_form(rows: Dataset, text: str, prompt: str, target: str, where: str, group: str) -> str:
-    """``pairs`` when both the prompt and the target column exist, else ``text``; checks the columns."""
-    present = set(rows.column_names)
-    if prompt in present or target in present:
-        _require(rows, [prompt, target], where, f"{group}.prompt_column/{group}.target_column")
-        _require_text(rows, [prompt, target], where)
+def row_form(rows: Rows, cfg: DataConfig | TestsetConfig, where: str, group: str) -> str:
+    """``pairs`` when the prompt or the target column exists (then both must), else ``text``."""
+    if cfg.prompt_column in rows.columns or cfg.target_column in rows.columns:
+        _require(rows, [cfg.prompt_column, cfg.target_column], where, f"{group}.prompt_column/{group}.target_column")
         return "pairs"
-    _require(rows, [text], where, f"{group}.text_column (or {group}.prompt_column/{group}.target_column)")
-    _require_text(rows, [text], where)
+    _require(rows, [cfg.text_column], where, f"{group}.text_column (or {group}.prompt_column/{group}.target_column)")
     return "text"
 
 
-def _require(rows: Dataset, columns: list[str], where: str, setting: str) -> None:
-    if missing := [column for column in columns if column not in rows.column_names]:
+def _require(rows: Rows, columns: list[str], where: str, setting: str) -> None:
+    if missing := [column for column in columns if column not in rows.columns]:
         raise UntracError(f"{where}: no column {', '.join(map(repr, missing))} (columns: "
-                          f"{', '.join(rows.column_names)}); set {setting}")
+                          f"{', '.join(rows.columns)}); set {setting}")
 
 
-def _require_text(rows: Dataset, columns: list[str], where: str) -> None:
-    for column in columns:
-        if rows.features[column] not in TEXT_TYPES:
-            raise UntracError(f"{where}: column {column!r} must hold text, found {rows.features[column]}")
-        if missing := rows.data.column(column).null_count:
-            raise UntracError(f"{where}: {missing} of {len(rows)} rows have no {column!r} value")
+def _text_values(rows: Rows, column: str, where: str, may_be_blank: bool = False) -> list[str | None]:
+    """The column's values, refusing one that is not text and, unless ``may_be_blank``, one that is
+    missing, null, empty or only whitespace (nothing to learn or score; it would rank as a top example)."""
+    values = rows.columns[column]
+    for index, value in enumerate(values):
+        if value is not None and not isinstance(value, str):
+            raise UntracError(f"{where}: {rows.at(index)}: {column!r} must hold text, found "
+                              f"{type(value).__name__} {str(value)[:40]!r}")
+    if not may_be_blank and any(value is None or not value.strip() for value in values):
+        _refuse_blank(rows, column, where)
+    return values
 
 
-def non_blank(rows: Dataset, column: str, where: str) -> Dataset:
-    """Rows whose text is not blank (a blank text has nothing to learn or score); none left is an error."""
-    rows = rows.filter(lambda batch: [bool(t.strip()) for t in batch], batched=True, input_columns=column,
-                       desc="non-blank texts")
-    if len(rows) == 0:
-        raise UntracError(f"{where}: every {column!r} value is empty")
-    return rows
+def _refuse_blank(rows: Rows, column: str, where: str) -> None:
+    values = rows.columns[column]
+    bad = [i for i, value in enumerate(values) if value is None or not str(value).strip()]
+    first = bad[0]
+    message = f"{where}: {rows.at(first)}: " + (f"no {column!r} (missing or null)" if values[first] is None
+                                                 else f"empty {column!r}")
+    if len(bad) > 1:
+        shown = ", ".join(str(rows.numbers[i]) for i in bad[:SHOWN]) + (", …" if len(bad) > SHOWN else "")
+        message += f"; {len(bad)} rows have no or an empty {column!r} ({rows.unit}s {shown})"
+    raise UntracError(message)
 
 
-def to_pairs(rows: Dataset, form: str, text: str, prompt: str, target: str) -> list[Pair]:
-    """(prompt, target) per row; a text row is ("", text): every token counts."""
-    if form == "text":
-        return [("", value) for value in rows[text]]
-    return list(zip(rows[prompt], rows[target]))
+def named_sources(named: dict[str, str], path: str | None, group_column: str | None, group: str, key: str,
+                  label: str, cfg: DataConfig | TestsetConfig) -> dict[str, Source]:
+    """Name -> Source for ``{group}.{key}={name: file}`` and for the groups of ``{group}.path``."""
+    out: dict[str, Source] = {}
+    for name, file in named.items():
+        _add(out, str(name), file_sources(file, f"{group}.{key}.{name}", cfg, group)[""], label)
+    if path:
+        for name, source in file_sources(path, f"{group}.path", cfg, group, group_column).items():
+            _add(out, name, source, label)
+    return out
+
+
+def _add(out: dict, name: str, item, label: str) -> None:
+    if name in out:
+        raise UntracError(f"{label} name {name!r} is used twice: by {_where(out[name])} and by {_where(item)}")
+    out[name] = item
+
+
+def _where(item) -> str:
+    return item.where if isinstance(item, Source) else item["where"]
+
+
+def separator(value: str) -> str:
+    """``data.separator`` / ``testset.separator`` with ``\\n`` and ``\\t`` read as a newline and a tab:
+    Hydra keeps a command line's ``data.separator='\\n'`` as a backslash and an n."""
+    return value.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def max_length(cfg: DataConfig, arch) -> int:
+    """``data.max_length``, or by default the model's positions capped as run_clm.py caps block_size;
+    a value the user set larger than the model's positions is refused."""
+    if cfg.max_length is None:
+        return min(arch.max_length, MAX_LENGTH_CAP)
+    if cfg.max_length > arch.max_length:
+        raise UntracError(f"data.max_length={cfg.max_length} exceeds the model's {arch.max_length} positions; set "
+                          f"data.max_length<={arch.max_length} or leave it null (the model's own, "
+                          f"at most {MAX_LENGTH_CAP})")
+    return cfg.max_length
+
+
+def encode_source(source: Source, tokenizer, arch, length: int, separator: str) -> tuple[Dataset, int]:
+    """One example per row (``input_ids``, ``labels``, ``row``), and how many rows were chunked."""
+    if source.form == "text":
+        if arch.kind != "causal":
+            raise UntracError(f"{source.where}: text rows train a causal model; a seq2seq model needs prompt/target "
+                              "columns (data.prompt_column/data.target_column) or use a causal model")
+        columns, owners = encode_texts(tokenizer, [t for _, t in source.pairs], arch, length)
+        chunked = int((np.bincount(owners) > 1).sum())
+        return Dataset.from_dict({**columns, "row": [source.rows[o] for o in owners]}), chunked
+    encoded = encode_pairs(tokenizer, source.pairs, arch, length, separator)
+    if arch.kind == "causal":
+        if lost := [i for i, labels in enumerate(encoded["labels"]) if all(t == IGNORE for t in labels)]:
+            raise UntracError(f"{source.where}: {source.noun} {source.rows[lost[0]]}: the prompt fills all "
+                              f"{length} tokens (data.max_length), leaving no target token to score"
+                              f"{f' ({len(lost)} rows like it)' if len(lost) > 1 else ''}; shorten the prompt or raise "
+                              "data.max_length")
+    return encoded.add_column("row", source.rows), 0
 
 
 def load_train(cfg: DataConfig, tokenizer, arch, cache_dir: Path) -> dict[str, Dataset]:
-    """The tokenised training datasets of ``data=files``: pairs for encode_pairs, texts as blocks."""
-    cache_dir = Path(cache_dir) / "files"
-    sources = named_sources(cfg.train, cfg.path, cfg.group_column, "data", "train", "training dataset",
-                            cfg.text_column, cache_dir / "hf")
-    forms = {name: row_form(s.rows, cfg.text_column, cfg.prompt_column, cfg.target_column, s.where, "data")
-             for name, s in sources.items()}
+    """The tokenised training datasets of ``data=files``, one example per row (chunks of a long text row),
+    each file read and tokenised once per settings and tokenizer, then served from the cache."""
+    default_block = next(f.default for f in fields(DataConfig) if f.name == "block_size")
+    if cfg.block_size != default_block:
+        raise UntracError(f"data.block_size={cfg.block_size} is pile8's (blocks across documents); data=files keeps "
+                          "one row per example: set data.max_length instead")
+    length = max_length(cfg, arch)
+    cache = Cache(Path(cache_dir) / "files")
+    files = [(f"data.train.{name}", file, None, str(name)) for name, file in cfg.train.items()]
+    if cfg.path:
+        files.append(("data.path", cfg.path, cfg.group_column, None))
+    settings = {"columns": [cfg.text_column, cfg.prompt_column, cfg.target_column],
+                "separator": separator(cfg.separator), "txt_unit": cfg.txt_unit, "max_length": length,
+                "tokenizer": tokenizer_fingerprint(tokenizer), "bos": tokenizer.bos_token_id,
+                "arch": [arch.kind, arch.eos_id], "format": FORMAT}
+    out, found = {}, {}
+    for setting, file, group_column, name in files:
+        where = f"{setting} ({file})"
+        if not Path(file).exists():  # before identity(), which needs the file
+            raise UntracError(f"{setting}: {file} not found")
+        fields_ = {"file": identity(file), "group_column": group_column, **settings}
+        entry = cache.build("tokenised", fields_, lambda tmp, f=file, s=setting, g=group_column:
+                            _tokenise(f, s, g, cfg, tokenizer, arch, length, tmp))
+        for item in json.loads((entry / "datasets.json").read_text()):
+            item = {**item, "path": str(entry / item["folder"]),
+                    "where": where if name is not None else f"{where} {group_column}={item['name']}"}
+            _add(found, name if name is not None else item["name"], item, "training dataset")
+    for dataset, item in found.items():
+        out[dataset] = datasets.load_from_disk(item["path"])
+        chunks = (f"; {item['chunked']} row{'s' * (item['chunked'] > 1)} longer than {length} tokens "
+                  "(data.max_length) chunked within the row"
+                  if item["chunked"] else "")
+        log.info("training dataset %s, %s: %d rows, %d examples (%s%s)", dataset, item["where"], item["rows"],
+                 len(out[dataset]), item["unit"], chunks)
+    forms = {name: item["form"] for name, item in found.items()}
     if len(set(forms.values())) > 1:
         by_form = {form: [name for name, f in forms.items() if f == form] for form in ("pairs", "text")}
         raise UntracError(f"training datasets mix prompt/target rows ({', '.join(by_form['pairs'])}) and text rows "
                           f"({', '.join(by_form['text'])}): give every dataset the same columns")
-    out = {}
-    for name, source in sources.items():
-        if forms[name] == "pairs":
-            pairs = to_pairs(source.rows, "pairs", cfg.text_column, cfg.prompt_column, cfg.target_column)
-            out[name] = encode_pairs(tokenizer, pairs, arch)
-        else:
-            out[name] = text_blocks(name, source, cfg, tokenizer, arch, cache_dir)
-        log.info("training dataset %s: %d %s from %s", name, len(out[name]),
-                 "examples" if forms[name] == "pairs" else f"blocks of {cfg.block_size} tokens", source.where)
     return out
 
 
-def text_blocks(name: str, source: Source, cfg: DataConfig, tokenizer, arch, cache_dir: Path) -> Dataset:
-    """Texts → ``block_size``-token blocks (``corpora.build_blocks``), cached by file identity."""
-    rows, where = source.rows, source.where
-    if arch.kind != "causal":
-        raise UntracError(f"{where}: text rows train a causal model on token blocks; a seq2seq model needs "
-                          f"prompt/target columns (data.prompt_column/data.target_column) or use a causal model")
-    if cfg.block_size > arch.max_length:
-        raise UntracError(f"data.block_size={cfg.block_size} exceeds the model's {arch.max_length} positions; "
-                          f"set data.block_size<={arch.max_length}")
-    texts = non_blank(rows.select_columns([cfg.text_column]), cfg.text_column, where)
-    if cfg.text_column != "text":
-        texts = texts.rename_column(cfg.text_column, "text")
-    fields = {"name": name, "source": identity(source.file), "where": source.where, "text_column": cfg.text_column,
-              "tokenizer": tokenizer_fingerprint(tokenizer), "block_size": cfg.block_size, "format": 1}
-
-    def write(tmp: Path) -> None:
-        try:  # a subfolder named after the dataset, so build_blocks' messages name it
-            build_blocks(texts, tokenizer, cfg.block_size, None, 0, tmp / "blocks" / name)
-        except UntracError as err:
-            raise UntracError(f"training dataset {err} ({where}); lower data.block_size") from err
-
-    entry = Cache(cache_dir).build("blocks", fields, write)
-    return datasets.load_from_disk(str(entry / "blocks" / name))
+def _tokenise(file: str, setting: str, group_column: str | None, cfg: DataConfig, tokenizer, arch, length: int,
+              tmp: Path) -> None:
+    """A cache entry: one save_to_disk folder per dataset of ``file``, listed in datasets.json."""
+    listed = []
+    for k, (name, source) in enumerate(file_sources(file, setting, cfg, "data", group_column).items()):
+        encoded, chunked = encode_source(source, tokenizer, arch, length, separator(cfg.separator))
+        if len(encoded) == 0:  # not for a checked file; kept because an empty dataset would fail only after θ0 trained
+            raise UntracError(f"{source.where}: no examples")
+        encoded.save_to_disk(str(tmp / f"d{k}"))
+        listed.append({"name": name, "folder": f"d{k}", "form": source.form,
+                       "rows": len(source.rows), "chunked": chunked, "unit": source.unit})
+    (tmp / "datasets.json").write_text(json.dumps(listed))
 
 
-def load_test(cfg: TestsetConfig, seed: int, cache_dir: Path) -> dict[str, list[Pair]]:
+def load_test(cfg: TestsetConfig, seed: int, cache_dir: Path | None = None) -> dict[str, list[Pair]]:
     """The test subsets of ``testset=files`` as pairs, at most ``per_subset`` each (seeded, file order)."""
-    sources = named_sources(cfg.subsets, cfg.path, cfg.group_column, "testset", "subsets", "test subset",
-                            cfg.text_column, Path(cache_dir) / "files" / "hf")
+    sources = named_sources(cfg.subsets, cfg.path, cfg.group_column, "testset", "subsets", "test subset", cfg)
     out = {}
     for name, source in sources.items():
-        rows = source.rows
-        form = row_form(rows, cfg.text_column, cfg.prompt_column, cfg.target_column, source.where, "testset")
-        if form == "text":
-            rows = non_blank(rows, cfg.text_column, source.where)
-        if len(rows) > cfg.per_subset:  # a stream per subset, so one subset's size moves no other
+        pairs = source.pairs
+        if len(pairs) > cfg.per_subset:  # a stream per subset, so one subset's size moves no other
             rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-            rows = rows.select(np.sort(rng.choice(len(rows), cfg.per_subset, replace=False)))
-            log.info("test subset %s: %d of its rows sampled (testset.per_subset)", name, cfg.per_subset)
-        out[name] = to_pairs(rows, form, cfg.text_column, cfg.prompt_column, cfg.target_column)
+            pairs = [pairs[i] for i in np.sort(rng.choice(len(pairs), cfg.per_subset, replace=False))]
+            log.info("test subset %s: %d of its %d rows sampled (testset.per_subset)", name, cfg.per_subset,
+                     len(source.pairs))
+        log.info("test subset %s, %s: %d examples (%s)", name, source.where, len(pairs), source.unit)
+        out[name] = pairs
     return out
 
 

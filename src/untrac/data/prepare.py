@@ -7,7 +7,7 @@ from pathlib import Path
 import datasets
 
 from untrac.config import DataConfig, TestsetConfig
-from untrac.data.collate import encode_pairs
+from untrac.data.collate import IGNORE, encode_pairs
 from untrac.errors import UntracError
 from untrac.models import Arch
 
@@ -18,6 +18,14 @@ log = logging.getLogger(__name__)
 class Task:
     train: dict[str, datasets.Dataset]  # full training datasets, in a fixed order
     test: dict[str, datasets.Dataset]  # test subsets
+
+
+def _check_targets_fit(test: dict[str, datasets.Dataset], arch: Arch) -> None:
+    """A test pair whose prompt fills the model's positions would score no token (a loss of 0)."""
+    for name, ds in test.items():
+        if arch.kind == "causal" and (lost := sum(all(t == IGNORE for t in labels) for labels in ds["labels"])):
+            raise UntracError(f"test subset {name!r}: {lost} of its rows keep no target token within the model's "
+                              f"{arch.max_length} positions (their prompts fill them); shorten those prompts")
 
 
 def _check_nonempty(sets: dict[str, datasets.Dataset], what: str) -> None:
@@ -73,13 +81,20 @@ def load_task(data: DataConfig, testset: TestsetConfig, tokenizer, arch: Arch, c
                                data.seed, Path(cache_dir) / "corpora")
     if testset.max_subsets:
         subsets = dict(list(subsets.items())[:testset.max_subsets])
-    test = {name: encode_pairs(tokenizer, pairs, arch) for name, pairs in subsets.items()}
+    # testset=files' separator; the paper's test sets keep their prompts' own ending ("").
+    from untrac.data.files import separator as files_separator
+
+    separator = files_separator(testset.separator) if testset.name == "files" else ""
+    test = {name: encode_pairs(tokenizer, pairs, arch, separator=separator) for name, pairs in subsets.items()}
+    if testset.name == "files":
+        _check_targets_fit(test, arch)
     _check_nonempty(train, "training dataset")
     _check_nonempty(test, "test subset")
     return Task(train=train, test=test)
 
 
-FILES_FIELDS = ("train", "path", "group_column", "text_column", "prompt_column", "target_column")
+FILES_FIELDS = ("train", "path", "group_column", "text_column", "prompt_column", "target_column", "max_length",
+                "separator", "txt_unit")
 
 
 def data_key(data: DataConfig) -> dict:
