@@ -129,6 +129,17 @@ def test_groundtruth_none_works_with_every_method(tmp_path, method):
     assert len(results.examples) == (2 if plugin.needs.examples else 0)
 
 
+def test_one_training_dataset_with_a_ground_truth_is_refused_before_training(tmp_path, monkeypatch):
+    import untrac.pipeline
+
+    monkeypatch.setattr(untrac.pipeline, "train", lambda *a, **k: pytest.fail("trained before the check"))
+    exp = Experiment(Config(**TINY, cache_dir=str(tmp_path), groundtruth=GroundTruthConfig(mode="none")))
+    exp.task.train = {"dataset1": exp.task.train["dataset1"]}
+    exp.cfg.groundtruth = GroundTruthConfig()
+    with pytest.raises(UntracError, match="one training dataset \\(dataset1\\).*groundtruth.mode=none"):
+        exp._check_batch_sizes()
+
+
 def test_batch_size_is_checked_against_the_pools_that_are_trained(tmp_path):
     """32 examples in 4 datasets of 8: θ−Z pools hold 24, θ0's 32; mode=none trains only θ0."""
     big = {**TINY, "train": TrainConfig(steps=4, batch_size=30)}

@@ -71,3 +71,23 @@ def test_top_k_removal_against_the_mean_of_every_k_subset():
     assert picked == 7.0
     pairs = [effect[x] + effect[y] for x, y in itertools.combinations(NAMES, 2)]
     assert mean == pytest.approx(sum(pairs) / len(pairs))
+
+
+def test_bank_floor_compares_seed_halves_over_the_subsets():
+    import numpy as np
+    import pandas as pd
+
+    from untrac.subsets import bank_floor
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for s in every_subset(NAMES)[1:]:
+        signal = float(len(s))
+        for seed, noise in ((0, 0.0), (1000, 0.0), (1, 1.0)):
+            rows.append({"run": 0, "seed": seed, "removed": "+".join(sorted(s)), "test_subset": "t",
+                         "influence": signal + noise * rng.normal(scale=5.0)})
+    frame = pd.DataFrame(rows)
+    assert bank_floor(frame[frame.seed != 1]) == pytest.approx(1.0)  # two noiseless seeds agree exactly
+    noisy = bank_floor(frame[frame.seed != 1000])
+    assert noisy < 0.9
+    assert math.isnan(bank_floor(frame[frame.seed == 0]))  # one seed: nothing to compare

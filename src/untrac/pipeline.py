@@ -105,6 +105,10 @@ class Experiment:
         if cfg.train.steps == 0:
             return  # nothing is trained
         trains_loo = cfg.groundtruth.mode != "none"  # θ−Z are trained only with a ground truth
+        if trains_loo and len(sizes) < 2:
+            raise UntracError(f"one training dataset ({', '.join(sizes)}): leaving it out leaves nothing to train "
+                              "on, so there is no leave-dataset-out ground truth; give two or more datasets or "
+                              "set groundtruth.mode=none")
         smallest_pool = sum(sizes.values()) - (max(sizes.values()) if trains_loo and len(sizes) > 1 else 0)
         if self.bank:  # the bank's smallest pool that is trained at all (θ−D is the initial weights)
             smallest_pool = min(sum(n for z, n in sizes.items() if z not in s) for s in self.bank if len(s) < len(sizes))

@@ -131,3 +131,20 @@ def bank_tables(influence: pd.DataFrame, subsets: pd.DataFrame, names: Sequence[
             "shapley": pd.DataFrame(shap, columns=["run", "train_dataset", "test_subset", "shapley", "loo"]),
             "additivity": pd.DataFrame(add, columns=["run", "test_subset", "additivity"]),
             "removal": pd.DataFrame(removal, columns=["method", "run", "test_subset", "k", "loss_change", "mean_k"])}
+
+
+def bank_floor(subsets: pd.DataFrame) -> float:
+    """The bank's own noise floor, the ceiling of any method's LDS: Spearman over the non-empty
+    subsets between v(S) of two disjoint halves of the ground-truth seeds (first ⌊S/2⌋ seeds against
+    the next ⌊S/2⌋), averaged over (run, test subset). NaN with fewer than two seeds."""
+    values = []
+    for _, frame in subsets[subsets.removed.fillna("") != ""].groupby(["run", "test_subset"], sort=False):
+        seeds = sorted(frame.seed.unique())
+        half = len(seeds) // 2
+        if half == 0:
+            continue
+        cells = frame.pivot_table(index="removed", columns="seed", values="influence")
+        a, b = cells[seeds[:half]].mean(axis=1), cells[seeds[half:2 * half]].mean(axis=1)
+        if len(a) >= 3 and np.ptp(a) > 0 and np.ptp(b) > 0:
+            values.append(stats.spearmanr(a, b).statistic)
+    return float(np.mean(values)) if values else math.nan

@@ -28,7 +28,7 @@ def compose(*overrides: str, hydra: bool = True):
 
 def test_one_experiment_file_per_result():
     names = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
-    assert names == sorted((*TARGETS, "pile8"))
+    assert names == sorted((*TARGETS, "pile8", "lds", "lds_pile8"))
     assert sorted([f"{t}_{s}" for t in TARGETS for s in ("cpu", "paper")] + ["pile8_cpu"]) == sorted(BEFORE)
 
 

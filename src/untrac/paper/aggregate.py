@@ -32,7 +32,7 @@ from untrac.paper.sweeps import Job, find_sweeps, read_jobs
 from untrac.record import CORRELATIONS, INFLUENCE, TRUTH, load_config, read_frame
 from untrac.report import mean_std, write_table
 
-TARGETS = ("table2", "table3", "table4", "table5", "fig2", "fig3", "fig4")
+TARGETS = ("table2", "table3", "table4", "table5", "fig2", "fig3", "fig4", "lds")
 TABLES = ("table2", "table3", "table4", "table5")
 FIGURES = ("fig2", "fig3", "fig4")
 
@@ -120,7 +120,13 @@ def _generic(name):
     return build
 
 
-BUILDERS = {"table2": _table2, "table3": _table3_5("table3"), "table5": _table3_5("table5"), "table4": _table4,
+def _lds(f, jobs, png):
+    from untrac.paper import lds
+
+    return (*lds.build(jobs, png.parent.parent / "tables" / png.stem, png), None)
+
+
+BUILDERS = {"lds": _lds, "table2": _table2, "table3": _table3_5("table3"), "table5": _table3_5("table5"), "table4": _table4,
             "fig2": _fig2, "fig3": _fig3, "fig4": _fig4}
 
 
@@ -196,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     experiment = str(ok[0].config.get("experiment") or "results")
     target = args.target or next((t for t in TARGETS if experiment.split("_")[0] == t), None) or experiment
-    grouped = _groups(ok, swept, args.split)
+    # lds pools sweeps of different models and data on purpose: its builder keeps each data set apart
+    grouped = ([ok], []) if target == "lds" else _groups(ok, swept, args.split)
     if grouped is None:
         return 3
     groups, bad = grouped

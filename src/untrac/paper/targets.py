@@ -35,7 +35,7 @@ from untrac.paper import REPO
 
 # target → the experiment parts it runs (each `experiment=<part> scale=<scale>` is one sweep)
 PARTS = {"table2": ["table2"], "table3": ["table3"], "table5": ["table3"], "table4": ["table4", "table4_lr"],
-         "fig2": ["fig2", "fig2_inv"], "fig3": ["fig3", "fig3_b256"], "fig4": ["fig4"]}
+         "fig2": ["fig2", "fig2_inv"], "fig3": ["fig3", "fig3_b256"], "fig4": ["fig4"], "lds": ["lds", "lds_pile8"]}
 # swept keys that change which models are trained; every other swept key is pinned in the prefill
 MODEL_KEYS = ("data", "model", "train", "groundtruth", "seed", "runs")
 LAUNCHER_ARGS = {  # job limits for the submitit launchers, per scale (minutes)
