@@ -35,7 +35,7 @@ def test_default_is_the_embedded_job():
 
 
 @pytest.mark.parametrize("group,options", [
-    ("model", ["t5_tiny", "opt_tiny", "t5xl", "opt125m", ["local", "model.name_or_path=/ckpt"]]),
+    ("model", ["t5_tiny", "opt_tiny", "t5xl", "opt125m", ["local", "model.name_or_path=/ckpt", "groundtruth.mode=none"]]),
     ("method", sorted(registry())),
     ("optim", ["sgd", "sgd_momentum", "rmsprop", "adam", "adafactor"]),
 ])
@@ -129,7 +129,7 @@ def test_hif_lissa_scale_is_auto_or_a_positive_number():
 def test_own_files_and_checkpoint_compose_from_the_command_line():
     """Dict values given on the command line replace the presets' empty maps (Hydra's struct lock is off there)."""
     cfg = load("data=files", "data.train={news: /d/a.jsonl, code: 'b c.parquet'}", "testset=files",
-               "testset.subsets={toxic: /d/t.jsonl}", "model=local", "model.name_or_path=/ckpt", "train.steps=0")
+               "testset.subsets={toxic: /d/t.jsonl}", "model=local", "model.name_or_path=/ckpt", "groundtruth.mode=none")
     assert cfg.data.train == {"news": "/d/a.jsonl", "code": "b c.parquet"} and cfg.data.kind == "files"
     assert cfg.testset.subsets == {"toxic": "/d/t.jsonl"} and cfg.train.steps == 0
     assert (cfg.model.arch, cfg.model.tokenizer) == ("auto", "/ckpt")  # the tokenizer defaults to the folder
@@ -141,12 +141,59 @@ def test_own_files_and_checkpoint_compose_from_the_command_line():
         load("data=files", "testset=files", "testset.subsets={t: t.jsonl}")
 
 
-def test_given_model_cannot_be_trained_for_epochs():
-    from untrac.config import GroundTruthConfig
+def test_a_checkpoint_is_theta0_as_saved_unless_train_steps_is_given():
+    """model=local: nothing is trained by default; the leave-dataset-out models then cannot exist."""
+    local = ("model=local", "model.name_or_path=/ckpt")
+    assert load(*local, "groundtruth.mode=none").train.steps == 0
+    assert load(*local, "groundtruth.mode=none", "train.steps=7").train.steps == 7
+    assert load(*local, "train.steps=7").groundtruth.mode == "fixed_steps"
+    assert load().train.steps == 200  # a model built from scratch still trains
+    for mode in ("fixed_steps", "all_examples"):
+        with pytest.raises(UntracError, match=rf"^groundtruth\.mode={mode} trains leave-dataset-out models, which "
+                           r"need train\.steps > 0 .*give train\.steps=<n> or groundtruth\.mode=none$"):
+            load(*local, f"groundtruth.mode={mode}")
 
-    with pytest.raises(UntracError, match="train.steps=0 .* groundtruth.mode=all_examples"):
-        Config(train=TrainConfig(steps=0), groundtruth=GroundTruthConfig(mode="all_examples"))
-    Config(train=TrainConfig(steps=0), groundtruth=GroundTruthConfig(mode="none"))  # the everyday use
+
+def test_theta0_is_stated_in_words():
+    from untrac.config import theta0_text
+
+    local = ("model=local", "model.name_or_path=/ckpt")
+    assert theta0_text(load(*local, "groundtruth.mode=none")) == "checkpoint /ckpt as saved, not trained (train.steps=0)"
+    assert theta0_text(load(*local, "train.steps=5")) == "checkpoint /ckpt finetuned 5 steps"
+    assert theta0_text(load()) == "t5_tiny trained 200 steps from random init"
+    assert theta0_text(load("groundtruth.mode=all_examples", "train.epochs=2")) == (
+        "t5_tiny trained 2 epoch(s) from random init")
+    assert theta0_text(load("model=t5xl")).startswith("t5xl (pretrained google/t5-xl-lm-adapt) finetuned")
+
+
+@pytest.mark.parametrize("overrides,line", [
+    (["seed=-1"], "seed=-1 must be >= 0"),
+    (["seed=100000000000000"], "seed=100000000000000 is too large: the largest seed it gives, seed + (runs - 1) + "
+                                 "1000·(groundtruth.seeds - 1) = 100000000000000, must be < 2**32"),
+    (["seed=4294961000", "groundtruth.seeds=8"], "seed=4294961000 is too large"),  # its 8th truth seed is not
+    (["data.seed=-3"], "data.seed=-3 must be in [0, 2**32)"),
+    (["cache_dir="], "cache_dir is empty: give a folder (the default is outputs/cache)"),
+    (["cache_dir= "], "cache_dir is empty"),
+    (["data=files", "data.train={questions: q.jsonl, news: n.jsonl}", "testset=files",
+      "testset.subsets={questions: t.jsonl}"],
+     "testset.subsets.questions has the name of training dataset data.train.questions: rename one"),
+])
+def test_values_no_schema_type_catches_are_one_line_naming_the_key(overrides, line):
+    with pytest.raises(UntracError) as err:
+        load(*overrides)
+    assert str(err.value).startswith(line) and "\n" not in str(err.value)
+
+
+def test_largest_seed_is_the_largest_truth_seed():
+    """The seed check bounds exactly the seeds the ground truth uses (untrac.groundtruth.truth_seeds)."""
+    from untrac.config import largest_seed
+    from untrac.groundtruth import truth_seeds
+
+    cfg = load("seed=5", "runs=3", "groundtruth.seeds=4")
+    assert largest_seed(cfg) == max(s for run in range(3) for s in truth_seeds(cfg, run)) == 3007
+    assert load("seed=4294967295").seed == 2**32 - 1  # numpy's largest seed, alone: accepted
+    with pytest.raises(UntracError, match=r"^seed=4294967295 is too large"):
+        load("seed=4294967295", "runs=2")
 
 
 def test_method_options_and_the_registry_match():

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from untrac.cache import Cache, load_weights, make_key, save_weights
+from untrac.checks import before_training
 from untrac.config import Config
 from untrac.data.prepare import data_key, load_task, sample
 from untrac.errors import UntracError
@@ -84,14 +85,25 @@ class Experiment:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
+        before_training(cfg)  # an unusable cache_dir or a missing data file: one line, now
         self.cache = Cache(cfg.cache_dir)
         self.device = resolve_device(cfg.device)
         self.tokenizer = load_tokenizer(cfg.model)
         self.arch = model_arch(cfg.model, self.tokenizer)  # building a model here would load its weights
         self.task = load_task(cfg.data, cfg.testset, self.tokenizer, self.arch, Path(cfg.cache_dir))
+        self._check_names()
         self.results = Results(influence=pd.DataFrame(), truth=pd.DataFrame())
         self.truth = GroundTruth(cfg, list(self.task.train), self.trained, self.test_losses, self.results.counters)
         self._check_batch_sizes()
+
+    def _check_names(self) -> None:
+        """A test subset named like a training dataset would make every result row ambiguous (names
+        from a map are refused by the config; these came from a group_column or a corpus)."""
+        clash = sorted(set(self.task.train) & set(self.task.test))
+        if clash:
+            where = f"testset.group_column={self.cfg.testset.group_column}" if self.cfg.testset.group_column else "testset"
+            raise UntracError(f"{where}: test subset {clash[0]!r} has the name of a training dataset: rename one "
+                              "(results name both by it)")
 
     def _check_batch_sizes(self) -> None:
         """A batch larger than the data it draws from is a mistake: say so before any training."""
