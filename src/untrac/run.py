@@ -72,10 +72,11 @@ def _try_write(write_text, path: Path, text: str) -> None:
 
 
 def _run(cfg, out_dir: Path) -> None:
-    from untrac.checks import writable_folder
+    from untrac.checks import before_training, writable_folder
     from untrac.config import theta0_text
 
-    writable_folder(out_dir, "hydra.run.dir")  # before the heavy imports and any training
+    writable_folder(out_dir, "hydra.run.dir")  # the file system, before the heavy imports and any training
+    before_training(cfg)
     from untrac.pipeline import run_experiment
     from untrac.report import write_run
 
