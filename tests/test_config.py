@@ -197,13 +197,27 @@ def test_largest_seed_is_the_largest_truth_seed():
 
 
 def test_method_options_and_the_registry_match():
-    """Adding a method = its module + conf/method/<name>.yaml: every option composes to a registered
-    method, every registered method has its option, and nothing else lists the names."""
+    """Adding a method = its schema in untrac.method_config.SCHEMAS + its module + conf/method/<name>.yaml:
+    every option composes to a registered method, every registered method has its option and the
+    schema the config was composed with, and nothing else lists the names."""
+    from untrac.method_config import SCHEMAS
+
     options = {path.stem: load(f"method={path.stem}").method for path in sorted((CONF / "method").glob("*.yaml"))}
     assert all(cfg.name in registry() and isinstance(cfg, registry()[cfg.name].config) for cfg in options.values())
     assert set(registry()) <= set(options)
+    package = {name: m.config for name, m in registry().items() if m.score.__module__.startswith("untrac.methods.")}
+    assert package == SCHEMAS
     assert options["hif_arnoldi_pile8"].name == "hif_arnoldi"  # a preset of a method (paper §5.2: n=200, p=100)
     assert (options["hif_arnoldi_pile8"].arnoldi_iterations, options["hif_arnoldi_pile8"].arnoldi_topk) == (200, 100)
+
+
+def test_a_method_registering_another_schema_than_declared_is_refused(monkeypatch):
+    from untrac.method_config import SCHEMAS, GradConfig, MethodConfig
+    from untrac.methods import Method, register
+
+    monkeypatch.setitem(SCHEMAS, "toy_declared", GradConfig)
+    with pytest.raises(UntracError, match="registers MethodConfig, but untrac.method_config.SCHEMAS declares GradConfig"):
+        register(Method("toy_declared", MethodConfig, lambda context: None))
 
 
 def test_a_key_of_another_method_is_rejected():
@@ -271,3 +285,61 @@ def test_group_yamls_hold_only_what_differs_from_the_schema(group):
         schema = _leaves(_schema_defaults(group, path.stem))
         repeated = [k for k, v in _leaves(values).items() if k in schema and schema[k] == v]
         assert not repeated, f"{path.name} repeats the schema's {repeated}"
+
+
+@pytest.mark.parametrize("override,line", [
+    ("data.train={a: a.jsonl, a: b.jsonl, c: c.jsonl}", "data.train gives the key 'a' twice"),
+    ("+testset.subsets={q: q.jsonl, r: r.csv, q: s.csv}", "testset.subsets gives the key 'q' twice"),
+    ("data.custom_sizes={arxiv: 3, arxiv: 4}", "data.custom_sizes gives the key 'arxiv' twice"),
+    ("data.train={a: x.jsonl},{b: y.jsonl, b: z.jsonl}", "data.train gives the key 'b' twice"),  # a sweep
+])
+def test_a_key_given_twice_in_a_command_line_map_is_refused(override, line):
+    from untrac.checks import duplicate_keys
+
+    with pytest.raises(UntracError, match=f"^{line}: each needs its own name"):
+        duplicate_keys(["method=graddot", override])
+    if override.startswith("data.train={a: a"):  # what Hydra composes from it: b.jsonl, a.jsonl silently gone
+        assert load("data=files", "testset=toxigen", override).data.train == {"a": "b.jsonl", "c": "c.jsonl"}
+
+
+def test_maps_without_a_repeated_key_pass_the_duplicate_check():
+    from untrac.checks import duplicate_keys
+
+    duplicate_keys(["data.train={a: a.jsonl, b: b.jsonl}", "testset.subsets={a: a.jsonl}", "seed=3",
+                    "data.train={a: [1,", "-m", "model.name=a"])  # a parse error is left for Hydra to report
+
+
+def test_an_unusable_cache_dir_or_a_missing_file_is_one_line_before_any_training(tmp_path):
+    from untrac.checks import before_training
+
+    (tmp_path / "a.jsonl").write_text('{"text": "x"}\n')
+    good = ("data=files", f"data.train={{a: {tmp_path}/a.jsonl, b: {tmp_path}/a.jsonl}}", "testset=files",
+            f"testset.subsets={{t: {tmp_path}/a.jsonl}}", f"cache_dir={tmp_path}/new/cache")
+    before_training(load(*good))
+    assert (tmp_path / "new" / "cache").is_dir()  # made now, and a file written in it
+    cases = [(f"cache_dir={tmp_path}/a.jsonl", f"cache_dir={tmp_path}/a.jsonl is a file, not a folder"),
+             ("cache_dir=/proc/untrac/cache", "cache_dir=/proc/untrac/cache is not a writable folder: "),
+             (f"data.train={{a: {tmp_path}/a.jsonl, b: {tmp_path}/nowhere.jsonl}}",
+              f"data.train.b: {tmp_path}/nowhere.jsonl not found"),
+             (f"testset.subsets={{t: {tmp_path}/t.csv}}", f"testset.subsets.t: {tmp_path}/t.csv not found")]
+    for override, line in cases:
+        with pytest.raises(UntracError) as err:
+            before_training(load(*good, override))
+        assert str(err.value).startswith(line) and "\n" not in str(err.value), override
+
+
+def test_a_test_subset_named_like_a_training_dataset_read_from_a_column_is_refused(tmp_path):
+    """Names that come from a group_column are known only once the file is read: Experiment checks."""
+    import json
+
+    from untrac.pipeline import Experiment
+
+    rows = [{"source": z, "prompt": f"{z}{i} ", "target": "x"} for z in ("questions", "news") for i in range(4)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "test.jsonl").write_text(json.dumps({"prompt": "q ", "target": "a"}) + "\n")
+    cfg = load("data=files", f"data.path={tmp_path}/train.jsonl", "data.group_column=source", "testset=files",
+               f"testset.subsets={{questions: {tmp_path}/test.jsonl}}", f"cache_dir={tmp_path}/cache",
+               "model.d_model=8", "model.num_heads=2", "model.d_ff=8", "model.num_layers=1", "device=cpu")
+    with pytest.raises(UntracError, match=r"^testset\.subsets\.questions has the name of training dataset "
+                       r"data\.path \(source=questions\): rename one"):
+        Experiment(cfg)

@@ -97,12 +97,14 @@ class Experiment:
         self._check_batch_sizes()
 
     def _check_names(self) -> None:
-        """A test subset named like a training dataset would make every result row ambiguous (names
-        from a map are refused by the config; these came from a group_column or a corpus)."""
+        """A test subset named like a training dataset would make every result row ambiguous (two maps
+        are compared by the config; names from a group_column are known only now)."""
         clash = sorted(set(self.task.train) & set(self.task.test))
         if clash:
-            where = f"testset.group_column={self.cfg.testset.group_column}" if self.cfg.testset.group_column else "testset"
-            raise UntracError(f"{where}: test subset {clash[0]!r} has the name of a training dataset: rename one "
+            name, data, testset = clash[0], self.cfg.data, self.cfg.testset
+            test_key = _source_key("testset", "subsets", testset.subsets, testset.group_column, name)
+            train_key = _source_key("data", "train", data.train, data.group_column, name)
+            raise UntracError(f"{test_key} has the name of training dataset {train_key}: rename one "
                               "(results name both by it)")
 
     def _check_batch_sizes(self) -> None:
@@ -276,6 +278,13 @@ class Experiment:
             return
         self.results.truth_seeds = pd.concat([self.results.truth_seeds, per_seed], ignore_index=True)
         self.results.truth = pd.concat([self.results.truth, mean_over_seeds(per_seed)], ignore_index=True)
+
+
+def _source_key(group: str, key: str, named: dict, column: str | None, name: str) -> str:
+    """The setting a dataset's name came from: ``data.train.news`` or ``data.path (source=news)``."""
+    if name in named:
+        return f"{group}.{key}.{name}"
+    return f"{group}.path ({column}={name})" if column else f"{group} {name!r}"
 
 
 def run_experiment(cfg: Config) -> Results:
