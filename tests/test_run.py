@@ -51,6 +51,7 @@ BAD_INPUTS = [  # (overrides, the culprit its one error line must name)
     (["seed=-1"], "seed=-1"),
     (["cache_dir="], "cache_dir is empty"),
     (["cache_dir=README.md"], "cache_dir=README.md is a file"),  # the cwd is the repo
+    (["hydra.run.dir=README.md/run"], "cannot write README.md/run: Not a directory"),
 ]
 
 

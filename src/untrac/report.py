@@ -156,7 +156,8 @@ def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, secon
     if examples is not None and len(examples):
         write_frame(out_dir, EXAMPLES, examples)
     nonfinite = counters.get("nonfinite", [])
-    text = summary_markdown(influence, truth, corr, seconds, title, nonfinite, floor, counters.get("hif_solver"), theta0)
+    text = summary_markdown(influence, truth, corr, seconds, title, nonfinite, floor, counters.get("hif_solver"),
+                            theta0)
     write_text(out_dir / SUMMARY, text)
     summary = summarize(corr) if len(corr) else pd.DataFrame()
     metrics = {

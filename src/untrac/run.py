@@ -38,6 +38,7 @@ def _task(raw) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from untrac.checks import writable_folder
     from untrac.config import typed_config
     from untrac.errors import UntracError
     from untrac.record import FAILED, TRACEBACK, write_text
@@ -47,36 +48,38 @@ def _task(raw) -> None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         cfg = typed_config(raw)  # as RunRecord.load reads it back from .hydra/config.yaml
+        writable_folder(out_dir, "hydra.sweep.dir" if multirun else "hydra.run.dir")
         _run(cfg, out_dir)
     except Exception as err:  # noqa: BLE001 - every failure becomes one line + a file in the run dir
         user_error = isinstance(err, UntracError) or isinstance(err.__cause__, UntracError)
         message = _one_line(err.__cause__ if isinstance(err.__cause__, UntracError) else err)
         if not user_error:
             message = f"{type(err).__name__}: {message} (traceback in {out_dir / TRACEBACK})"
-            _try_write(write_text, out_dir / TRACEBACK, traceback.format_exc())
-        _try_write(write_text, out_dir / FAILED, message + "\n")
+            _written(write_text, out_dir / TRACEBACK, traceback.format_exc())
+        if not _written(write_text, out_dir / FAILED, message + "\n"):
+            message += f" ({FAILED} could not be written either)"
         if not multirun:
             raise SystemExit(f"untrac: error: {message}")
         log.error("job failed: %s", message)
         FAILURES.append(f"{out_dir}: {message}")
 
 
-def _try_write(write_text, path: Path, text: str) -> None:
-    """FAILED / traceback.txt where the disk allows; the error line is printed either way."""
+def _written(write_text, path: Path, text: str) -> bool:
+    """FAILED / traceback.txt where the disk allows: the error line is printed either way."""
     from untrac.errors import UntracError
 
     try:
         write_text(path, text)
-    except UntracError as err:
-        log.error("%s", err)
+    except UntracError:
+        return False
+    return True
 
 
 def _run(cfg, out_dir: Path) -> None:
-    from untrac.checks import before_training, writable_folder
+    from untrac.checks import before_training
     from untrac.config import theta0_text
 
-    writable_folder(out_dir, "hydra.run.dir")  # the file system, before the heavy imports and any training
-    before_training(cfg)
+    before_training(cfg)  # the file system, before the heavy imports and any training
     from untrac.pipeline import run_experiment
     from untrac.report import write_run
 
