@@ -60,6 +60,7 @@ class GradCosConfig(GradConfig):
         super().__post_init__()
         one_of(self.variant, ("default", "summed"), "method.variant")
 
+
 @dataclass
 class HifConfig(PoolConfig):
     """Both inverses: G = the GGN of the mean loss over the pool (``PoolConfig``, paper: 256 examples)."""
@@ -72,7 +73,7 @@ class HifConfig(PoolConfig):
         super().__post_init__()
         one_of(self.variant, HIF_VARIANTS, "method.variant")
         check(self.variant == "authors" or self.damping > 0,
-               f"method.damping must be > 0 for {self.name} (G + damping·I must be positive definite)")
+              f"method.damping must be > 0 for {self.name} (G + damping·I must be positive definite)")
 
 
 @dataclass
@@ -93,7 +94,7 @@ class LissaConfig(HifConfig):
         positive(self.lanczos_iterations, "method.lanczos_iterations")
         number = isinstance(self.lissa_scale, (int, float)) and not isinstance(self.lissa_scale, bool)
         check(self.lissa_scale == "auto" or (number and self.lissa_scale > 0),
-               f"method.lissa_scale must be 'auto' or a number > 0, got {self.lissa_scale!r}")
+              f"method.lissa_scale must be 'auto' or a number > 0, got {self.lissa_scale!r}")
 
 
 @dataclass
@@ -106,7 +107,7 @@ class ArnoldiConfig(HifConfig):
         positive(self.arnoldi_iterations, "method.arnoldi_iterations")
         positive(self.arnoldi_topk, "method.arnoldi_topk")
         check(self.arnoldi_topk <= self.arnoldi_iterations,
-               "method.arnoldi_topk must not exceed method.arnoldi_iterations")
+              "method.arnoldi_topk must not exceed method.arnoldi_iterations")
 
 
 @dataclass
