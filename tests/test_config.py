@@ -35,7 +35,7 @@ def test_default_is_the_embedded_job():
 
 
 @pytest.mark.parametrize("group,options", [
-    ("model", ["t5_tiny", "opt_tiny", "t5xl", "opt125m", ["local", "model.name_or_path=/ckpt"]]),
+    ("model", ["t5_tiny", "opt_tiny", "t5xl", "opt125m", ["local", "model.name_or_path=/ckpt", "groundtruth.mode=none"]]),
     ("method", sorted(registry())),
     ("optim", ["sgd", "sgd_momentum", "rmsprop", "adam", "adafactor"]),
 ])
@@ -129,7 +129,7 @@ def test_hif_lissa_scale_is_auto_or_a_positive_number():
 def test_own_files_and_checkpoint_compose_from_the_command_line():
     """Dict values given on the command line replace the presets' empty maps (Hydra's struct lock is off there)."""
     cfg = load("data=files", "data.train={news: /d/a.jsonl, code: 'b c.parquet'}", "testset=files",
-               "testset.subsets={toxic: /d/t.jsonl}", "model=local", "model.name_or_path=/ckpt", "train.steps=0")
+               "testset.subsets={toxic: /d/t.jsonl}", "model=local", "model.name_or_path=/ckpt", "groundtruth.mode=none")
     assert cfg.data.train == {"news": "/d/a.jsonl", "code": "b c.parquet"} and cfg.data.kind == "files"
     assert cfg.testset.subsets == {"toxic": "/d/t.jsonl"} and cfg.train.steps == 0
     assert (cfg.model.arch, cfg.model.tokenizer) == ("auto", "/ckpt")  # the tokenizer defaults to the folder
@@ -141,22 +141,84 @@ def test_own_files_and_checkpoint_compose_from_the_command_line():
         load("data=files", "testset=files", "testset.subsets={t: t.jsonl}")
 
 
-def test_given_model_cannot_be_trained_for_epochs():
-    from untrac.config import GroundTruthConfig
+def test_a_checkpoint_is_theta0_as_saved_unless_train_steps_is_given():
+    """model=local: nothing is trained by default; the leave-dataset-out models then cannot exist."""
+    local = ("model=local", "model.name_or_path=/ckpt")
+    assert load(*local, "groundtruth.mode=none").train.steps == 0
+    assert load(*local, "groundtruth.mode=none", "train.steps=7").train.steps == 7
+    assert load(*local, "train.steps=7").groundtruth.mode == "fixed_steps"
+    assert load().train.steps == 200  # a model built from scratch still trains
+    for mode in ("fixed_steps", "all_examples"):
+        with pytest.raises(UntracError, match=rf"^groundtruth\.mode={mode} trains leave-dataset-out models, which "
+                           r"need train\.steps > 0 .*give train\.steps=<n> or groundtruth\.mode=none$"):
+            load(*local, f"groundtruth.mode={mode}")
 
-    with pytest.raises(UntracError, match="train.steps=0 .* groundtruth.mode=all_examples"):
-        Config(train=TrainConfig(steps=0), groundtruth=GroundTruthConfig(mode="all_examples"))
-    Config(train=TrainConfig(steps=0), groundtruth=GroundTruthConfig(mode="none"))  # the everyday use
+
+def test_theta0_is_stated_in_words():
+    from untrac.config import theta0_text
+
+    local = ("model=local", "model.name_or_path=/ckpt")
+    as_saved = "checkpoint /ckpt as saved, not trained (train.steps=0)"
+    assert theta0_text(load(*local, "groundtruth.mode=none")) == as_saved
+    assert theta0_text(load(*local, "train.steps=5")) == "checkpoint /ckpt finetuned 5 steps"
+    assert theta0_text(load()) == "t5_tiny trained 200 steps from random init"
+    assert theta0_text(load("groundtruth.mode=all_examples", "train.epochs=2")) == (
+        "t5_tiny trained 2 epoch(s) from random init")
+    assert theta0_text(load("model=t5xl")).startswith("t5xl (pretrained google/t5-xl-lm-adapt) finetuned")
+
+
+@pytest.mark.parametrize("overrides,line", [
+    (["seed=-1"], "seed=-1 must be >= 0"),
+    (["seed=100000000000000"], "seed=100000000000000 is too large: the largest seed it gives, seed + (runs - 1) + "
+                                 "1000·(groundtruth.seeds - 1) = 100000000000000, must be < 2**32"),
+    (["seed=4294961000", "groundtruth.seeds=8"], "seed=4294961000 is too large"),  # its 8th truth seed is not
+    (["data.seed=-3"], "data.seed=-3 must be in [0, 2**32)"),
+    (["cache_dir="], "cache_dir is empty: give a folder (the default is outputs/cache)"),
+    (["cache_dir= "], "cache_dir is empty"),
+    (["data=files", "data.train={questions: q.jsonl, news: n.jsonl}", "testset=files",
+      "testset.subsets={questions: t.jsonl}"],
+     "testset.subsets.questions has the name of training dataset data.train.questions: rename one"),
+])
+def test_values_no_schema_type_catches_are_one_line_naming_the_key(overrides, line):
+    with pytest.raises(UntracError) as err:
+        load(*overrides)
+    assert str(err.value).startswith(line) and "\n" not in str(err.value)
+
+
+def test_largest_seed_is_the_largest_truth_seed():
+    """The seed check bounds exactly the seeds the ground truth uses (untrac.groundtruth.truth_seeds)."""
+    from untrac.config import largest_seed
+    from untrac.groundtruth import truth_seeds
+
+    cfg = load("seed=5", "runs=3", "groundtruth.seeds=4")
+    assert largest_seed(cfg) == max(s for run in range(3) for s in truth_seeds(cfg, run)) == 3007
+    assert load("seed=4294967295").seed == 2**32 - 1  # numpy's largest seed, alone: accepted
+    with pytest.raises(UntracError, match=r"^seed=4294967295 is too large"):
+        load("seed=4294967295", "runs=2")
 
 
 def test_method_options_and_the_registry_match():
-    """Adding a method = its module + conf/method/<name>.yaml: every option composes to a registered
-    method, every registered method has its option, and nothing else lists the names."""
+    """Adding a method = its schema in untrac.method_config.SCHEMAS + its module + conf/method/<name>.yaml:
+    every option composes to a registered method, every registered method has its option and the
+    schema the config was composed with, and nothing else lists the names."""
+    from untrac.method_config import SCHEMAS
+
     options = {path.stem: load(f"method={path.stem}").method for path in sorted((CONF / "method").glob("*.yaml"))}
     assert all(cfg.name in registry() and isinstance(cfg, registry()[cfg.name].config) for cfg in options.values())
     assert set(registry()) <= set(options)
+    package = {name: m.config for name, m in registry().items() if m.score.__module__.startswith("untrac.methods.")}
+    assert package == SCHEMAS
     assert options["hif_arnoldi_pile8"].name == "hif_arnoldi"  # a preset of a method (paper §5.2: n=200, p=100)
     assert (options["hif_arnoldi_pile8"].arnoldi_iterations, options["hif_arnoldi_pile8"].arnoldi_topk) == (200, 100)
+
+
+def test_a_method_registering_another_schema_than_declared_is_refused(monkeypatch):
+    from untrac.method_config import SCHEMAS, GradConfig, MethodConfig
+    from untrac.methods import Method, register
+
+    monkeypatch.setitem(SCHEMAS, "toy_declared", GradConfig)
+    with pytest.raises(UntracError, match="registers MethodConfig, but untrac.method_config.SCHEMAS declares Grad"):
+        register(Method("toy_declared", MethodConfig, lambda context: None))
 
 
 def test_a_key_of_another_method_is_rejected():
@@ -224,3 +286,61 @@ def test_group_yamls_hold_only_what_differs_from_the_schema(group):
         schema = _leaves(_schema_defaults(group, path.stem))
         repeated = [k for k, v in _leaves(values).items() if k in schema and schema[k] == v]
         assert not repeated, f"{path.name} repeats the schema's {repeated}"
+
+
+@pytest.mark.parametrize("override,line", [
+    ("data.train={a: a.jsonl, a: b.jsonl, c: c.jsonl}", "data.train gives the key 'a' twice"),
+    ("+testset.subsets={q: q.jsonl, r: r.csv, q: s.csv}", "testset.subsets gives the key 'q' twice"),
+    ("data.custom_sizes={arxiv: 3, arxiv: 4}", "data.custom_sizes gives the key 'arxiv' twice"),
+    ("data.train={a: x.jsonl},{b: y.jsonl, b: z.jsonl}", "data.train gives the key 'b' twice"),  # a sweep
+])
+def test_a_key_given_twice_in_a_command_line_map_is_refused(override, line):
+    from untrac.checks import duplicate_keys
+
+    with pytest.raises(UntracError, match=f"^{line}: each needs its own name"):
+        duplicate_keys(["method=graddot", override])
+    if override.startswith("data.train={a: a"):  # what Hydra composes from it: b.jsonl, a.jsonl silently gone
+        assert load("data=files", "testset=toxigen", override).data.train == {"a": "b.jsonl", "c": "c.jsonl"}
+
+
+def test_maps_without_a_repeated_key_pass_the_duplicate_check():
+    from untrac.checks import duplicate_keys
+
+    duplicate_keys(["data.train={a: a.jsonl, b: b.jsonl}", "testset.subsets={a: a.jsonl}", "seed=3",
+                    "data.train={a: [1,", "-m", "model.name=a"])  # a parse error is left for Hydra to report
+
+
+def test_an_unusable_cache_dir_or_a_missing_file_is_one_line_before_any_training(tmp_path):
+    from untrac.checks import before_training
+
+    (tmp_path / "a.jsonl").write_text('{"text": "x"}\n')
+    good = ("data=files", f"data.train={{a: {tmp_path}/a.jsonl, b: {tmp_path}/a.jsonl}}", "testset=files",
+            f"testset.subsets={{t: {tmp_path}/a.jsonl}}", f"cache_dir={tmp_path}/new/cache")
+    before_training(load(*good))
+    assert (tmp_path / "new" / "cache").is_dir()  # made now, and a file written in it
+    cases = [(f"cache_dir={tmp_path}/a.jsonl", f"cache_dir={tmp_path}/a.jsonl is a file, not a folder"),
+             ("cache_dir=/proc/untrac/cache", "cache_dir=/proc/untrac/cache is not a writable folder: "),
+             (f"data.train={{a: {tmp_path}/a.jsonl, b: {tmp_path}/nowhere.jsonl}}",
+              f"data.train.b: {tmp_path}/nowhere.jsonl not found"),
+             (f"testset.subsets={{t: {tmp_path}/t.csv}}", f"testset.subsets.t: {tmp_path}/t.csv not found")]
+    for override, line in cases:
+        with pytest.raises(UntracError) as err:
+            before_training(load(*good, override))
+        assert str(err.value).startswith(line) and "\n" not in str(err.value), override
+
+
+def test_a_test_subset_named_like_a_training_dataset_read_from_a_column_is_refused(tmp_path):
+    """Names that come from a group_column are known only once the file is read: Experiment checks."""
+    import json
+
+    from untrac.pipeline import Experiment
+
+    rows = [{"source": z, "prompt": f"{z}{i} ", "target": "x"} for z in ("questions", "news") for i in range(4)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "test.jsonl").write_text(json.dumps({"prompt": "q ", "target": "a"}) + "\n")
+    cfg = load("data=files", f"data.path={tmp_path}/train.jsonl", "data.group_column=source", "testset=files",
+               f"testset.subsets={{questions: {tmp_path}/test.jsonl}}", f"cache_dir={tmp_path}/cache",
+               "model.d_model=8", "model.num_heads=2", "model.d_ff=8", "model.num_layers=1", "device=cpu")
+    with pytest.raises(UntracError, match=r"^testset\.subsets\.questions has the name of training dataset "
+                       r"data\.path \(source=questions\): rename one"):
+        Experiment(cfg)

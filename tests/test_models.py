@@ -127,7 +127,7 @@ def test_tokenizer_that_cannot_be_loaded_names_the_folder(tmp_path):
 def test_steps_zero_makes_the_checkpoint_theta0_and_refuses_theta_minus_z(tmp_path):
     import json
 
-    from untrac.config import Config, DataConfig, TestsetConfig as SubsetsConfig, TrainConfig
+    from untrac.config import Config, DataConfig, GroundTruthConfig, TestsetConfig as SubsetsConfig, TrainConfig
     from untrac.pipeline import Experiment
 
     saved = _tiny_checkpoint(tmp_path / "ckpt", "causal")
@@ -138,7 +138,7 @@ def test_steps_zero_makes_the_checkpoint_theta0_and_refuses_theta_minus_z(tmp_pa
                  data=DataConfig(name="files", kind="files",
                                  train={"a": str(tmp_path / "a.jsonl"), "b": str(tmp_path / "b.jsonl")}),
                  testset=SubsetsConfig(name="files", subsets={"t": str(tmp_path / "a.jsonl")}),
-                 device="cpu", cache_dir=str(tmp_path / "cache"))
+                 device="cpu", cache_dir=str(tmp_path / "cache"), groundtruth=GroundTruthConfig(mode="none"))
     exp = Experiment(cfg)
     state = exp.trained(seed=0).state_dict()
     assert all(torch.equal(state[k], v) for k, v in saved.items())

@@ -152,3 +152,34 @@ def test_a_run_without_ground_truth_reads_back_empty_truth_and_correlations(tmp_
     assert rec.truth.empty and list(rec.truth.columns) == list(record.TRUTH.columns)
     assert rec.correlations.empty and "no_correlations" in rec.metrics
     pd.testing.assert_frame_equal(rec.influence, f["influence"])
+
+
+def test_a_failed_run_is_refused_by_its_reason(tmp_path, composed):
+    write(tmp_path, composed)  # complete-looking files, yet the job failed after writing them
+    (tmp_path / record.FAILED).write_text("cannot write x: No space left on device\n")
+    with pytest.raises(UntracError, match=rf"^{re.escape(str(tmp_path))} is a failed run: cannot write x: No space"):
+        RunRecord.load(tmp_path)
+
+
+def test_a_file_that_cannot_be_written_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    """Disk full on the rename of one file (os.replace): one UntracError naming it, the old content
+    untouched, no temporary file left beside it."""
+    import errno
+    import os
+
+    target = tmp_path / record.SUMMARY
+    target.write_text("previous\n")
+    real_replace = os.replace
+
+    def full(src, dst):
+        if Path(dst).name == record.SUMMARY:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(UntracError) as err:
+        record.write_text(target, "new\n")
+    assert str(err.value) == f"cannot write {target}: No space left on device"
+    assert target.read_text() == "previous\n" and [p.name for p in tmp_path.iterdir()] == [record.SUMMARY]
+    record.write_frame(tmp_path, record.INFLUENCE, frames()["influence"])  # another file still writes
+    assert (tmp_path / record.INFLUENCE.file).is_file()

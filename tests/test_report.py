@@ -90,3 +90,33 @@ def test_summary_shows_the_bootstrap_interval(tmp_path):
     low, high = metrics["pearson_ci_low"], metrics["pearson_ci_high"]
     assert low <= metrics["pearson_mean"] <= high
     assert f"[{low:.3f}, {high:.3f}]" in text
+
+
+def test_summary_and_metrics_say_what_theta0_is(tmp_path):
+    influence, truth = _results()
+    text = write_run(tmp_path, influence, truth, {}, {}, "demo", theta0="checkpoint /ckpt as saved, not trained")
+    assert "θ0, the model every method scored: checkpoint /ckpt as saved, not trained." in text.splitlines()
+    assert text == (tmp_path / SUMMARY).read_text()
+    assert json.loads((tmp_path / METRICS).read_text())["theta0"] == "checkpoint /ckpt as saved, not trained"
+
+
+def test_a_write_error_midway_leaves_no_metrics_json(tmp_path, monkeypatch):
+    """Disk full while writing summary.md: one line naming it, and no metrics.json, the file that
+    marks a run directory complete."""
+    import errno
+    import os
+
+    from untrac.errors import UntracError
+
+    real_replace = os.replace
+
+    def full(src, dst):
+        if str(dst).endswith(SUMMARY):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(UntracError, match=f"^cannot write {tmp_path / SUMMARY}: No space left on device$"):
+        write_run(tmp_path, *_results(), {}, {}, "demo")
+    assert (tmp_path / INFLUENCE.file).is_file() and not (tmp_path / METRICS).exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left

@@ -46,12 +46,18 @@ BAD_INPUTS = [  # (overrides, the culprit its one error line must name)
     (["model=opt125m", "model.name_or_path=/nowhere", "model.tokenizer=/nowhere"], "/nowhere"),
     (["data.source=csv", "data.root=/nowhere"], "/nowhere"),
     (["experiment=pile8", "testset=truthfulqa", "testset.root=/nowhere"], "/nowhere"),
+    # Hydra merges a map's equal keys silently: only the raw command line shows the duplicate.
+    (["data.train={a: a.jsonl, a: b.jsonl, c: c.jsonl}"], "data.train gives the key 'a' twice"),
+    (["seed=-1"], "seed=-1"),
+    (["cache_dir="], "cache_dir is empty"),
+    (["cache_dir=README.md"], "cache_dir=README.md is a file"),  # the cwd is the repo
+    (["hydra.run.dir=README.md/run"], "cannot write README.md/run: Not a directory"),
 ]
 
 
 def test_bad_input_is_one_line_naming_the_culprit(tmp_path):
-    """Each bad input in a fresh interpreter, as a user meets it; they run side by side, one per
-    core (each spends ~12 s importing torch/transformers before its one line)."""
+    """Each bad input in a fresh interpreter, as a user meets it, exit code 1 (as the README says);
+    they run side by side, one per core (a config error ~1 s; a missing model or corpus ~10 s, after torch)."""
 
     def run(i: int) -> subprocess.CompletedProcess:
         return untrac(*BAD_INPUTS[i][0], tmp=tmp_path / str(i), timeout=300)
@@ -61,9 +67,20 @@ def test_bad_input_is_one_line_naming_the_culprit(tmp_path):
     wrong = []
     for (args, culprit), proc in zip(BAD_INPUTS, procs):
         lines = error_lines(proc)
-        if proc.returncode == 0 or len(lines) != 1 or culprit not in lines[0] or "Traceback" in proc.stderr:
+        if proc.returncode != 1 or len(lines) != 1 or culprit not in lines[0] or "Traceback" in proc.stderr:
             wrong.append(f"{' '.join(args)} (exit {proc.returncode}): {proc.stderr[-600:]}")
     assert not wrong, "\n\n".join(wrong)
+
+
+def test_a_config_error_comes_before_torch_and_the_data_stack_are_imported(tmp_path):
+    """Composing and checking the config imports no torch, transformers, datasets or pandas
+    (``-X importtime`` lists every module imported), so the error shows in about a second."""
+    cmd = [sys.executable, "-X", "importtime", "-m", "untrac.run", f"hydra.run.dir={tmp_path / 'run'}", "optim.lr=-1"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert proc.returncode == 1 and "untrac: error: optim.lr must be > 0, got -1.0" in proc.stderr
+    assert "untrac.config" in imported and "hydra" in imported  # the listing is real
+    assert not imported & {"torch", "transformers", "datasets", "pandas", "untrac.methods"}
 
 
 def test_every_bad_value_of_a_config_is_reported_at_once(tmp_path):

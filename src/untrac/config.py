@@ -3,14 +3,15 @@
 Each dataclass is registered in Hydra's ConfigStore so that a misspelled key or a wrong type is
 rejected while composing; ``__post_init__`` adds the checks a type cannot express (lr > 0, ...)
 and runs when ``run.py`` turns the composed config into these objects.
-Nothing here imports torch, so the config can be checked before anything heavy loads (``register_configs``
-imports the method plugins, whose schemas live beside them).
+Nothing here imports torch, pandas or a method module (the methods' schemas are
+``untrac.method_config``), so a config error is reported in the time Python and Hydra take to start.
 """
 
 from dataclasses import dataclass, field
 from typing import Optional
 
 from untrac.checks import check as _check, files_given as _check_files, one_of as _one_of, positive as _positive
+from untrac.method_config import SCHEMAS, MethodConfig
 from untrac.optim_config import OPTIMIZERS, AdamConfig, OptimConfig
 from untrac.unlearn_config import LoraConfig, UnlearnConfig  # noqa: F401 - part of the schema
 
@@ -23,6 +24,7 @@ SEPARATOR = " "
 TXT_UNITS = ("line", "paragraph")  # a .txt example: each non-blank line (datasets' text loader's default) or paragraph
 # Run r's k-th ground-truth seed is its base seed + k·stride (untrac.groundtruth.truth_seeds).
 GROUNDTRUTH_SEED_STRIDE = 1000
+SEED_LIMIT = 2**32  # numpy's np.random.seed takes seeds below 2**32
 
 
 @dataclass
@@ -159,16 +161,6 @@ class TrainConfig:
 
 
 @dataclass
-class MethodConfig:
-    """What every attribution method's config has: its name. Each method's own settings live in its
-    subclass, defined beside it (``untrac.methods.*``) and registered by ``register_configs``, so a
-    key of another method (``method=graddot method.lissa_iterations=3``) is rejected while composing.
-    ``Config()`` built in Python holds this bare base, read as the named method's defaults."""
-
-    name: str = "untrac"
-
-
-@dataclass
 class ScoreConfig:
     """Which training examples a method sees; None = every example (synthetic data)."""
 
@@ -243,9 +235,15 @@ class Config:
                f"runs={self.runs} with groundtruth.seeds={self.groundtruth.seeds}: at most "
                f"{GROUNDTRUTH_SEED_STRIDE} runs (their ground-truth seeds would overlap)")
         _positive(self.threads, "threads")
-        _check(self.train.steps > 0 or self.groundtruth.mode != "all_examples",
-               "train.steps=0 (the given model is θ0) cannot be combined with groundtruth.mode=all_examples, "
-               "which trains every model for train.epochs: give train.steps or use groundtruth.mode=none")
+        _check(self.train.steps > 0 or self.groundtruth.mode == "none",
+               f"groundtruth.mode={self.groundtruth.mode} trains leave-dataset-out models, which need train.steps > 0 "
+               "(train.steps=0: θ0 is the model as given, nothing is trained): give train.steps=<n> or "
+               "groundtruth.mode=none")
+        self._check_seed()
+        _check(bool(self.cache_dir.strip()), "cache_dir is empty: give a folder (the default is outputs/cache)")
+        clash = sorted(set(self.data.train) & set(self.testset.subsets))  # names read from files: Experiment
+        _check(not clash, f"testset.subsets.{clash[0] if clash else ''} has the name of training dataset "
+               f"data.train.{clash[0] if clash else ''}: rename one (results name both by it)")
         _one_of(self.scale, ("cpu", "paper"), "scale")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                f"device={self.device!r} is not one of auto, cpu, cuda, cuda:N")
@@ -253,6 +251,39 @@ class Config:
         _check(testset == "files" or synthetic_data == (testset == "synthetic"),
                f"data={self.data.name} cannot be scored on testset={testset}: synthetic data uses "
                "testset=synthetic, pile8 and files use testset=toxigen|winobias|truthfulqa; any data takes testset=files")
+
+
+    def _check_seed(self) -> None:
+        """Every seed derived from ``seed`` (runs, ground-truth seeds: ``largest_seed``) must suit numpy."""
+        if self.seed < 0:
+            _check(False, f"seed={self.seed} must be >= 0")
+        elif largest_seed(self) >= SEED_LIMIT:
+            _check(False, f"seed={self.seed} is too large: the largest seed it gives, seed + (runs - 1) + "
+                   f"{GROUNDTRUTH_SEED_STRIDE}·(groundtruth.seeds - 1) = {largest_seed(self)}, must be < 2**32")
+        _check(0 <= self.data.seed < SEED_LIMIT, f"data.seed={self.data.seed} must be in [0, 2**32)")
+
+
+def largest_seed(cfg: Config) -> int:
+    """The largest training seed a run uses (untrac.groundtruth.truth_seeds; sample seeds are smaller)."""
+    runs, seeds = max(cfg.runs, 1), max(cfg.groundtruth.seeds, 1)
+    return cfg.seed + runs - 1 + GROUNDTRUTH_SEED_STRIDE * (seeds - 1)
+
+
+def theta0_text(cfg: Config) -> str:
+    """What θ0, the model every method scores, is, in the words summary.md and metrics.json use.
+    Weights are loaded for a checkpoint (model=local) and a hub seq2seq model; a causal hub id gives
+    only the architecture (untrac.models.build_model)."""
+    model, train = cfg.model, cfg.train
+    if model.arch == "auto":
+        start, weights = f"checkpoint {model.name_or_path}", True
+    elif model.name_or_path and model.arch == "seq2seq":
+        start, weights = f"{model.name} (pretrained {model.name_or_path})", True
+    else:
+        start, weights = model.name, False
+    if train.steps == 0:
+        return f"{start} {'as saved' if weights else 'at random initialisation'}, not trained (train.steps=0)"
+    how = f"{train.epochs} epoch(s)" if cfg.groundtruth.mode == "all_examples" else f"{train.steps} steps"
+    return f"{start} finetuned {how}" if weights else f"{start} trained {how} from random init"
 
 
 def register_configs(schema: type = Config) -> None:
@@ -270,15 +301,34 @@ def register_configs(schema: type = Config) -> None:
     store = ConfigStore.instance()
     store.store(name="base_config", node=node)
     # One schema node per method; conf/method/<name>.yaml extends it (defaults: /method_schema/<name>@method).
-    from untrac.methods import registry
-
-    for name, method in registry().items():
-        store.store(group="method_schema", name=name, node=method.config(name=name))
+    for name, method_schema in SCHEMAS.items():
+        store.store(group="method_schema", name=name, node=method_schema(name=name))
     for name, schema in OPTIMIZERS.items():  # conf/optim/<name>.yaml extends base_<name>
         store.store(group="optim", name=f"base_{name}", node=schema)
     # An experiment's model depends on the scale (`override /model: ${at_scale:opt_tiny,opt125m}`): a config
     # reached through a defaults-list interpolation may not override a group, an override's value may.
     OmegaConf.register_new_resolver("at_scale", _at_scale, replace=True)
+
+
+def typed_config(node) -> Config:
+    """The typed ``Config`` of a composed config (a DictConfig or a plain dict): the one conversion
+    of ``run.py`` and ``record.RunRecord.load``, so a run reads back as it ran. Every failed range
+    check is reported at once (``untrac.checks.typed``)."""
+    from omegaconf import OmegaConf
+
+    from untrac.checks import typed
+
+    node = OmegaConf.create(node) if isinstance(node, dict) else node
+    schema = OmegaConf.structured(Config)
+    # A saved run is plain YAML: type its method and optimizer sections by their own dataclasses
+    # (one per group option), as Hydra does when it composes `method=<name>` / `optim=<name>`.
+    name = OmegaConf.select(node, "method.name", default=None)
+    if name in SCHEMAS:
+        schema.method = OmegaConf.structured(SCHEMAS[name](name=name))
+    optim = OPTIMIZERS.get(OmegaConf.select(node, "optim.name", default=None))
+    if optim is not None:
+        schema.optim = OmegaConf.structured(optim)
+    return typed(OmegaConf.merge(schema, node))
 
 
 def _at_scale(cpu: str, paper: str, *, _root_) -> str:

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from untrac.cache import Cache, load_weights, make_key, save_weights
+from untrac.checks import before_training
 from untrac.config import Config
 from untrac.data.prepare import data_key, load_task, sample
 from untrac.errors import UntracError
@@ -87,17 +88,30 @@ class Experiment:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
+        before_training(cfg)  # an unusable cache_dir or a missing data file: one line, now
         self.cache = Cache(cfg.cache_dir)
         self.device = resolve_device(cfg.device)
         self.tokenizer = load_tokenizer(cfg.model)
         self.arch = model_arch(cfg.model, self.tokenizer)  # building a model here would load its weights
         self.task = load_task(cfg.data, cfg.testset, self.tokenizer, self.arch, Path(cfg.cache_dir))
+        self._check_names()
         self.results = Results(influence=pd.DataFrame(), truth=pd.DataFrame())
         self.truth = GroundTruth(cfg, list(self.task.train), self.trained, self.test_losses, self.results.counters)
         gt = cfg.groundtruth
         self.bank = bank_subsets(list(self.task.train), gt.subsets, gt.keep_fraction, cfg.seed) \
             if gt.mode == "subsets" else []
         self._check_batch_sizes()
+
+    def _check_names(self) -> None:
+        """A test subset named like a training dataset would make every result row ambiguous (two maps
+        are compared by the config; names from a group_column are known only now)."""
+        clash = sorted(set(self.task.train) & set(self.task.test))
+        if clash:
+            name, data, testset = clash[0], self.cfg.data, self.cfg.testset
+            test_key = _source_key("testset", "subsets", testset.subsets, testset.group_column, name)
+            train_key = _source_key("data", "train", data.train, data.group_column, name)
+            raise UntracError(f"{test_key} has the name of training dataset {train_key}: rename one "
+                              "(results name both by it)")
 
     def _check_batch_sizes(self) -> None:
         """A batch larger than the data it draws from is a mistake: say so before any training."""
@@ -303,6 +317,13 @@ class Experiment:
             return
         self.results.truth_seeds = pd.concat([self.results.truth_seeds, per_seed], ignore_index=True)
         self.results.truth = pd.concat([self.results.truth, mean_over_seeds(per_seed)], ignore_index=True)
+
+
+def _source_key(group: str, key: str, named: dict, column: str | None, name: str) -> str:
+    """The setting a dataset's name came from: ``data.train.news`` or ``data.path (source=news)``."""
+    if name in named:
+        return f"{group}.{key}.{name}"
+    return f"{group}.path ({column}={name})" if column else f"{group} {name!r}"
 
 
 def run_experiment(cfg: Config) -> Results:

@@ -4,16 +4,24 @@ Every file name of a run directory and the columns of every frame in it are defi
 the writers (``report.write_run``, the pipeline's frames, ``run.py``'s FAILED file) and the
 readers (``paper.sweeps``, ``paper.aggregate``, ``paper.pooling``, tests) use these names.
 ``RunRecord.load(dir)`` returns the run's typed ``Config`` and its frames; a missing or malformed
-file is one ``UntracError`` line naming it.
+file is one ``UntracError`` line naming it, and so is a directory holding ``FAILED``.
+
+Every file is written whole or not at all (``write_atomic``); pandas is imported only where a
+frame is read or written, so ``run.py`` can name these files before anything heavy loads.
 """
 
+from __future__ import annotations
+
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING, Callable
 
 from untrac.errors import UntracError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Columns holding names: read as text, so a dataset called "NA" or "null" stays a name, not NaN.
 TEXT_COLUMNS = frozenset({"method", "train_dataset", "test_subset", "text"})
@@ -33,6 +41,8 @@ class Table:
         return tuple(c for c in self.columns if c not in self.optional)
 
     def empty(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.DataFrame(columns=list(self.columns))
 
 
@@ -67,6 +77,26 @@ OVERRIDES = ".hydra/overrides.yaml"
 MULTIRUN = "multirun.yaml"  # in a sweep directory, above its jobs
 
 
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` to a temporary name beside ``path``, then renamed onto it: a reader sees the
+    whole file or none. An OSError (disk full, no permission) is one UntracError line naming the file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # the folder itself is unusable: the error below says so
+        raise UntracError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def write_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
 def write_frame(out_dir: Path, table: Table, frame: pd.DataFrame) -> None:
     """``frame`` as ``out_dir/<table.file>``, columns in contract order. A frame off the contract
     is a bug in the code that made it (not a user error), so it raises ValueError."""
@@ -74,12 +104,15 @@ def write_frame(out_dir: Path, table: Table, frame: pd.DataFrame) -> None:
     extra = [c for c in frame.columns if c not in table.columns]
     if missing or extra:
         raise ValueError(f"{table.file}: frame lacks {missing} / has unknown {extra} (contract: {table.columns})")
-    frame[[c for c in table.columns if c in frame.columns]].to_csv(Path(out_dir) / table.file, index=False)
+    ordered = frame[[c for c in table.columns if c in frame.columns]]
+    write_atomic(Path(out_dir) / table.file, lambda tmp: ordered.to_csv(tmp, index=False))
 
 
 def read_frame(run_dir: Path, table: Table) -> pd.DataFrame:
     """``run_dir/<table.file>`` as written by ``write_frame``; UntracError naming the file when it
     is missing, unreadable, lacks a required column or has text in a numeric column."""
+    import pandas as pd
+
     path = Path(run_dir) / table.file
     if not path.is_file():
         raise UntracError(f"{path} is missing")
@@ -99,36 +132,14 @@ def read_frame(run_dir: Path, table: Table) -> pd.DataFrame:
     return frame
 
 
-def typed_config(node):
-    """The typed ``untrac.config.Config`` of a composed config (a DictConfig or a plain dict):
-    the one conversion of ``run.py`` and ``RunRecord.load``, so a run reads back as it ran. Every
-    failed range check is reported at once (``untrac.checks.typed``)."""
-    from omegaconf import OmegaConf
-
-    from untrac.checks import typed
-    from untrac.config import Config
-    from untrac.methods import registry
-    from untrac.optim_config import OPTIMIZERS
-
-    node = OmegaConf.create(node) if isinstance(node, dict) else node
-    schema = OmegaConf.structured(Config)
-    # A saved run is plain YAML: type its method and optimizer sections by their own dataclasses
-    # (one per group option), as Hydra does when it composes `method=<name>` / `optim=<name>`.
-    method = registry().get(OmegaConf.select(node, "method.name", default=None))
-    if method is not None:
-        schema.method = OmegaConf.structured(method.config(name=method.name))
-    optim = OPTIMIZERS.get(OmegaConf.select(node, "optim.name", default=None))
-    if optim is not None:
-        schema.optim = OmegaConf.structured(optim)
-    return typed(OmegaConf.merge(schema, node))
-
-
 def load_config(run_dir: Path):
     """The typed config of a finished run, from Hydra's ``.hydra/config.yaml``; UntracError naming
     the file when it is missing, not YAML, or not a valid config today."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
     from yaml import YAMLError
+
+    from untrac.config import typed_config
 
     path = Path(run_dir) / CONFIG
     if not path.is_file():
@@ -178,6 +189,9 @@ class RunRecord:
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             raise UntracError(f"{run_dir} is not a directory")
+        if (run_dir / FAILED).is_file():
+            reason = (run_dir / FAILED).read_text(errors="replace").strip().splitlines() or ["(no reason written)"]
+            raise UntracError(f"{run_dir} is a failed run: {reason[0]}")
         optional = {name: read_frame(run_dir, table) if (run_dir / table.file).is_file() else None
                     for name, table in (("truth_seeds", TRUTH_SEEDS), ("examples", EXAMPLES), ("subsets", SUBSETS),
                                         ("lds", LDS), ("shapley", SHAPLEY))}

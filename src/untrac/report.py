@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from untrac.metrics import correlations, standardized_influence, summarize, truth_agreement
-from untrac.record import CORRELATIONS, EXAMPLES, INFLUENCE, METRICS, SUMMARY, TRUTH, TRUTH_SEEDS, write_frame
+from untrac.record import (CORRELATIONS, EXAMPLES, INFLUENCE, METRICS, SUMMARY, TRUTH, TRUTH_SEEDS, write_frame,
+                           write_text)
 
 
 def mean_std(mean: float, std: float, low: float | None = None, high: float | None = None) -> str:
@@ -91,13 +92,13 @@ def coverage_line(counters: dict) -> list[str]:
 
 def summary_markdown(influence: pd.DataFrame, truth: pd.DataFrame, corr: pd.DataFrame, seconds: dict,
                      title: str, nonfinite: list, floor: dict, solver: list | None = None,
-                     counters: dict | None = None) -> str:
+                     counters: dict | None = None, theta0: str = "") -> str:
     final = influence[influence.is_final]
     parts = [standardized_influence(final, ["method"])]
     if len(truth):
         parts.append(standardized_influence(truth.assign(method="ground truth"), ["method"]))
-    lines = [f"# {title}", "", *coverage_line(counters or {}),
-             "## Standardised influence of each training dataset (Table 2 style)", "",
+    lines = [f"# {title}", ""] + ([f"θ0, the model every method scored: {theta0}.", ""] if theta0 else [])
+    lines += [*coverage_line(counters or {}), "## Standardised influence of each training dataset (Table 2 style)", "",
              "The influence averaged over runs (and test subsets), z-scored across training datasets "
              "(population std: each row has mean 0 and std 1, as the paper's Table 2).", "",
              pd.concat(parts).round(3).to_markdown(), ""]
@@ -143,7 +144,7 @@ def hif_solver_lines(solver: list) -> list[str]:
 
 def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, seconds: dict, counters: dict,
               title: str, retrained_truth: bool = True, truth_seeds: pd.DataFrame | None = None,
-              examples: pd.DataFrame | None = None) -> str:
+              examples: pd.DataFrame | None = None, theta0: str = "") -> str:
     """Write the files of the output contract (``untrac.record``) into ``out_dir``, metrics.json
     last, and return the summary text.
 
@@ -153,6 +154,9 @@ def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, secon
     the noise floor compares disjoint halves of them. An empty ``truth`` (groundtruth.mode=none):
     no correlations (header-only files), a ranking per test subset in the summary instead.
     ``examples`` (rank.top_k): the top training examples, written as ``record.EXAMPLES``.
+    ``theta0``: what the scored model is (``untrac.config.theta0_text``), in summary.md and metrics.json.
+    Every file is written atomically; a write error is one UntracError line naming the file, and as
+    metrics.json comes last a run dir without it is visibly incomplete.
     """
     floor = truth_agreement(truth, truth_seeds, shared=not retrained_truth) if len(truth) else {}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -166,8 +170,8 @@ def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, secon
         write_frame(out_dir, EXAMPLES, examples)
     nonfinite = counters.get("nonfinite", [])
     text = summary_markdown(influence, truth, corr, seconds, title, nonfinite, floor, counters.get("hif_solver"),
-                            counters=counters)
-    (out_dir / SUMMARY).write_text(text)
+                            counters=counters, theta0=theta0)
+    write_text(out_dir / SUMMARY, text)
     summary = summarize(corr) if len(corr) else pd.DataFrame()
     metrics = {
         "correlation": {row.method: {"pearson_mean": row.pearson_mean, "pearson_std": row.pearson_std,
@@ -176,12 +180,13 @@ def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, secon
                                      "spearman_ci_low": row.spearman_ci_low, "spearman_ci_high": row.spearman_ci_high,
                                      "runs": int(row.runs), "subsets_scored": int(row.subsets_scored),
                                      "subsets_total": int(row.subsets_total)} for row in summary.itertuples()},
+        **({"theta0": theta0} if theta0 else {}),
         "truth_agreement": floor,
         **({} if len(truth) else {"no_correlations": NO_TRUTH}),
         "seconds": dict(seconds),
         "counters": counters,
     }
-    (out_dir / METRICS).write_text(json.dumps(_finite(metrics), indent=2, default=str))
+    write_text(out_dir / METRICS, json.dumps(_finite(metrics), indent=2, default=str))
     return text
 
 

@@ -1,15 +1,19 @@
 """Attribution methods as plugins: each turns θ0 and the data into influence rows (DESIGN §2, §6).
 
 A method is one ``Method``: its ``name``, its typed config (a subclass of
-``untrac.config.MethodConfig``), what it ``needs`` from the pipeline beyond θ0 and the data, and
+``untrac.method_config.MethodConfig``), what it ``needs`` from the pipeline beyond θ0 and the data, and
 ``score(context) -> DataFrame`` with columns ``COLUMNS`` (record.SCORE_COLUMNS:
 ``train_dataset, test_subset, step, is_final, influence``) in the shared sign convention: influence = test loss after removing/unlearning Z −
 before; positive means Z helped on Z'.
 
-Adding a method = one module in this package that calls ``register(Method(...))`` at import, plus
-``conf/method/<name>.yaml``. Nothing else lists method names: ``registry()`` imports every module
-of this package (``pkgutil``), so a new module is found without being named anywhere, and the
-config schema (``untrac.config.register_configs``), the pipeline and the tests read the registry.
+Adding a method = three pieces, nothing else names it:
+  1. its config schema, a torch-free dataclass in ``untrac.method_config`` entered in ``SCHEMAS``
+     (so a config is composed and checked before torch loads: ``register_configs`` reads ``SCHEMAS``);
+  2. one module in this package that calls ``register(Method(name, Schema, score, Needs(...)))`` at
+     import (``register`` refuses a schema other than its ``SCHEMAS`` entry, and a duplicate name);
+  3. ``conf/method/<name>.yaml`` (``defaults: [/method_schema/<name>@method, _self_]``).
+``registry()`` imports every module of this package (``pkgutil``), so a new module is found without
+being listed; the pipeline and the tests read the registry.
 """
 
 import copy
@@ -22,7 +26,8 @@ import datasets
 import pandas as pd
 import torch
 
-from untrac.config import MethodConfig, OptimConfig, UnlearnConfig, _check, _positive
+from untrac.config import OptimConfig, UnlearnConfig, _check
+from untrac.method_config import SCHEMAS, MethodConfig, PoolConfig
 from untrac.errors import UntracError
 from untrac.models import Arch
 from untrac.record import SCORE_COLUMNS
@@ -37,22 +42,6 @@ class Checkpoint:
     step: int
     lr: float
     load: Callable[[torch.nn.Module], torch.nn.Module]
-
-
-@dataclass
-class PoolConfig(MethodConfig):
-    """Settings of the methods that need a pool of training examples for their curvature (``Needs.pool``)."""
-
-    hessian_examples: int = 256  # the pool the curvature is the mean over (paper §5: 256 training examples)
-    hessian_batch_size: int = 16  # chunk of the pool per product (memory only)
-    per_example_batch: int = 16  # batch for the gradients being scored
-    normalize_train: bool = True  # ĝ_i = g_i/‖g_i‖ (paper §5: "the gradients of training datasets are normalized")
-    damping: float = 0.01  # λ > 0 added to the curvature (not in the paper): makes it positive definite
-
-    def __post_init__(self) -> None:
-        for key in ("hessian_examples", "hessian_batch_size", "per_example_batch"):
-            _positive(getattr(self, key), f"method.{key}")
-        _check(self.damping >= 0, f"method.damping must be >= 0, got {self.damping}")
 
 
 @dataclass(frozen=True)
@@ -122,6 +111,10 @@ def register(method: Method) -> Method:
     if method.name in _REGISTRY:
         raise UntracError(f"method {method.name!r} is registered twice ({_REGISTRY[method.name].score.__module__} "
                           f"and {method.score.__module__})")
+    declared = SCHEMAS.get(method.name, method.config)  # a method built in Python (a test's toy) has no entry
+    if declared is not method.config:
+        raise UntracError(f"method {method.name!r} registers {method.config.__name__}, but untrac.method_config.SCHEMAS "
+                          f"declares {declared.__name__}")
     if method.needs.pool and not issubclass(method.config, PoolConfig):
         raise UntracError(f"method {method.name!r} needs a pool, so its config must subclass PoolConfig")
     _REGISTRY[method.name] = method

@@ -42,7 +42,6 @@ import gc
 import logging
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import datasets
@@ -50,10 +49,10 @@ import torch
 import torch.nn.functional as F
 
 from untrac.data.collate import IGNORE, collate
-from untrac.config import _check, _one_of
+from untrac.method_config import EkfacConfig
 from untrac.errors import UntracError
 from untrac.losses import example_losses, token_logits
-from untrac.methods import Context, Method, Needs, PoolConfig, final_rows, register
+from untrac.methods import Context, Method, Needs, final_rows, register
 from untrac.models import Arch, conv1d_as_linear, leaf_modules, record_coverage, unflatten_opt_mlp
 
 try:  # an optional extra: the other methods must not need it
@@ -72,19 +71,6 @@ log = logging.getLogger(__name__)
 MISSING = ("method=ekfac needs kronfluence: pip install 'untrac[ekfac]' && pip install --no-deps "
            "'kronfluence>=1.0,<1.1' (make install does both)")
 ALL_MODULES = "all_modules"  # kronfluence's key for scores summed over the tracked modules
-
-
-@dataclass
-class EkfacConfig(PoolConfig):
-    """Pool (256 training examples), batches, normalisation and damping as hif_* (``PoolConfig``):
-    the same (G + λI)⁻¹ target with G approximated by EK-FAC."""
-
-    fisher: str = "sampled"  # labels drawn from the model (true Fisher = GGN) | empirical: the data's labels
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _one_of(self.fisher, ("sampled", "empirical"), "method.fisher")
-        _check(self.damping > 0, "method.damping must be > 0 for ekfac (G + damping·I must be positive definite)")
 
 
 class WeightedSets(torch.utils.data.Dataset):

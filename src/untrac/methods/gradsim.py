@@ -10,7 +10,6 @@ Set gradients are gradients of the set's mean loss (see ``grads`` for why that s
 """
 
 import logging
-from dataclasses import dataclass
 from typing import Callable
 
 import datasets
@@ -19,7 +18,7 @@ import pandas as pd
 import torch
 from untrac.progress import tqdm
 
-from untrac.config import MethodConfig, _one_of, _positive
+from untrac.method_config import GradConfig, GradCosConfig
 from untrac.errors import UntracError
 from untrac.methods import Context, Method, Needs, final_rows, register
 from untrac.methods.grads import example_gradients, mean_gradient, mean_unit_gradient, unit_rows
@@ -27,23 +26,6 @@ from untrac.methods.grads import example_gradients, mean_gradient, mean_unit_gra
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class GradConfig(MethodConfig):
-    """GradDot and TracIn: gradients w.r.t. all model parameters (paper §5 "baseline methods")."""
-
-    per_example_batch: int = 16  # examples per forward/backward batch while accumulating a set's gradient
-
-    def __post_init__(self) -> None:
-        _positive(self.per_example_batch, "method.per_example_batch")
-
-
-@dataclass
-class GradCosConfig(GradConfig):
-    variant: str = "default"  # default: per-example normalisation (paper §4.1) | summed: cosine of set gradients
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _one_of(self.variant, ("default", "summed"), "method.variant")
 SetGradient = Callable[[torch.nn.Module, datasets.Dataset, str], torch.Tensor]
 Combine = Callable[[torch.Tensor, torch.Tensor], float]
 

@@ -39,73 +39,22 @@ solve per test subset, since Eq. 8 is symmetric in the inverse's placement.
 
 import logging
 import math
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from untrac.progress import tqdm
 
-from untrac.config import _check, _one_of, _positive
+from untrac.method_config import ArnoldiConfig, LissaConfig
 from untrac.errors import UntracError
-from untrac.methods import Context, Method, Needs, PoolConfig, final_rows, register
+from untrac.methods import Context, Method, Needs, final_rows, register
 from untrac.methods.arnoldi import HVP, arnoldi_eigens, arnoldi_inverse_hvp, random_start
 from untrac.methods.grads import HessianBatches, mean_gradient, mean_unit_gradient, pool_hvp, trainable
 from untrac.methods.hessian import PoolOperator, top_eigenvalue
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("default", "authors")
 SCALE_MARGIN = 1.1  # s = 1.1·(λ̂_max + λ): the Lanczos estimate approaches λ_max from below
 CONVERGED = 1e-3  # relative residual below which a solve counts as converged
-
-
-@dataclass
-class HifConfig(PoolConfig):
-    """Both inverses: G = the GGN of the mean loss over the pool (``PoolConfig``, paper: 256 examples)."""
-
-    # default: GGN, damped, fixed pool | authors: the paper's baseline as the authors' code runs it
-    # (exact Hessian of a fresh pool batch per HVP, no damping; hessian_batch_size is that batch)
-    variant: str = "default"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _one_of(self.variant, VARIANTS, "method.variant")
-        _check(self.variant == "authors" or self.damping > 0,
-               f"method.damping must be > 0 for {self.name} (G + damping·I must be positive definite)")
-
-
-@dataclass
-class LissaConfig(HifConfig):
-    # Paper §5: 10 iterations. With s ≈ 1.1·λ_max and λ = 0.01 the recursion contracts by only
-    # 1 − λ/s per step in G's flat directions, so 10 steps are a TRUNCATED Neumann series, not
-    # (G + λI)⁻¹: the relative residual it leaves is recorded (counters.hif_solver, summary.md "truncated").
-    lissa_iterations: int = 10
-    lissa_scale: Any = "auto"  # auto = 1.1·(λ_max + λ), λ_max by Lanczos on G: contracts by construction; or s > 0
-    # Lanczos steps for λ_max, all run (an early-stop rule stalled at 105 < 117). 10 and 20 steps gave the same
-    # λ_max to 0.01 on four cpu θ0s (synthA runs 0-2: 117.28, 90.83, 113.73; synthB run 0: 104.03), and
-    # the recursion contracts for any estimate above (λ_max + λ)/2.2, so 10 (a third of LiSSA's products).
-    lanczos_iterations: int = 10
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _positive(self.lissa_iterations, "method.lissa_iterations")
-        _positive(self.lanczos_iterations, "method.lanczos_iterations")
-        number = isinstance(self.lissa_scale, (int, float)) and not isinstance(self.lissa_scale, bool)
-        _check(self.lissa_scale == "auto" or (number and self.lissa_scale > 0),
-               f"method.lissa_scale must be 'auto' or a number > 0, got {self.lissa_scale!r}")
-
-
-@dataclass
-class ArnoldiConfig(HifConfig):
-    arnoldi_iterations: int = 25  # n products (paper §5.1; §5.2 pile8: 200, conf/method/hif_arnoldi_pile8.yaml)
-    arnoldi_topk: int = 25  # p Ritz pairs kept, largest first (paper §5.1; §5.2 pile8: 100)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _positive(self.arnoldi_iterations, "method.arnoldi_iterations")
-        _positive(self.arnoldi_topk, "method.arnoldi_topk")
-        _check(self.arnoldi_topk <= self.arnoldi_iterations,
-               "method.arnoldi_topk must not exceed method.arnoldi_iterations")
 
 
 # -- LiSSA -----------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from untrac.lora import sharing_copy, unlearnable
-from untrac.config import MethodConfig
+from untrac.method_config import MethodConfig
 from untrac.methods import COLUMNS, Context, Method, Needs, register
 from untrac.parallel import resolve_workers, run_jobs
 from untrac.pieces import tokens_digest
