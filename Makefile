@@ -55,7 +55,7 @@ clean: ## remove outputs (results and cache)
 # from scratch with the presets before issue 8 (not re-timed since: see docs/results.md); table3 is an estimate.
 ARGS ?=
 PAPER_TARGET = $(PY) -m untrac.paper $@ --scale $(SCALE) --launcher $(LAUNCHER) -- $(ARGS)
-.PHONY: table2 table3 table4 table5 fig2 fig3 fig4
+.PHONY: table2 table3 table4 table5 fig2 fig3 fig4 lds
 
 table2: $(STAMP) ## Table 2: standardised influence, synthetic A/B, 8 methods + ground truth (cpu: 23 min on 2 cores)
 	$(PAPER_TARGET)
@@ -76,4 +76,7 @@ fig3: $(STAMP) ## Figure 3: Pearson over unlearning epochs at batch 1 and 256, T
 	$(PAPER_TARGET)
 
 fig4: $(STAMP) ## Figure 4: ground truth per corpus, all examples vs fixed steps, ToxiGen (cpu: old preset 6 min)
+	$(PAPER_TARGET)
+
+lds: $(STAMP) ## every method against a bank of subset retrains: group LDS, Shapley, exact p-values (synthA/B, pile8)
 	$(PAPER_TARGET)

@@ -120,3 +120,31 @@ def test_a_write_error_midway_leaves_no_metrics_json(tmp_path, monkeypatch):
         write_run(tmp_path, *_results(), {}, {}, "demo")
     assert (tmp_path / INFLUENCE.file).is_file() and not (tmp_path / METRICS).exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_the_bank_writes_its_files_and_a_summary_section(tmp_path):
+    """groundtruth.mode=subsets: subsets.csv, lds.csv and shapley.csv in the contract, LDS and
+    Shapley in summary.md and metrics.json; an exactly additive bank gives LDS 1 and additivity 1."""
+    from untrac.record import RunRecord  # noqa: F401  (the frames read back below)
+    from untrac.subsets import every_subset
+
+    names = ["a", "b", "c", "d"]
+    effect = {"a": 2.0, "b": -1.0, "c": 0.5, "d": 0.25}
+    truth = pd.DataFrame({"run": 0, "train_dataset": names, "test_subset": "t", "influence": list(effect.values())})
+    influence = pd.DataFrame({"method": "m", "run": 0, "train_dataset": names, "test_subset": "t", "step": 0,
+                              "is_final": True, "influence": [3 * v for v in effect.values()]})
+    subsets = pd.DataFrame([{"run": 0, "seed": seed, "removed": "+".join(sorted(s)), "test_subset": "t",
+                             "loss": 1.0 + sum(effect[z] for z in s), "influence": sum(effect[z] for z in s)}
+                            for seed in (0, 1000) for s in every_subset(names)])
+    text = write_run(tmp_path, influence, truth, {}, {}, "demo", subsets=subsets)
+    lds = pd.read_csv(tmp_path / "lds.csv")
+    assert list(lds.columns) == ["method", "run", "test_subset", "lds", "n_subsets"]
+    assert lds.lds.item() == pytest.approx(1.0) and lds.n_subsets.item() == 15
+    shapley = pd.read_csv(tmp_path / "shapley.csv").set_index("train_dataset")
+    assert shapley.shapley.to_dict() == pytest.approx(effect) and shapley.loo.to_dict() == pytest.approx(effect)
+    assert len(pd.read_csv(tmp_path / "subsets.csv", keep_default_na=False)) == 32
+    assert "## The bank of subset retrains" in text and "Additivity" in text and "Top-k removal" in text
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["bank"]["lds"]["m"] == pytest.approx(1.0) and metrics["bank"]["additivity"] == pytest.approx(1.0)
+    assert metrics["bank"]["lds_floor"] == pytest.approx(1.0)  # two identical seeds agree exactly
+    assert (tmp_path / "summary.md").read_text() == text

@@ -133,4 +133,6 @@ SCHEMAS: dict[str, type[MethodConfig]] = {
     "hif_lissa": LissaConfig,
     "hif_arnoldi": ArnoldiConfig,
     "ekfac": EkfacConfig,
+    "tfidf": MethodConfig,  # the text-overlap baselines have nothing to set (untrac.methods.overlap)
+    "bm25": MethodConfig,
 }

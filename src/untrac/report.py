@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from untrac.metrics import correlations, standardized_influence, summarize, truth_agreement
-from untrac.record import (CORRELATIONS, EXAMPLES, INFLUENCE, METRICS, SUMMARY, TRUTH, TRUTH_SEEDS, write_frame,
-                           write_text)
+from untrac.record import (CORRELATIONS, EXAMPLES, INFLUENCE, LDS, METRICS, SHAPLEY, SUBSETS, SUMMARY, TRUTH,
+                           TRUTH_SEEDS, write_frame, write_text)
+from untrac.subsets import bank_floor, bank_tables
 
 
 def mean_std(mean: float, std: float, low: float | None = None, high: float | None = None) -> str:
@@ -40,6 +41,42 @@ def correlation_table(summary: pd.DataFrame) -> pd.DataFrame:
         index=summary.method)
     table.index.name = "method"
     return table
+
+
+def ranking_stats(corr: pd.DataFrame) -> pd.DataFrame:
+    """Per method: the median exact p-value of each correlation over (run, test subset) pairs, the
+    share of pairs whose top dataset is the truth's, and the mean NDCG (record.CORRELATIONS)."""
+    stats = corr.groupby("method", sort=False).agg(pearson_p=("pearson_p", "median"),
+                                                   spearman_p=("spearman_p", "median"),
+                                                   top1=("top1", "mean"), ndcg=("ndcg", "mean"))
+    stats.columns = ["Pearson p (median)", "Spearman p (median)", "top-1 hit", "NDCG"]
+    return stats.round(3)
+
+
+def bank_lines(bank: dict[str, pd.DataFrame], floor: float, n_subsets: int) -> list[str]:
+    """summary.md's section on the bank of subset retrains (untrac.subsets.bank_tables)."""
+    lds = bank["lds"].groupby("method", sort=False).lds.agg(["mean", "std", "count"])
+    lines = ["## The bank of subset retrains (group LDS, Shapley, additivity)", "",
+             f"{n_subsets} models per seed, each trained without a subset S of the training datasets; v(S) = "
+             "L(θ−S) − L(θ0), mean over the ground-truth seeds. Group LDS: Spearman over the subsets between "
+             "the method's summed influences and v(S) (mean ± std over (run, test subset)). "
+             f"Its ceiling, the bank against itself from disjoint seed halves: {floor:.3f}." if math.isfinite(floor)
+             else f"{n_subsets} models per seed; one ground-truth seed, so no floor for the LDS.", "",
+             lds.rename(columns={"mean": "LDS", "std": "± std", "count": "pairs"}).round(3).to_markdown(), "",
+             f"Additivity (R² of v(S) against the summed single-dataset effects, subsets of ≥ 2 datasets): "
+             f"{bank['additivity'].additivity.mean():.3f} (1 = leave-one-out tells everything).", ""]
+    if len(bank["shapley"]):
+        shap = bank["shapley"].groupby("train_dataset", sort=False)[["shapley", "loo"]].mean()
+        lines += ["Exact Shapley value of each dataset beside its leave-out influence v({Z}) (mean over runs "
+                  "and test subsets):", "", shap.round(4).to_markdown(), ""]
+    else:
+        lines += ["Shapley values need every subset in the bank (groundtruth.subsets=all): not computed.", ""]
+    if len(bank["removal"]):
+        removal = bank["removal"].groupby(["method", "k"], sort=False)[["loss_change", "mean_k"]].mean()
+        lines += ["Top-k removal: v of each method's k most influential datasets removed together, against the "
+                  "mean v over every k-subset (higher than the mean: the method's picks matter):", "",
+                  removal.round(4).to_markdown(), ""]
+    return lines
 
 
 def ranking_table(influence: pd.DataFrame) -> pd.DataFrame:
@@ -112,7 +149,9 @@ def summary_markdown(influence: pd.DataFrame, truth: pd.DataFrame, corr: pd.Data
                   "the 95 % bootstrap interval of the mean over (run, test subset) pairs. \"subsets scored\": "
                   "(run, test subset) pairs with a finite correlation, of all pairs; the others (constant or "
                   "non-finite influence) are left out of the means.", "",
-                  correlation_table(summarize(corr)).to_markdown(), ""]
+                  correlation_table(summarize(corr)).to_markdown(), "",
+                  "Exact permutation p-values (all K! orderings; with K = 4 no Spearman p is below 2/24 ≈ 0.083), "
+                  "top-1 hit and NDCG against the ground truth's order:", "", ranking_stats(corr).to_markdown(), ""]
     if floor:
         lines += ["## Ground-truth noise floor", "", floor_text(floor), ""]
     if nonfinite:
@@ -144,7 +183,7 @@ def hif_solver_lines(solver: list) -> list[str]:
 
 def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, seconds: dict, counters: dict,
               title: str, retrained_truth: bool = True, truth_seeds: pd.DataFrame | None = None,
-              examples: pd.DataFrame | None = None, theta0: str = "") -> str:
+              examples: pd.DataFrame | None = None, theta0: str = "", subsets: pd.DataFrame | None = None) -> str:
     """Write the files of the output contract (``untrac.record``) into ``out_dir``, metrics.json
     last, and return the summary text.
 
@@ -154,6 +193,8 @@ def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, secon
     the noise floor compares disjoint halves of them. An empty ``truth`` (groundtruth.mode=none):
     no correlations (header-only files), a ranking per test subset in the summary instead.
     ``examples`` (rank.top_k): the top training examples, written as ``record.EXAMPLES``.
+    ``subsets`` (groundtruth.mode=subsets): v(S) of the bank, written as ``record.SUBSETS`` with
+    the LDS and Shapley files and a section of summary.md.
     ``theta0``: what the scored model is (``untrac.config.theta0_text``), in summary.md and metrics.json.
     Every file is written atomically; a write error is one UntracError line naming the file, and as
     metrics.json comes last a run dir without it is visibly incomplete.
@@ -171,6 +212,18 @@ def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, secon
     nonfinite = counters.get("nonfinite", [])
     text = summary_markdown(influence, truth, corr, seconds, title, nonfinite, floor, counters.get("hif_solver"),
                             counters=counters, theta0=theta0)
+    bank_metrics = {}
+    if subsets is not None and len(subsets):
+        bank = bank_tables(influence, subsets, list(dict.fromkeys(truth.train_dataset)))
+        write_frame(out_dir, SUBSETS, subsets)
+        write_frame(out_dir, LDS, bank["lds"])
+        if len(bank["shapley"]):
+            write_frame(out_dir, SHAPLEY, bank["shapley"])
+        n_subsets, lds_floor = subsets.removed.nunique(), bank_floor(subsets)
+        text += "\n".join(["", *bank_lines(bank, lds_floor, n_subsets)])
+        bank_metrics = {"bank": {"subsets": int(n_subsets), "lds_floor": lds_floor,
+                                 "additivity": float(bank["additivity"].additivity.mean()),
+                                 "lds": bank["lds"].groupby("method", sort=False).lds.mean().to_dict()}}
     write_text(out_dir / SUMMARY, text)
     summary = summarize(corr) if len(corr) else pd.DataFrame()
     metrics = {
@@ -182,6 +235,7 @@ def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, secon
                                      "subsets_total": int(row.subsets_total)} for row in summary.itertuples()},
         **({"theta0": theta0} if theta0 else {}),
         "truth_agreement": floor,
+        **bank_metrics,
         **({} if len(truth) else {"no_correlations": NO_TRUTH}),
         "seconds": dict(seconds),
         "counters": counters,

@@ -88,7 +88,8 @@ def _run(cfg, out_dir: Path) -> None:
     title = f"{cfg.method.name} on {cfg.data.name} / {cfg.testset.name} ({cfg.model.name}, {cfg.runs} run(s))"
     text = write_run(out_dir, results.influence, results.truth, dict(results.seconds), results.counters, title,
                      retrained_truth=cfg.data.runs_vary == "seed", truth_seeds=results.truth_seeds,
-                     examples=results.examples if cfg.rank.top_k else None, theta0=theta0_text(cfg))
+                     examples=results.examples if cfg.rank.top_k else None, theta0=theta0_text(cfg),
+                     subsets=results.subsets)
     print(text)
     log.info("results written to %s", out_dir)
 

@@ -14,20 +14,13 @@ them, lower-cased, no stop words: the synthetic tasks' numbers and short words a
   Z' of BM25(z', z).
 """
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
-from untrac.config import MethodConfig
+from untrac.method_config import MethodConfig
 from untrac.methods import Context, Method, Needs, final_rows, register
 
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"  # scikit-learn's default, given to both so they see the same words
-
-
-@dataclass
-class OverlapConfig(MethodConfig):
-    """Text-overlap baselines; nothing to set beyond the name (the tokenisation is fixed above)."""
 
 
 def tfidf_scores(train: dict[str, list[str]], test: dict[str, list[str]]) -> dict[tuple[str, str], np.ndarray]:
@@ -80,5 +73,5 @@ def _score(context: Context, scores_of) -> pd.DataFrame:
     return final_rows({key: float(np.mean(v)) for key, v in scores.items()})
 
 
-register(Method("tfidf", OverlapConfig, lambda context: _score(context, tfidf_scores), Needs(examples=True, texts=True)))
-register(Method("bm25", OverlapConfig, lambda context: _score(context, bm25_scores), Needs(examples=True, texts=True)))
+register(Method("tfidf", MethodConfig, lambda context: _score(context, tfidf_scores), Needs(examples=True, texts=True)))
+register(Method("bm25", MethodConfig, lambda context: _score(context, bm25_scores), Needs(examples=True, texts=True)))
