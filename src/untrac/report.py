@@ -129,7 +129,7 @@ def coverage_line(counters: dict) -> list[str]:
 
 def summary_markdown(influence: pd.DataFrame, truth: pd.DataFrame, corr: pd.DataFrame, seconds: dict,
                      title: str, nonfinite: list, floor: dict, solver: list | None = None,
-                     counters: dict | None = None, theta0: str = "") -> str:
+                     counters: dict | None = None, theta0: str = "", sections: list[str] = ()) -> str:
     final = influence[influence.is_final]
     parts = [standardized_influence(final, ["method"])]
     if len(truth):
@@ -159,7 +159,7 @@ def summary_markdown(influence: pd.DataFrame, truth: pd.DataFrame, corr: pd.Data
                   "and their correlations are NaN:", ""] + [f"- {item}" for item in nonfinite] + [""]
     if solver:
         lines += hif_solver_lines(solver)
-    lines += ["## Seconds per stage", "", pd.Series(seconds, name="seconds").round(2).to_markdown(), ""]
+    lines += [*sections, "## Seconds per stage", "", pd.Series(seconds, name="seconds").round(2).to_markdown(), ""]
     return "\n".join(lines)
 
 
@@ -210,9 +210,7 @@ def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, secon
     if examples is not None and len(examples):
         write_frame(out_dir, EXAMPLES, examples)
     nonfinite = counters.get("nonfinite", [])
-    text = summary_markdown(influence, truth, corr, seconds, title, nonfinite, floor, counters.get("hif_solver"),
-                            counters=counters, theta0=theta0)
-    bank_metrics = {}
+    bank_metrics, sections = {}, []
     if subsets is not None and len(subsets):
         bank = bank_tables(influence, subsets, list(dict.fromkeys(truth.train_dataset)))
         write_frame(out_dir, SUBSETS, subsets)
@@ -220,10 +218,12 @@ def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, secon
         if len(bank["shapley"]):
             write_frame(out_dir, SHAPLEY, bank["shapley"])
         n_subsets, lds_floor = subsets.removed.nunique(), bank_floor(subsets)
-        text += "\n".join(["", *bank_lines(bank, lds_floor, n_subsets)])
+        sections = bank_lines(bank, lds_floor, n_subsets)
         bank_metrics = {"bank": {"subsets": int(n_subsets), "lds_floor": lds_floor,
                                  "additivity": float(bank["additivity"].additivity.mean()),
                                  "lds": bank["lds"].groupby("method", sort=False).lds.mean().to_dict()}}
+    text = summary_markdown(influence, truth, corr, seconds, title, nonfinite, floor, counters.get("hif_solver"),
+                            counters=counters, theta0=theta0, sections=sections)
     write_text(out_dir / SUMMARY, text)
     summary = summarize(corr) if len(corr) else pd.DataFrame()
     metrics = {
