@@ -148,3 +148,13 @@ def test_the_bank_writes_its_files_and_a_summary_section(tmp_path):
     assert metrics["bank"]["lds"]["m"] == pytest.approx(1.0) and metrics["bank"]["additivity"] == pytest.approx(1.0)
     assert metrics["bank"]["lds_floor"] == pytest.approx(1.0)  # two identical seeds agree exactly
     assert (tmp_path / "summary.md").read_text() == text
+
+
+def test_the_bank_files_read_back(tmp_path):
+    """subsets.csv's ``removed`` is text ("" for none): RunRecord's reader keeps it, and lds/shapley read."""
+    from untrac.record import LDS, SHAPLEY, SUBSETS, read_frame
+
+    test_the_bank_writes_its_files_and_a_summary_section(tmp_path)
+    subsets = read_frame(tmp_path, SUBSETS)
+    assert subsets.removed.iloc[0] == "" and "a+b" in set(subsets.removed)
+    assert len(read_frame(tmp_path, LDS)) == 1 and len(read_frame(tmp_path, SHAPLEY)) == 4

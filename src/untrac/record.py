@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # Columns holding names: read as text, so a dataset called "NA" or "null" stays a name, not NaN.
-TEXT_COLUMNS = frozenset({"method", "train_dataset", "test_subset", "text"})
+TEXT_COLUMNS = frozenset({"method", "train_dataset", "test_subset", "text", "removed"})  # removed: the bank's names joined by +
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ def gather(jobs) -> dict[str, pd.DataFrame]:
         seen.add(data)
         subsets = read_frame(job.path, SUBSETS)
         names = list(read_frame(job.path, TRUTH).train_dataset.unique())
-        parts["shapley"].append(read_frame(job.path, SHAPLEY).assign(data=data))
+        if (job.path / SHAPLEY.file).is_file():  # only a bank of every subset has Shapley values
+            parts["shapley"].append(read_frame(job.path, SHAPLEY).assign(data=data))
         parts["additivity"].append(pd.DataFrame([{"data": data, "run": run, "test_subset": subset,
                                                   "additivity": additivity(values, names)}
                                                  for (run, subset), values in bank_values(subsets).items()]))
@@ -126,7 +127,9 @@ def build(jobs, stem: Path, png: Path) -> tuple[pd.DataFrame, str]:
     frames = gather(jobs)
     shapley = shapley_table(frames)
     if not shapley.empty:
-        write_table(shapley.reset_index(), stem.with_name(stem.name + "_shapley"),
+        shapley.index = [f"{data} {dataset}" for data, dataset in shapley.index]
+        shapley.index.name = "dataset"
+        write_table(shapley, stem.with_name(stem.name + "_shapley"),
                     "Exact Shapley value of each training dataset beside its leave-out influence (mean over runs "
                     "and test subsets), and the additivity of the measured effects")
     figure(frames, png)
