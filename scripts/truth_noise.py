@@ -63,7 +63,7 @@ def train_losses(exp, seed: int, exclude) -> tuple[float, float]:
     """Mean train loss over the first and the last 10% of steps of one cached model."""
     from untrac.cache import make_key
 
-    path = exp.cache.path("models", make_key(exp.model_fields(seed, exclude))) / "train_losses.json"
+    path = exp.cache.path("models", exp.spec(seed, exclude).key()) / "train_losses.json"
     losses = np.asarray(json.loads(path.read_text()), dtype=float)
     k = max(1, len(losses) // 10)
     return float(losses[:k].mean()), float(losses[-k:].mean())
@@ -74,7 +74,7 @@ def checkpoint_states(exp, seed: int, exclude) -> dict[int, Path]:
     model still training, the checkpoints it has written so far to the cache's staging folder."""
     from untrac.cache import make_key
 
-    key = make_key({**exp.model_fields(seed, exclude), "checkpoint_every": exp.cfg.train.checkpoint_every})
+    key = make_key(exp.spec(seed, exclude).checkpoint_fields())
     path = exp.cache.path("checkpoints", key)
     if (path / "checkpoints.json").is_file():
         return {it["step"]: path / it["file"] for it in json.loads((path / "checkpoints.json").read_text())}
@@ -149,7 +149,7 @@ def train_and_measure(label: str, overrides: list[str], seeds: list[int], testse
             exp = Experiment(cfg)
             # θ0 and θ−Z do not depend on the test set: the first test set trains, the others reuse.
             for z in [] if eval_only else [None] + list(exp.task.train):
-                trained_now = not exp.cache.has("models", make_key(exp.model_fields(seed, z)))
+                trained_now = not exp.cache.has("models", exp.spec(seed, z).key())
                 start, cpu_start = time.perf_counter(), time.process_time()
                 exp.trained(seed, exclude=z, checkpoints=checkpoints)
                 seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
@@ -166,7 +166,7 @@ def train_and_measure(label: str, overrides: list[str], seeds: list[int], testse
                 truth = truth_at_checkpoints(exp, seed)
                 if not truth.empty:
                     truth = truth.assign(label=label + "@" + truth.step.astype(str)).drop(columns="step")
-            elif eval_only and not all(exp.cache.has("models", make_key(exp.model_fields(seed, z)))
+            elif eval_only and not all(exp.cache.has("models", exp.spec(seed, z).key())
                                        for z in [None, *exp.task.train]):
                 log.info("%s seed %d: not every model is in the cache, skipped (--eval-only)", label, seed)
                 continue
