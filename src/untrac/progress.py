@@ -11,7 +11,6 @@ as it starts and ends, with its elapsed time and how many jobs are left.
 """
 
 import logging
-import math
 import os
 import sys
 import time

@@ -57,3 +57,16 @@ def test_a_model_the_store_trained_is_found_by_the_run_without_training(tmp_path
     monkeypatch.setattr(untrac.store, "train", lambda *a, **k: pytest.fail("the scoring run trained a model"))
     results = run_experiment(cfg)
     assert len(results.truth) == 4 and results.cache_hits["models"] == 5
+
+
+def test_the_lds_target_plans_the_banks_models():
+    """groundtruth.mode=subsets: every θ−S of the bank (|S| ≥ 2, not all) is in the union."""
+    from untrac.data.prepare import dataset_names
+    from untrac.groundtruth import trained_models
+
+    with plan.Composer() as compose:
+        cfg = plan.job_configs(compose, "lds", "cpu", [])[0]
+    planned = plan.plan_parts(["lds"], "cpu", [])
+    bank = {p.spec.exclude for p in planned if isinstance(p.spec.exclude, tuple)}
+    assert cfg.groundtruth.mode == "subsets" and bank
+    assert bank == {m for m in trained_models(dataset_names(cfg.data), cfg) if isinstance(m, tuple)}
