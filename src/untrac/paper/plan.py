@@ -40,23 +40,31 @@ def sweep_jobs(params: dict | None, overrides: list[str]) -> list[list[str]] | N
 
 
 class Composer:
-    """Hydra's compose API over this checkout's conf/ (or ``$UNTRAC_CONF``), as ``untrac.run`` sees it."""
+    """Hydra's compose API over ``conf_dir`` (default: this checkout's conf/, or ``$UNTRAC_CONF``),
+    as ``untrac.run`` sees it."""
+
+    def __init__(self, conf_dir: str | Path | None = None):
+        self.conf_dir = str(conf_dir or os.environ.get("UNTRAC_CONF", str(REPO / "conf")))
 
     def __enter__(self):
         from hydra import initialize_config_dir
         from hydra.core.global_hydra import GlobalHydra
+        from hydra.initialize import get_gh_backup
 
         from untrac.config import register_configs
 
         register_configs()
+        self._outer = get_gh_backup()  # a caller's own Hydra context comes back on exit
         GlobalHydra.instance().clear()
-        self._context = initialize_config_dir(version_base="1.3", config_dir=os.environ.get("UNTRAC_CONF",
-                                                                                            str(REPO / "conf")))
+        self._context = initialize_config_dir(version_base="1.3", config_dir=self.conf_dir)
         self._context.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
+        from hydra.initialize import restore_gh_from_backup
+
         self._context.__exit__(*exc)
+        restore_gh_from_backup(self._outer)
 
     def __call__(self, overrides: list[str], hydra: bool = False):
         from hydra import compose
