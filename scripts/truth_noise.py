@@ -116,13 +116,15 @@ def train_only(overrides: list[str], seeds: list[int], model: str, checkpoints: 
         exp.trained(seed, exclude=None if model == "theta0" else model, checkpoints=checkpoints)
 
 
-def train_and_measure(label: str, overrides: list[str], seeds: list[int], testsets: list[str], out: Path,
-                      checkpoints: bool, eval_only: bool = False) -> None:
+def train_and_measure(args: argparse.Namespace) -> None:
+    """``train``: per seed, θ0 and every θ−Z from the store, then Eq. 1 on each test set (``args``: the CLI's)."""
     import torch
 
     from untrac.groundtruth import leave_dataset_out
     from untrac.pipeline import Experiment
 
+    label, overrides, seeds, testsets = args.label, args.overrides, parse_seeds(args.seeds), args.testsets.split(",")
+    out, checkpoints, eval_only = args.out, args.checkpoints, args.eval_only
     out.parent.mkdir(parents=True, exist_ok=True)
     train_out = out.with_suffix(".train.csv")
     gt_rows, train_rows = [], []
@@ -297,8 +299,7 @@ def main() -> None:
         train_only(args.overrides, parse_seeds(args.seeds), args.only, args.checkpoints)
         return
     if args.cmd == "train":
-        train_and_measure(args.label, args.overrides, parse_seeds(args.seeds), args.testsets.split(","), args.out,
-                          args.checkpoints, args.eval_only)
+        train_and_measure(args)
         return
     table = pd.concat([pd.read_csv(p) for p in args.csv if not p.name.endswith(".train.csv")], ignore_index=True)
     # the same seed measured twice (a cached model evaluated again) counts once
