@@ -76,9 +76,9 @@ def tqdm(iterable=None, **kwargs):
 
 
 def sweep_size(hydra_cfg) -> int | None:
-    """Jobs in a basic-sweeper multirun, expanded by Hydra itself (``untrac.paper.plan.sweep_jobs``:
+    """Jobs in a basic-sweeper multirun, expanded by Hydra itself (``untrac.sweep.sweep_jobs``:
     the experiment's ``hydra.sweeper.params``, then the command line); None if not countable."""
-    from untrac.paper.plan import sweep_jobs
+    from untrac.sweep import sweep_jobs
 
     params = {k: str(v) for k, v in (hydra_cfg.sweeper.get("params") or {}).items()}
     jobs = sweep_jobs(params, list(hydra_cfg.overrides.task))

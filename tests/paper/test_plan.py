@@ -6,6 +6,7 @@ import untrac.store
 from untrac.config import Config, DataConfig, MethodConfig, ModelConfig, TrainConfig
 from untrac.groundtruth import truth_seeds
 from untrac.paper import plan
+from untrac.sweep import sweep_jobs
 from untrac.pipeline import Experiment, run_experiment
 from untrac.store import needed_specs
 
@@ -15,9 +16,9 @@ TINY = dict(model=ModelConfig(d_model=16, num_layers=1, num_heads=2, d_ff=32),
 
 def test_sweep_jobs_is_hydras_expansion():
     """Params first, then the command line; a key given again keeps its place and takes the new values."""
-    jobs = plan.sweep_jobs({"method": "untrac,graddot", "seed": "range(0,2)"}, ["method=tracin", "x=1,2"])
+    jobs = sweep_jobs({"method": "untrac,graddot", "seed": "range(0,2)"}, ["method=tracin", "x=1,2"])
     assert jobs == [["method=tracin", f"seed={s}", f"x={x}"] for s in (0, 1) for x in (1, 2)]
-    assert plan.sweep_jobs({"lr": "interval(0,1)"}, []) is None
+    assert sweep_jobs({"lr": "interval(0,1)"}, []) is None
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The planner: every model a paper target needs, from the jobs Hydra itself would run.
 
-Each experiment part's sweep is expanded by Hydra's basic sweeper (``sweep_jobs``: its own
+Each experiment part's sweep is expanded by Hydra's basic sweeper (``untrac.sweep.sweep_jobs``: its own
 ``split_arguments`` over the config's ``hydra.sweeper.params`` and the command line), each job is
 composed as ``python -m untrac.run`` composes it, and ``untrac.store.needed_specs`` names the
 models that job looks up. Their union, one entry per cache key, is written to a JSON plan; the
@@ -19,24 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from untrac.paper import REPO
+from untrac.sweep import sweep_jobs
 
 log = logging.getLogger("train-models")
 JOB_NAME = "train-models"
 FAILURES: list[str] = []
-
-
-def sweep_jobs(params: dict | None, overrides: list[str]) -> list[list[str]] | None:
-    """The job list of Hydra's basic sweeper (its own ``split_arguments``): sweeper ``params`` first,
-    then the command line; None for a sweep it cannot run (``interval(…)``)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    arguments = [f"{k}={v}" for k, v in (params or {}).items()] + list(overrides)
-    try:
-        return BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(arguments), None)[0]
-    except HydraException:
-        return None
 
 
 class Composer:

@@ -3,7 +3,7 @@
 A job is ok (its three result files readable), failed (a ``FAILED`` file, or unreadable results),
 incomplete (a directory without results: killed or still running) or missing (no directory).
 The jobs a sweep defines are expanded from its ``multirun.yaml`` exactly as Hydra's basic sweeper
-does (``untrac.paper.plan.sweep_jobs``: Hydra's own expansion), so a job that never started is still listed, under its number.
+does (``untrac.sweep.sweep_jobs``: Hydra's own expansion), so a job that never started is still listed, under its number.
 """
 
 from dataclasses import dataclass, field
@@ -72,7 +72,7 @@ def expected_jobs(sweep: Path) -> tuple[list[list[str]] | None, set[str]]:
     """The jobs the sweep defines (None under another sweeper than the basic one) and the keys it sweeps."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from untrac.paper.plan import sweep_jobs
+    from untrac.sweep import sweep_jobs
 
     hydra = _yaml(sweep / MULTIRUN).get("hydra", {})
     sweeper = hydra.get("sweeper", {})
