@@ -21,9 +21,7 @@ GT rows (in <out>.train.csv): they are what a preset costs and whether it learns
 
 import argparse
 import itertools
-import json
 import logging
-import random
 import sys
 import time
 from pathlib import Path
@@ -32,23 +30,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("truth_noise")
 
 
-# -- configs and training -------------------------------------------------------------------------
+# -- configs and training: through the package (untrac.paper.plan composes, untrac.store trains) ----
 def compose(overrides: list[str]):
     """The typed Config that ``python -m untrac.run <overrides>`` would run."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
+    from untrac.config import typed_config
+    from untrac.paper.plan import Composer
 
-    from untrac.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        raw = hydra_compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_object(raw)
+    with Composer() as hydra_compose:
+        return typed_config(hydra_compose(overrides))
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -60,26 +52,20 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def train_losses(exp, seed: int, exclude) -> tuple[float, float]:
-    """Mean train loss over the first and the last 10% of steps of one cached model."""
-    from untrac.cache import make_key
-
-    path = exp.cache.path("models", make_key(exp.model_fields(seed, exclude))) / "train_losses.json"
-    losses = np.asarray(json.loads(path.read_text()), dtype=float)
+    """Mean train loss over the first and the last 10% of steps of one stored model."""
+    losses = np.asarray(exp.store.train_losses(exp.spec(seed, exclude)), dtype=float)
     k = max(1, len(losses) // 10)
     return float(losses[:k].mean()), float(losses[-k:].mean())
 
 
 def checkpoint_states(exp, seed: int, exclude) -> dict[int, Path]:
-    """Step -> state file of the checkpoints of one model (θ0 or θ−Z): from the cache, or, for a
-    model still training, the checkpoints it has written so far to the cache's staging folder."""
-    from untrac.cache import make_key
-
-    key = make_key({**exp.model_fields(seed, exclude), "checkpoint_every": exp.cfg.train.checkpoint_every})
-    path = exp.cache.path("checkpoints", key)
-    if (path / "checkpoints.json").is_file():
-        return {it["step"]: path / it["file"] for it in json.loads((path / "checkpoints.json").read_text())}
-    # the staging folder of a model still training: <key> (<key>-<pid> before the cache had locks)
-    staged = (Path(exp.cache.root) / "staging").glob(f"{key}*/step*.safetensors")
+    """Step -> state file of the checkpoints of one model (θ0 or θ−Z): from the store, or, for a
+    model still training, the checkpoints it has staged so far."""
+    spec = exp.spec(seed, exclude, checkpoints=True)
+    if exp.store.has(spec):
+        return {it["step"]: it["path"] for it in exp.store.checkpoint_files(spec)}
+    staging = exp.store.staging(spec)  # <key> (<key>-<pid> before the cache had locks)
+    staged = staging.parent.glob(f"{staging.name}*/step*.safetensors")
     # a file written in the last seconds may be half-written
     return {int(f.stem[4:]): f for f in staged if time.time() - f.stat().st_mtime > 10}
 
@@ -123,21 +109,22 @@ def train_only(overrides: list[str], seeds: list[int], model: str, checkpoints: 
 
     from untrac.pipeline import Experiment
 
+    cfg = compose(overrides)
+    torch.set_num_threads(cfg.threads or 1)
+    exp = Experiment(cfg)
     for seed in seeds:
-        cfg = compose(overrides)
-        torch.set_num_threads(cfg.threads or 1)
-        random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
-        Experiment(cfg).trained(seed, exclude=None if model == "theta0" else model, checkpoints=checkpoints)
+        exp.trained(seed, exclude=None if model == "theta0" else model, checkpoints=checkpoints)
 
 
-def train_and_measure(label: str, overrides: list[str], seeds: list[int], testsets: list[str], out: Path,
-                      checkpoints: bool, eval_only: bool = False) -> None:
+def train_and_measure(args: argparse.Namespace) -> None:
+    """``train``: per seed, θ0 and every θ−Z from the store, then Eq. 1 on each test set (``args``: the CLI's)."""
     import torch
 
-    from untrac.cache import make_key
     from untrac.groundtruth import leave_dataset_out
     from untrac.pipeline import Experiment
 
+    label, overrides, seeds, testsets = args.label, args.overrides, parse_seeds(args.seeds), args.testsets.split(",")
+    out, checkpoints, eval_only = args.out, args.checkpoints, args.eval_only
     out.parent.mkdir(parents=True, exist_ok=True)
     train_out = out.with_suffix(".train.csv")
     gt_rows, train_rows = [], []
@@ -145,11 +132,10 @@ def train_and_measure(label: str, overrides: list[str], seeds: list[int], testse
         for i, testset in enumerate(testsets):
             cfg = compose(overrides + ([f"testset={testset}"] if testset != "synthetic" else []))
             torch.set_num_threads(cfg.threads or 1)
-            random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
             exp = Experiment(cfg)
             # θ0 and θ−Z do not depend on the test set: the first test set trains, the others reuse.
             for z in [] if eval_only else [None] + list(exp.task.train):
-                trained_now = not exp.cache.has("models", make_key(exp.model_fields(seed, z)))
+                trained_now = not exp.store.has(exp.spec(seed, z, checkpoints))
                 start, cpu_start = time.perf_counter(), time.process_time()
                 exp.trained(seed, exclude=z, checkpoints=checkpoints)
                 seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
@@ -166,8 +152,7 @@ def train_and_measure(label: str, overrides: list[str], seeds: list[int], testse
                 truth = truth_at_checkpoints(exp, seed)
                 if not truth.empty:
                     truth = truth.assign(label=label + "@" + truth.step.astype(str)).drop(columns="step")
-            elif eval_only and not all(exp.cache.has("models", make_key(exp.model_fields(seed, z)))
-                                       for z in [None, *exp.task.train]):
+            elif eval_only and not all(exp.store.has(exp.spec(seed, z)) for z in [None, *exp.task.train]):
                 log.info("%s seed %d: not every model is in the cache, skipped (--eval-only)", label, seed)
                 continue
             else:
@@ -189,11 +174,11 @@ def train_and_measure(label: str, overrides: list[str], seeds: list[int], testse
 
 # -- analysis -------------------------------------------------------------------------------------
 def disjoint_splits(seeds: list[int], size: int, max_splits: int, rng: np.random.Generator):
-    """Unordered pairs of disjoint seed groups of ``size`` each (all, or a random ``max_splits``)."""
-    pairs = []
-    for a in itertools.combinations(seeds, size):
-        rest = [s for s in seeds if s not in a]
-        pairs += [(a, b) for b in itertools.combinations(rest, size) if a < b]
+    """Unordered pairs of disjoint seed groups of ``size`` each (all, or a random ``max_splits``):
+    the balanced halves (``untrac.metrics.half_splits``) of every 2·size seeds."""
+    from untrac.metrics import half_splits
+
+    pairs = [pair for group in itertools.combinations(seeds, 2 * size) for pair in half_splits(list(group), 10**9)]
     if len(pairs) > max_splits:
         pairs = [pairs[i] for i in rng.choice(len(pairs), max_splits, replace=False)]
     return pairs
@@ -314,8 +299,7 @@ def main() -> None:
         train_only(args.overrides, parse_seeds(args.seeds), args.only, args.checkpoints)
         return
     if args.cmd == "train":
-        train_and_measure(args.label, args.overrides, parse_seeds(args.seeds), args.testsets.split(","), args.out,
-                          args.checkpoints, args.eval_only)
+        train_and_measure(args)
         return
     table = pd.concat([pd.read_csv(p) for p in args.csv if not p.name.endswith(".train.csv")], ignore_index=True)
     # the same seed measured twice (a cached model evaluated again) counts once

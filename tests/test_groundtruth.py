@@ -14,7 +14,7 @@ from untrac.losses import dataset_loss
 from untrac.models import build_model
 from untrac.optim import training_optimizer
 from untrac.pipeline import Experiment, run_experiment
-from untrac.train import train
+from untrac.train import TrainRun, train
 
 TINY = dict(model=ModelConfig(d_model=16, num_layers=1, num_heads=2, d_ff=32),
             data=DataConfig(n_per_dataset=8), train=TrainConfig(steps=4, batch_size=4),
@@ -62,7 +62,7 @@ def _hand_losses(exp: Experiment, seed: int, exclude: str | None) -> float:
     pool = datasets.concatenate_datasets([ds for z, ds in exp.task.train.items() if z != exclude])
     model, _ = build_model(cfg.model, exp.tokenizer, seed)
     optimizer = training_optimizer(model.parameters(), cfg.train.optim, cfg.train.lr, cfg.train.weight_decay)
-    train(model, exp.arch, pool, cfg.train.steps, cfg.train.batch_size, optimizer, exp.device, seed)
+    train(model, exp.arch, pool, optimizer, exp.device, TrainRun(cfg.train.steps, cfg.train.batch_size, seed))
     return dataset_loss(model, exp.task.test["test"], exp.arch, exp.device)
 
 

@@ -1,4 +1,4 @@
-"""Parallel and distributed runs: launcher configs, the prefill plan, and a real submitit_local sweep."""
+"""Parallel and distributed runs: launcher configs, the model plan, and a real submitit_local sweep."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from untrac.paper import targets
+from untrac.paper import plan, targets
 from untrac.record import CORRELATIONS, INFLUENCE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,20 +40,13 @@ def test_each_launcher_composes_with_the_targets_settings(launcher):
         assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.timeout_min == 4320
 
 
-def test_prefill_plan_keeps_model_keys_and_pins_the_rest():
-    """One job per model: data settings and runs are swept, methods/test sets/optimizers are not."""
-    t2 = targets.prefill_overrides(_compose(["experiment=table2"]), [])
-    assert "data=synthA,synthB" in t2 and "method=tracin" in t2
-    assert {"prefill.run=range(0,3)", "prefill.model=range(0,5)", "prefill.checkpoints=true"} <= set(t2)
-
-    t4 = targets.prefill_overrides(_compose(["experiment=table4_lr"]), [])
-    # pile8 trains θ0 and the ground truth once (runs differ in the scored sample): one run, 1 + 8 models
-    assert {"method=untrac", "optim=adam", "testset=toxigen", "data.sizes=equal"} <= set(t4)
-    assert [o for o in t4 if o.startswith("optim.lr=")] == ["optim.lr=5e-06"]
-    assert {"prefill.run=range(0,1)", "prefill.model=range(0,9)", "prefill.checkpoints=false"} <= set(t4)
-
-    t3 = targets.prefill_overrides(_compose(["experiment=table3"]), ["seed=0,1"])
-    assert "data.sizes=equal,different" in t3 and "seed=0,1" in t3 and "testset=toxigen" in t3
+def test_the_plan_trains_what_the_jobs_look_up_once():
+    """table4_lr: pile8 trains θ0 and the ground truth once (runs differ in the scored sample), one
+    data setting, its optimizer sweep trains nothing: 1 + 8 models for each of the 4 ground-truth
+    seeds (groundtruth.seeds at cpu scale); a seed swept on the command line doubles them."""
+    planned = plan.plan_parts(["table4_lr"], "cpu", [])
+    assert len(planned) == 4 * 9 and len({p.spec.seed for p in planned}) == 4
+    assert len(plan.plan_parts(["table4_lr"], "cpu", ["seed=0,1"])) == 2 * 4 * 9
 
 
 def test_make_help_lists_the_paper_targets():
@@ -70,14 +63,21 @@ def _run(args, tmp_path):
 
 
 @pytest.mark.slow
-def test_submitit_local_prefill_fills_the_cache_and_the_scoring_sweep_reuses_it(tmp_path):
+def test_submitit_local_train_models_fills_the_cache_and_the_scoring_sweep_reuses_it(tmp_path):
     """Models are trained by independent submitit jobs at once; the scoring jobs only read them."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    cache, prefill, sweep = tmp_path / "cache", tmp_path / "prefill", tmp_path / "sweep"
-    common = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20", *TINY, f"cache_dir={cache}"]
-    _run(["-m", "untrac.paper", "prefill", "-m", "method=tracin", "prefill.model=range(0,5)",
-          "prefill.checkpoints=true", *common, f"hydra.sweep.dir={prefill}"], tmp_path)
-    done = sorted((prefill / str(i) / "DONE").read_text() for i in range(5))
+    from untrac.config import typed_config
+
+    cache, models, sweep = tmp_path / "cache", tmp_path / "train-models", tmp_path / "sweep"
+    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20"]
+    common = [*launcher, *TINY, f"cache_dir={cache}"]
+    with plan.Composer() as compose:
+        cfg = typed_config(compose(["method=tracin", *TINY, f"cache_dir={cache}"]))
+    planned = [plan.Planned(s, cfg.cache_dir, cfg.device, cfg.threads) for s in plan.job_specs(cfg)]
+    plan.write_plan(planned, tmp_path / "models.json")
+    _run(["-m", "untrac.paper", "train-models", "-m", f"plan.file={tmp_path / 'models.json'}",
+          "plan.index=range(0,5)", *launcher, f"hydra.sweep.dir={models}"], tmp_path)
+    done = sorted((models / str(i) / "DONE").read_text() for i in range(5))
     assert all("trained" in line for line in done) and any(line.startswith("θ0") for line in done)
     assert len(list((cache / "models").glob("*/manifest.json"))) == 5
 
@@ -92,7 +92,7 @@ def test_submitit_local_prefill_fills_the_cache_and_the_scoring_sweep_reuses_it(
 
 @pytest.mark.slow
 def test_a_paper_target_runs_end_to_end_with_the_basic_launcher(tmp_path, capsys):
-    """`make fig2` in miniature: prefill, the two sweeps, then the figure and its table."""
+    """`make fig2` in miniature: the planned models, the two sweeps, then the figure and its table."""
     out = tmp_path / "out"
     # basic, not the cpu default (joblib): joblib's worker start-up costs ~80 s more for these tiny jobs
     code = targets.main(["fig2", "--out", str(out), "--launcher", "basic", "--", *TINY,
@@ -102,7 +102,7 @@ def test_a_paper_target_runs_end_to_end_with_the_basic_launcher(tmp_path, capsys
     md = (out / "tables" / "fig2.md").read_text()
     assert "4 ok" in md and "untrac_inv" in md
     root = next((out / "sweeps" / "fig2_cpu").iterdir())
-    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["fig2_cpu", "fig2_inv_cpu", "prefill"]
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["fig2_cpu", "fig2_inv_cpu", "train-models"]
     assert (root / "meta.json").read_text().endswith('"complete": true}')
 
 

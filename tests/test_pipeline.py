@@ -24,24 +24,41 @@ def experiment(tmp_path):
 
 
 def test_model_keys_ignore_what_does_not_change_the_model(experiment):
-    base = make_key(experiment.model_fields(seed=0, exclude=None))
+    base = experiment.spec(seed=0, exclude=None).key()
     experiment.cfg.method = MethodConfig(name="graddot")
     experiment.cfg.optim = OptimConfig(lr=1e-3)
     experiment.cfg.unlearn = UnlearnConfig(batch_size=2)
-    assert make_key(experiment.model_fields(0, None)) == base  # scoring knobs: θ0 shared by all methods
-    assert make_key(experiment.model_fields(1, None)) != base
-    assert make_key(experiment.model_fields(0, "dataset1")) != base
+    assert experiment.spec(0, None).key() == base  # scoring knobs: θ0 shared by all methods
+    assert experiment.spec(1, None).key() != base
+    assert experiment.spec(0, "dataset1").key() != base
     experiment.cfg.train = TrainConfig(steps=5, batch_size=4)
-    assert make_key(experiment.model_fields(0, None)) != base
+    assert experiment.spec(0, None).key() != base
     experiment.cfg.train = TrainConfig(steps=5, batch_size=4, clip_grad=1.0)
-    assert experiment.model_fields(0, None)["train"]["clip_grad"] == 1.0
-    clipped = make_key(experiment.model_fields(0, None))
+    assert experiment.spec(0, None).fields()["train"]["clip_grad"] == 1.0
+    clipped = experiment.spec(0, None).key()
     experiment.cfg.train = TrainConfig(steps=5, batch_size=4)
-    assert "clip_grad" not in experiment.model_fields(0, None)["train"]  # unclipped models keep their keys
-    assert make_key(experiment.model_fields(0, None)) != clipped
+    assert "clip_grad" not in experiment.spec(0, None).fields()["train"]  # unclipped models keep their keys
+    assert experiment.spec(0, None).key() != clipped
     experiment.cfg.groundtruth = GroundTruthConfig(mode="all_examples")
-    fields = experiment.model_fields(0, None)
+    fields = experiment.spec(0, None).fields()
     assert fields["train"]["steps"] is None and fields["train"]["epochs"] == 1
+
+
+def test_model_keys_are_those_cached_before_the_store():
+    """The store must find every model trained before it: these keys were computed on main 9eeee41
+    (before untrac.store) with ``make_key(Experiment(Config(cache_dir=...)).model_fields(seed, exclude))``
+    and, for checkpoints, ``{**fields, "checkpoint_every": 128}``, for the default Config."""
+    from untrac.store import model_spec
+
+    cfg = Config()
+    assert model_spec(cfg, 0).key() == "e45a70dd768e85e3"
+    assert model_spec(cfg, 0, "dataset1").key() == "0eb8bccc570b12c2"
+    assert make_key(model_spec(cfg, 0).checkpoint_fields()) == "8af45e5987cf0a44"
+    bank = Config(groundtruth=GroundTruthConfig(mode="subsets"))
+    assert model_spec(bank, 0).key() == "e45a70dd768e85e3"  # subsets shares fixed_steps' θ0
+    assert model_spec(bank, 0, ("dataset1", "dataset3")).key() == "22a00f946e02fe6a"
+    clipped = Config(groundtruth=GroundTruthConfig(mode="all_examples"), train=TrainConfig(clip_grad=1.0))
+    assert model_spec(clipped, 7, "dataset2").key() == "bf3a1363326392c1"
 
 
 def _hand_loss(model, test) -> float:
@@ -53,15 +70,16 @@ def _hand_loss(model, test) -> float:
 
 def test_ground_truth_is_loss_after_removal_minus_before(experiment, monkeypatch):
     import untrac.pipeline
+    import untrac.store
 
     pools = {}
-    real_train = untrac.pipeline.train
+    real_train = untrac.store.train
 
-    def recording_train(model, arch, pool, steps, *args, desc="", **kwargs):
-        pools[desc] = ([tuple(ids) for ids in pool["input_ids"]], steps)
-        return real_train(model, arch, pool, steps, *args, desc=desc, **kwargs)
+    def recording_train(model, arch, pool, optimizer, device, run):
+        pools[run.desc] = ([tuple(ids) for ids in pool["input_ids"]], run.steps)
+        return real_train(model, arch, pool, optimizer, device, run)
 
-    monkeypatch.setattr(untrac.pipeline, "train", recording_train)
+    monkeypatch.setattr(untrac.store, "train", recording_train)
     theta0 = experiment.trained(seed=0)
     truth = experiment.truth.per_seed(0, theta0)
     rows = {z: [tuple(ids) for ids in ds["input_ids"]] for z, ds in experiment.task.train.items()}
@@ -93,15 +111,16 @@ def test_runs_vary_seed_retrains_but_sample_only_resamples(tmp_path):
 
 def test_groundtruth_none_trains_only_theta0_and_shares_its_key(tmp_path, monkeypatch):
     import untrac.pipeline
+    import untrac.store
 
     trained = []
-    real_train = untrac.pipeline.train
+    real_train = untrac.store.train
 
-    def recording_train(*args, desc="", **kwargs):
-        trained.append(desc)
-        return real_train(*args, desc=desc, **kwargs)
+    def recording_train(model, arch, pool, optimizer, device, run):
+        trained.append(run.desc)
+        return real_train(model, arch, pool, optimizer, device, run)
 
-    monkeypatch.setattr(untrac.pipeline, "train", recording_train)
+    monkeypatch.setattr(untrac.store, "train", recording_train)
     cfg = Config(**{**TINY, "method": MethodConfig(name="graddot")}, cache_dir=str(tmp_path),
                  groundtruth=GroundTruthConfig(mode="none"), rank=RankConfig(top_k=3))
     results = run_experiment(cfg)
@@ -109,7 +128,7 @@ def test_groundtruth_none_trains_only_theta0_and_shares_its_key(tmp_path, monkey
     assert results.truth.empty and "groundtruth_evaluations" not in results.counters
     assert len(list((tmp_path / "models").iterdir())) == 1
     fixed = Experiment(Config(**TINY, cache_dir=str(tmp_path)))  # fixed_steps reuses that θ0
-    assert fixed.cache.has("models", make_key(fixed.model_fields(0, None)))
+    assert fixed.cache.has("models", fixed.spec(0, None).key())
     assert len(results.influence) == 4 and set(results.influence.method) == {"graddot"}
     top = results.examples
     assert list(top.columns) == ["method", "run", "train_dataset", "example", "test_subset", "score", "text"]
@@ -131,8 +150,9 @@ def test_groundtruth_none_works_with_every_method(tmp_path, method):
 
 def test_one_training_dataset_with_a_ground_truth_is_refused_before_training(tmp_path, monkeypatch):
     import untrac.pipeline
+    import untrac.store
 
-    monkeypatch.setattr(untrac.pipeline, "train", lambda *a, **k: pytest.fail("trained before the check"))
+    monkeypatch.setattr(untrac.store, "train", lambda *a, **k: pytest.fail("trained before the check"))
     exp = Experiment(Config(**TINY, cache_dir=str(tmp_path), groundtruth=GroundTruthConfig(mode="none")))
     exp.task.train = {"dataset1": exp.task.train["dataset1"]}
     exp.cfg.groundtruth = GroundTruthConfig()
@@ -181,22 +201,23 @@ def test_the_bank_trains_each_subset_on_the_rest_and_shares_the_leave_one_out_mo
     """groundtruth.mode=subsets: one model per subset S, trained T steps on the datasets not in S;
     θ−∅ = θ0, θ−D = the initial weights, θ0 and θ−Z under fixed_steps' keys; v(S) = L(θ−S) − L(θ0)."""
     import untrac.pipeline
+    import untrac.store
     from untrac.subsets import bank_tables
 
     pools = {}
-    real_train = untrac.pipeline.train
+    real_train = untrac.store.train
 
-    def recording_train(model, arch, pool, steps, *args, desc="", **kwargs):
-        pools[desc] = sorted(tuple(ids) for ids in pool["input_ids"])
-        return real_train(model, arch, pool, steps, *args, desc=desc, **kwargs)
+    def recording_train(model, arch, pool, optimizer, device, run):
+        pools[run.desc] = sorted(tuple(ids) for ids in pool["input_ids"])
+        return real_train(model, arch, pool, optimizer, device, run)
 
-    monkeypatch.setattr(untrac.pipeline, "train", recording_train)
+    monkeypatch.setattr(untrac.store, "train", recording_train)
     cfg = Config(**{**TINY, "method": MethodConfig(name="graddot")}, cache_dir=str(tmp_path),
                  groundtruth=GroundTruthConfig(mode="subsets"))
     results = run_experiment(cfg)
     exp = Experiment(Config(**TINY, cache_dir=str(tmp_path)))  # fixed_steps finds θ0 and every θ−Z trained
     names = list(exp.task.train)
-    assert all(exp.cache.has("models", make_key(exp.model_fields(0, z))) for z in [None, *names])
+    assert all(exp.cache.has("models", exp.spec(0, z).key()) for z in [None, *names])
     assert len(pools) == 2 ** 4 - 1  # every subset but "all removed" (the initial weights) is trained
     rows = {z: [tuple(ids) for ids in ds["input_ids"]] for z, ds in exp.task.train.items()}
     assert pools["train θ−dataset1+dataset3"] == sorted(rows["dataset2"] + rows["dataset4"])

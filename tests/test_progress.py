@@ -31,5 +31,7 @@ def test_sweep_size_counts_experiment_and_command_line_choices():
     assert sweep_size(hydra) == 2 * 2 * 2
     hydra.overrides.task.append("data=synthA")  # one value for a swept key: that key no longer multiplies
     assert sweep_size(hydra) == 2 * 2
-    hydra.sweeper.params["lr"] = "range(1,4)"
+    hydra.sweeper.params["lr"] = "range(1,4)"  # Hydra's own expansion: range() counts too
+    assert sweep_size(hydra) == 2 * 2 * 3
+    hydra.sweeper.params["wd"] = "interval(0,1)"  # no basic-sweeper job list
     assert sweep_size(hydra) is None

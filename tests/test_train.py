@@ -8,7 +8,7 @@ import datasets
 from untrac.cache import make_key
 from untrac.errors import UntracError
 from untrac.models import Arch
-from untrac.train import sample_order, steps_for, train
+from untrac.train import TrainRun, sample_order, steps_for, train
 
 
 def _stream_by_hand(pool_size: int, draws: int, seed: int) -> list[int]:
@@ -65,8 +65,8 @@ def _one_step(clip_grad):
     grad = [p.grad.detach().clone() for p in model.parameters()]
     model.zero_grad()
     arch = Arch(kind="causal", pad_id=0, eos_id=2, max_length=16)
-    train(model, arch, pool, steps=1, batch_size=2, optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
-          device=torch.device("cpu"), seed=0, clip_grad=clip_grad)
+    train(model, arch, pool, torch.optim.SGD(model.parameters(), lr=1.0), torch.device("cpu"),
+          TrainRun(steps=1, batch_size=2, seed=0, clip_grad=clip_grad))
     update = [b - p.detach() for b, p in zip(before, model.parameters())]
     return update, grad
 
@@ -97,8 +97,8 @@ def test_a_diverging_run_stops_at_once_with_one_line():
     arch = Arch(kind="causal", pad_id=0, eos_id=2, max_length=16)
     with pytest.raises(UntracError, match=r"^training θ0 \(seed 0\) diverged at step \d+: loss (nan|inf); "
                                           r"lower train.lr$") as err:
-        train(model, arch, pool, steps=50, batch_size=2, optimizer=torch.optim.SGD(model.parameters(), lr=1e30),
-              device=torch.device("cpu"), seed=0, name="θ0 (seed 0)")
+        train(model, arch, pool, torch.optim.SGD(model.parameters(), lr=1e30), torch.device("cpu"),
+              TrainRun(steps=50, batch_size=2, seed=0, name="θ0 (seed 0)"))
     assert int(err.value.args[0].split("step ")[1].split(":")[0]) < 50  # stopped early, not at the end
 
 
@@ -122,7 +122,7 @@ def test_a_diverged_model_is_not_cached(tmp_path):
 def test_checkpoints_left_by_a_killed_run_are_removed(tmp_path):
     """The staging folder is used only under the model's lock: whatever the next trainer finds there is stale."""
     experiment = _experiment(tmp_path)
-    key = make_key({**experiment.model_fields(0, None), "checkpoint_every": 1})
+    key = make_key(experiment.spec(0, None).checkpoint_fields())
     for name in (key, f"{key}-4242"):  # this version's name, and an older version's (pid appended)
         (tmp_path / "staging" / name).mkdir(parents=True)
         (tmp_path / "staging" / name / "step0000009.safetensors").write_text("half")

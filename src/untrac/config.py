@@ -287,7 +287,7 @@ def theta0_text(cfg: Config) -> str:
 
 
 def register_configs(schema: type = Config) -> None:
-    """Register the schema (``Config``, or a subclass with a tool's own keys such as the prefill's)
+    """Register the schema (``Config``, or a subclass with a tool's own keys such as train-models' plan keys)
     so ``conf/config.yaml`` can extend it and Hydra type-checks every key."""
     from hydra.core.config_store import ConfigStore
     from omegaconf import MISSING, OmegaConf

@@ -67,7 +67,7 @@ def trained_models(names: Sequence[str], cfg: Config) -> list[str | tuple | None
     """What each ground-truth seed trains, in order: θ0 (None), each θ−Z (its name) and, with
     ``groundtruth.mode=subsets``, each other θ−S of the bank (a tuple of names in dataset order);
     ∅ is θ0 and "every dataset removed" is the initial weights, so neither is trained twice or at all.
-    The pipeline and ``python -m untrac.paper prefill`` (one job per entry) both read this list."""
+    The pipeline and the planner (``untrac.store.needed_specs``) both read this list."""
     models: list[str | tuple | None] = [None]
     if cfg.groundtruth.mode == "none":
         return models

@@ -4,11 +4,9 @@
 and scripts can call it with a ``Config`` built in Python.
 """
 
-import json
 import logging
 import random
 import resource
-import shutil
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -20,19 +18,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from untrac.cache import Cache, load_weights, make_key, save_weights
+from untrac.cache import Cache, load_weights
 from untrac.checks import before_training
 from untrac.config import Config
-from untrac.data.prepare import data_key, load_task, sample
+from untrac.data.prepare import load_task, sample
 from untrac.errors import UntracError
 from untrac.groundtruth import GroundTruth, bank_subsets, mean_over_seeds, subset_losses, truth_seeds
 from untrac.lora import record_lora_coverage
 from untrac.methods import Checkpoint, Context, Method, get, registry
-from untrac.models import build_model, load_tokenizer, model_arch, model_key, record_all_weights, resolve_device
+from untrac.models import build_model, load_tokenizer, model_arch, record_all_weights, resolve_device
 from untrac.pieces import PieceStore
 from untrac.record import EXAMPLES, INFLUENCE, SUBSETS, TRUTH
-from untrac.optim import training_optimizer
-from untrac.train import steps_for, train
+from untrac.store import Exclude, ModelSpec, ModelStore, TrainingData, model_spec
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +93,7 @@ class Experiment:
         self.task = load_task(cfg.data, cfg.testset, self.tokenizer, self.arch, Path(cfg.cache_dir))
         self._check_names()
         self.results = Results(influence=pd.DataFrame(), truth=pd.DataFrame())
+        self.store = ModelStore(self.cache, self.device, self.results.seconds)
         self.truth = GroundTruth(cfg, list(self.task.train), self.trained, self.test_losses, self.results.counters)
         gt = cfg.groundtruth
         self.bank = bank_subsets(list(self.task.train), gt.subsets, gt.keep_fraction, cfg.seed) \
@@ -130,51 +128,22 @@ class Experiment:
             what = "smallest leave-dataset-out training set" if trains_loo else "training set"
             raise UntracError(f"train.batch_size={cfg.train.batch_size} is larger than the {what} "
                               f"({smallest_pool} examples)")
-    # -- training (θ0 and θ−Z) -------------------------------------------------------------
-    def model_fields(self, seed: int, exclude: str | None) -> dict:
-        t = self.cfg.train
-        train_fields = {"steps": t.steps, "batch_size": t.batch_size, "optim": t.optim, "lr": t.lr,
-                        "weight_decay": t.weight_decay}
-        if t.clip_grad is not None:  # only when set, so that unclipped models keep their cache keys
-            train_fields["clip_grad"] = t.clip_grad
-        if self.cfg.groundtruth.mode == "all_examples":
-            train_fields = {**train_fields, "steps": None, "epochs": t.epochs}
-        return {"model": model_key(self.cfg.model), "data": data_key(self.cfg.data), "train": train_fields,
-                "mode": self.train_mode, "seed": seed, "exclude": list(exclude) if isinstance(exclude, tuple) else exclude}
+    # -- training (θ0, θ−Z and the bank's θ−S: untrac.store) -----------------------------------
+    def spec(self, seed: int, exclude: Exclude = None, checkpoints: bool = False) -> ModelSpec:
+        return model_spec(self.cfg, seed, exclude, checkpoints)
 
-    @property
-    def train_mode(self) -> str:
-        """none trains only θ0 and subsets adds models: both train T steps like fixed_steps (and share its models)."""
-        mode = self.cfg.groundtruth.mode
-        return "fixed_steps" if mode in ("none", "subsets") else mode
-
-    def trained(self, seed: int, exclude: str | tuple | None = None, checkpoints: bool = False) -> torch.nn.Module:
-        """θ0 (``exclude=None``), θ−Z (a name) or θ−S (a tuple of names, the bank), from the cache or
-        trained now (and cached). θ−D, every dataset removed, is the initial weights (DESIGN §2)."""
+    def trained(self, seed: int, exclude: Exclude = None, checkpoints: bool = False) -> torch.nn.Module:
+        """θ0 (``exclude=None``), θ−Z (a name) or θ−S (a tuple of names, the bank), from the store or
+        trained now (and stored). θ−D, every dataset removed, is the initial weights (DESIGN §2)."""
         if self.cfg.train.steps == 0:
             return self._given_model(seed, exclude, checkpoints)
         if isinstance(exclude, tuple) and set(exclude) == set(self.task.train):
             model, _ = build_model(self.cfg.model, self.tokenizer, seed)
             return model.to(self.device).eval()
-        fields = self.model_fields(seed, exclude)
-        ckpt_fields = {**fields, "checkpoint_every": self.cfg.train.checkpoint_every}
-        label = "θ0" if exclude is None else f"θ−{exclude if isinstance(exclude, str) else '+'.join(exclude)}"
-        need_model = not self.cache.has("models", make_key(fields))
-        need_ckpts = checkpoints and not self.cache.has("checkpoints", make_key(ckpt_fields))
-        if need_model or need_ckpts:
-            # One process trains a model; another asking for it waits here, then finds it cached.
-            with self.cache.hold("models", make_key(fields)):
-                need_model = not self.cache.has("models", make_key(fields))
-                need_ckpts = checkpoints and not self.cache.has("checkpoints", make_key(ckpt_fields))
-                if need_model or need_ckpts:
-                    log.info("%s (seed %d): not in cache, training", label, seed)
-                    self._train_and_store(fields, ckpt_fields, exclude, seed, need_ckpts, label)
-        if not (need_model or need_ckpts):
-            log.info("%s (seed %d): reused from cache %s", label, seed, self.cache.path("models", make_key(fields)))
+        spec = self.spec(seed, exclude, checkpoints)
+        if not self.store.ensure(spec, TrainingData(self.tokenizer, self.arch, self.task.train)):
             self.results.cache_hits["models"] += 1
-        model, _ = build_model(self.cfg.model, self.tokenizer, seed)
-        load_weights(model, self.cache.path("models", make_key(fields)) / "model.safetensors")
-        return model.to(self.device).eval()
+        return self.store.load(spec, self.tokenizer)
 
     def _given_model(self, seed: int, exclude: str | None, checkpoints: bool) -> torch.nn.Module:
         """train.steps=0: θ0 is the given model itself, untouched and not copied into the cache."""
@@ -187,54 +156,9 @@ class Experiment:
         model, _ = build_model(self.cfg.model, self.tokenizer, seed)
         return model.to(self.device).eval()
 
-    def _train_and_store(self, fields, ckpt_fields, exclude, seed, with_ckpts: bool, label: str) -> None:
-        cfg = self.cfg
-        removed = {exclude} if isinstance(exclude, str) else set(exclude or ())
-        pool = datasets.concatenate_datasets([ds for z, ds in self.task.train.items() if z not in removed])
-        steps = steps_for(len(pool), cfg.train.batch_size, cfg.train.steps, cfg.train.epochs, self.train_mode)
-        model, _ = build_model(cfg.model, self.tokenizer, seed)
-        optimizer = training_optimizer(model.parameters(), cfg.train.optim, cfg.train.lr, cfg.train.weight_decay)
-        # Used only under the model's lock (``trained``), so a folder found here was left by a killed run.
-        staging = Path(self.cache.root) / "staging" / make_key(ckpt_fields)
-        for stale in staging.parent.glob(f"{staging.name}*"):  # "*": older runs appended their pid
-            shutil.rmtree(stale, ignore_errors=True)
-        saved = []
-
-        def on_checkpoint(step: int, lr: float, m: torch.nn.Module) -> None:
-            staging.mkdir(parents=True, exist_ok=True)
-            save_weights(m, staging / f"step{step:07d}.safetensors")
-            saved.append({"step": step, "lr": lr, "file": f"step{step:07d}.safetensors"})
-
-        try:
-            with timed(self.results.seconds, "train"):
-                losses = train(model, self.arch, pool, steps, cfg.train.batch_size, optimizer, self.device, seed,
-                               cfg.model.dtype, cfg.train.checkpoint_every if with_ckpts else None,
-                               on_checkpoint if with_ckpts else None, desc=f"train {label}",
-                               clip_grad=cfg.train.clip_grad, name=f"{label} (seed {seed})")
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-
-        def write_model(tmp: Path) -> None:
-            save_weights(model, tmp / "model.safetensors")
-            (tmp / "train_losses.json").write_text(json.dumps(losses))
-
-        def write_ckpts(tmp: Path) -> None:
-            for item in saved:
-                shutil.move(staging / item["file"], tmp / item["file"])
-            (tmp / "checkpoints.json").write_text(json.dumps(saved, indent=1))
-
-        self.cache.build("models", fields, write_model)
-        if with_ckpts:
-            self.cache.build("checkpoints", ckpt_fields, write_ckpts)
-            shutil.rmtree(staging, ignore_errors=True)
-
     def checkpoints(self, seed: int) -> list[Checkpoint]:
-        fields = {**self.model_fields(seed, None), "checkpoint_every": self.cfg.train.checkpoint_every}
-        path = self.cache.path("checkpoints", make_key(fields))
-        items = json.loads((path / "checkpoints.json").read_text())
-        return [Checkpoint(it["step"], it["lr"], lambda model, f=path / it["file"]: load_weights(model, f))
-                for it in items]
+        return [Checkpoint(it["step"], it["lr"], lambda model, f=it["path"]: load_weights(model, f))
+                for it in self.store.checkpoint_files(self.spec(seed, None, checkpoints=True))]
 
     # -- ground truth (Eq. 1, over groundtruth.seeds seeds: untrac.groundtruth) ---------------
     def test_losses(self, model) -> dict[str, float]:
@@ -254,7 +178,7 @@ class Experiment:
                           method=settings, seed=sample_seed, dtype=cfg.model.dtype, counters=self.results.counters)
         if needs.unlearning:
             context.optim, context.unlearn = cfg.optim, cfg.unlearn
-            context.store = PieceStore(self.cache, {"theta0": make_key(self.model_fields(train_seed, None))})
+            context.store = PieceStore(self.cache, {"theta0": self.spec(train_seed).key()})
         if needs.pool:
             context.hessian_pool = self.hessian_pool(settings.hessian_examples, sample_seed)
         if needs.checkpoints:

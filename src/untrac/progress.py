@@ -11,7 +11,6 @@ as it starts and ends, with its elapsed time and how many jobs are left.
 """
 
 import logging
-import math
 import os
 import sys
 import time
@@ -77,17 +76,13 @@ def tqdm(iterable=None, **kwargs):
 
 
 def sweep_size(hydra_cfg) -> int | None:
-    """Jobs in a basic-sweeper multirun: the product of the comma-separated choices of each swept key
-    (command-line sweeps override the experiment's ``hydra.sweeper.params``); None if not countable."""
+    """Jobs in a basic-sweeper multirun, expanded by Hydra itself (``untrac.sweep.sweep_jobs``:
+    the experiment's ``hydra.sweeper.params``, then the command line); None if not countable."""
+    from untrac.sweep import sweep_jobs
+
     params = {k: str(v) for k, v in (hydra_cfg.sweeper.get("params") or {}).items()}
-    for override in hydra_cfg.overrides.task:
-        key, _, value = override.partition("=")
-        key = key.lstrip("+~")
-        if "," in value or key in params:  # `data.sizes=equal` pins a key the experiment sweeps
-            params[key] = value
-    if any("(" in v for v in params.values()):  # range(), glob(), ...: not worth parsing
-        return None
-    return math.prod(len(v.split(",")) for v in params.values()) if params else 1
+    jobs = sweep_jobs(params, list(hydra_cfg.overrides.task))
+    return None if jobs is None else len(jobs)
 
 
 try:

@@ -69,7 +69,7 @@ RESULTS = (INFLUENCE, TRUTH, CORRELATIONS)  # every finished run has these (a sw
 
 SUMMARY = "summary.md"
 METRICS = "metrics.json"  # written last: its presence marks a complete run directory
-FAILED = "FAILED"  # one line: why the job failed (run.py, paper.prefill)
+FAILED = "FAILED"  # one line: why the job failed (run.py, paper.plan train-models)
 TRACEBACK = "traceback.txt"  # the traceback of an unexpected failure
 CONFIG = ".hydra/config.yaml"  # Hydra's record of the composed config (unresolved)
 HYDRA = ".hydra/hydra.yaml"

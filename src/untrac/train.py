@@ -2,6 +2,7 @@
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import datasets
@@ -44,20 +45,35 @@ def steps_for(pool_size: int, batch_size: int, fixed_steps: int, epochs: int, mo
     return epochs * math.ceil(pool_size / batch_size)
 
 
-def train(model: torch.nn.Module, arch: Arch, pool: datasets.Dataset, steps: int, batch_size: int,
-          optimizer: torch.optim.Optimizer, device: torch.device, seed: int, dtype: str = "float32",
-          checkpoint_every: int | None = None, on_checkpoint: Checkpoint | None = None,
-          desc: str = "train", clip_grad: float | None = None, name: str = "the model") -> list[float]:
+@dataclass(frozen=True)
+class TrainRun:
+    """One training run's settings besides the model, its pool, optimizer and device (``train``)."""
+
+    steps: int
+    batch_size: int
+    seed: int
+    dtype: str = "float32"
+    checkpoint_every: int | None = None
+    on_checkpoint: Checkpoint | None = None
+    clip_grad: float | None = None
+    name: str = "the model"
+    desc: str = "train"
+
+
+def train(model: torch.nn.Module, arch: Arch, pool: datasets.Dataset, optimizer: torch.optim.Optimizer,
+          device: torch.device, run: TrainRun) -> list[float]:
     """Minimise the mean example loss on batches from ``pool``; returns the loss of every step.
 
     A non-finite loss, or non-finite weights after the last step, stops training at once with one
-    line naming ``name`` and the step: such a model would score NaN everywhere, and must not be cached.
+    line naming ``run.name`` and the step: such a model would score NaN everywhere, and must not be cached.
 
-    ``clip_grad``: rescale the gradient to at most this global L2 norm before each step, as
+    ``run.clip_grad``: rescale the gradient to at most this global L2 norm before each step, as
     transformers' Trainer does with ``max_grad_norm`` (the authors' θ0 training, default 1.0).
     The learning rate is constant: the authors' Trainer arguments default to
     ``constant_with_warmup`` with 0 warm-up steps.
     """
+    steps, batch_size, seed, dtype, name = run.steps, run.batch_size, run.seed, run.dtype, run.name
+    clip_grad, checkpoint_every, on_checkpoint, desc = run.clip_grad, run.checkpoint_every, run.on_checkpoint, run.desc
     model.to(device).train()
     losses = []
     bar = tqdm(sample_order(len(pool), steps, batch_size, seed), total=steps, desc=desc, leave=False)

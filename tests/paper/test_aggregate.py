@@ -201,9 +201,10 @@ def test_expansion_matches_the_basic_sweepers_rules(tmp_path):
     assert sweeps.expected_jobs(tmp_path) == (None, {"method", "seed"})  # another sweeper: jobs as found
 
 
-def test_prefill_sweeps_are_skipped_and_no_sweep_is_an_error(tmp_path, composer, capsys):
-    (tmp_path / "prefill").mkdir()
-    (tmp_path / "prefill" / MULTIRUN).write_text(yaml.safe_dump({"hydra": {"job": {"name": "prefill"}}}))
+@pytest.mark.parametrize("job_name", ["train-models", "prefill"])  # prefill: sweeps made before the planner
+def test_model_training_sweeps_are_skipped_and_no_sweep_is_an_error(tmp_path, composer, capsys, job_name):
+    (tmp_path / job_name).mkdir()
+    (tmp_path / job_name / MULTIRUN).write_text(yaml.safe_dump({"hydra": {"job": {"name": job_name}}}))
     assert sweeps.find_sweeps([tmp_path]) == []
     assert aggregate.main([str(tmp_path)]) == 1
     assert "no sweep" in capsys.readouterr().err

@@ -96,7 +96,11 @@ def test_experiment_composes_and_every_job_validates(target, scale):
 
 
 def test_checkpoints_follow_the_method_plugins_and_presets():
-    from untrac.paper.targets import _needs_checkpoints
+    """The planner asks the composed job's method plugin (a preset is composed to its method)."""
+    from untrac.config import typed_config
+    from untrac.paper.plan import Composer, job_specs
 
-    assert _needs_checkpoints("tracin") and not _needs_checkpoints("graddot")
-    assert not _needs_checkpoints("hif_arnoldi_pile8")  # a preset: followed to hif_arnoldi
+    with Composer() as compose:
+        kept = {m: any(s.checkpoints for s in job_specs(typed_config(compose([f"method={m}", "runs=1"]))))
+                for m in ("tracin", "graddot", "hif_arnoldi_pile8")}
+    assert kept == {"tracin": True, "graddot": False, "hif_arnoldi_pile8": False}

@@ -58,27 +58,54 @@ def _test_pairs(testset: TestsetConfig, seed: int, cache_dir: Path) -> dict:
     return load_testset(testset.name, testset.source, testset.root, testset.per_subset, seed)
 
 
+def _synthetic_text(data: DataConfig):
+    from untrac.data import synthetic
+
+    return (synthetic.load_csv(data.variant, data.root) if data.source == "csv"
+            else synthetic.generate(data.variant, seed=data.seed, n=data.n_per_dataset))
+
+
+def _corpora(data: DataConfig, tokenizer, arch: Arch, cache_dir: Path) -> dict[str, datasets.Dataset]:
+    if data.kind == "files":
+        from untrac.data.files import load_train
+
+        return load_train(data, tokenizer, arch, cache_dir)
+    from untrac.data.corpora import load_pile8
+
+    sizes = pile8_sizes(data)
+    return load_pile8(list(sizes), sizes, data.source, data.root, data.block_size, tokenizer,
+                      data.seed, Path(cache_dir) / "corpora")
+
+
+def load_train(data: DataConfig, tokenizer, arch: Arch, cache_dir: Path) -> dict[str, datasets.Dataset]:
+    """The tokenised training datasets alone (what ``untrac.store`` trains a model from)."""
+    if data.kind == "synthetic":
+        train = {name: encode_pairs(tokenizer, pairs, arch) for name, pairs in _synthetic_text(data).train.items()}
+    else:
+        train = _corpora(data, tokenizer, arch, cache_dir)
+    _check_nonempty(train, "training dataset")
+    return train
+
+
+def dataset_names(data: DataConfig) -> list[str] | None:
+    """The training datasets' names without tokenising anything; None where only the data knows
+    them (``data=files`` split by ``group_column``)."""
+    if data.kind == "synthetic":
+        return list(_synthetic_text(data).train)
+    if data.kind == "files":
+        return list(data.train) or None
+    return list(pile8_sizes(data))
+
+
 def load_task(data: DataConfig, testset: TestsetConfig, tokenizer, arch: Arch, cache_dir: Path) -> Task:
     if data.kind == "synthetic":
-        from untrac.data import synthetic
-
-        text = (synthetic.load_csv(data.variant, data.root) if data.source == "csv"
-                else synthetic.generate(data.variant, seed=data.seed, n=data.n_per_dataset))
+        text = _synthetic_text(data)
         subsets = text.test if testset.name == "synthetic" else _test_pairs(testset, data.seed, cache_dir)
         train = {name: encode_pairs(tokenizer, pairs, arch) for name, pairs in text.train.items()}
     else:
         # The test set first: it is quick, so a bad test file fails before corpora are tokenised.
         subsets = _test_pairs(testset, data.seed, cache_dir)
-        if data.kind == "files":
-            from untrac.data.files import load_train
-
-            train = load_train(data, tokenizer, arch, cache_dir)
-        else:
-            from untrac.data.corpora import load_pile8
-
-            sizes = pile8_sizes(data)
-            train = load_pile8(list(sizes), sizes, data.source, data.root, data.block_size, tokenizer,
-                               data.seed, Path(cache_dir) / "corpora")
+        train = _corpora(data, tokenizer, arch, cache_dir)
     if testset.max_subsets:
         subsets = dict(list(subsets.items())[:testset.max_subsets])
     # testset=files' separator; the paper's test sets keep their prompts' own ending ("").

@@ -6,8 +6,9 @@
     sweeps      reading a Hydra multirun directory: the jobs it defines, their status and configs
     pooling     which jobs may be pooled: configs that differ only in what the sweeps vary
     aggregate   sweep directories → ``<out>/tables/<target>.*`` and ``<out>/figures/<target>.png``
-    prefill     one Hydra job per model, filling the shared cache before a sweep scores
-    targets     the driver: prefill, sweep(s), aggregate
+    plan        the planner: the union of the models a target's jobs need (Hydra's own sweep expansion),
+                trained as one Hydra job per model (``train-models``) into the shared cache
+    targets     the driver: plan and train the models, sweep(s), aggregate
 """
 
 from pathlib import Path

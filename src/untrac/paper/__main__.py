@@ -2,7 +2,7 @@
 
     python -m untrac.paper TARGET [--scale …] [--launcher …] [--out …] [--fresh] [-- overrides]   (targets)
     python -m untrac.paper aggregate SWEEP [SWEEP ...] [--target …] [--out …] [--name …] [--split]
-    python -m untrac.paper prefill -m OVERRIDES ...   (Hydra command line; one job per model)
+    python -m untrac.paper train-models -m plan.file=PLAN plan.index=range(0,N)   (one job per planned model)
 """
 
 import sys
@@ -15,11 +15,11 @@ def main(argv: list[str] | None = None) -> int:
         from untrac.paper.aggregate import main as aggregate
 
         return aggregate(argv[1:])
-    if command == "prefill":
-        from untrac.paper.prefill import main as prefill
+    if command == "train-models":
+        from untrac.paper.plan import train_models_main
 
         sys.argv = [sys.argv[0], *argv[1:]]  # Hydra reads its overrides from sys.argv
-        prefill()
+        train_models_main()
         return 0
     from untrac.paper.targets import main as driver
 

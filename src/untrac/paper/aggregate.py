@@ -4,7 +4,7 @@
 
 SWEEP is a multirun directory (it holds ``multirun.yaml``) or a folder above several, as
 ``make table4`` leaves them (``outputs/sweeps/table4_cpu/<time>/{table4_cpu,table4_lr_cpu}``);
-``prefill`` sweeps (model training only) are skipped. For every job the sweep defines, this
+``train-models`` multiruns (model training only; ``prefill`` in older sweeps) are skipped. For every job the sweep defines, this
 reports ok / FAILED (with the job's one-line reason) / incomplete / missing (``sweeps``), and
 aggregates the ok ones.
 

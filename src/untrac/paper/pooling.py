@@ -3,6 +3,8 @@
 Results are only pooled when the jobs' resolved configs (``.hydra/config.yaml``, ``record.CONFIG``) differ in what
 the sweeps vary and nothing else: a key may differ only if it is a swept key, lies under one, or is
 set by an option of a swept config group, and then only as a function of those swept values.
+What a group's options set is read from configs composed by Hydra (``untrac.paper.plan.Composer``):
+a job's own overrides, once with each option of the group.
 """
 
 from pathlib import Path
@@ -27,18 +29,30 @@ def _conf_dir(jobs: list[Job]) -> Path:
     return REPO / "conf"
 
 
-def group_keys(conf_dir: Path, group: str, options: set[str]) -> set[str]:
-    """Config keys that the given options of config group ``group`` set (a swept group explains them)."""
-    keys = set()
-    for option in options:
-        path = conf_dir / group / f"{option}.yaml"
-        if not path.is_file():
-            keys.add(f"{group}.*")
-            continue
-        text = path.read_text()
-        node = {k: v for k, v in (yaml.safe_load(text) or {}).items() if k != "defaults"}
-        global_package = "@package _global_" in text.split("\n\n")[0]
-        keys |= set(flatten(node if global_package else {group: node}))
+def group_keys(conf_dir: Path, group: str, jobs: list[Job]) -> set[str]:
+    """Config keys that the options of config group ``group`` the jobs use set differently (a swept
+    group explains them): each sweep's first job, composed once per option. ``<group>.*`` (every key)
+    when a job no longer composes from ``conf_dir``."""
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from untrac.paper.plan import Composer
+
+    options = sorted({j.swept.get(group) for j in jobs} - {None})
+    firsts = {j.sweep: j for j in jobs}.values()
+    keys: set[str] = set()
+    try:
+        with Composer(conf_dir) as compose:
+            for job in firsts:
+                others = [o for o in job.overrides if o.partition("=")[0].lstrip("+~") != group]
+                composed = [flatten(OmegaConf.to_container(compose([*others, f"{group}={o}"]), resolve=True))
+                            for o in options]
+                for key in set().union(*composed):
+                    if len({str(c.get(key, MISSING)) for c in composed}) > 1:
+                        keys.add(key)
+    except (HydraException, OmegaConfBaseException):
+        return {f"{group}.*"}
     return keys
 
 
@@ -57,8 +71,7 @@ def inconsistencies(jobs: list[Job], swept: set[str]) -> list[str]:
     if len(jobs) < 2:
         return []
     conf_dir = _conf_dir(jobs)
-    explained = {s: group_keys(conf_dir, s, {j.swept.get(s) for j in jobs} - {None})
-                 for s in swept if (conf_dir / s).is_dir()}
+    explained = {s: group_keys(conf_dir, s, jobs) for s in swept if (conf_dir / s).is_dir()}
     bad = []
     for key in sorted(set().union(*(j.config for j in jobs))):
         values = [j.config.get(key, MISSING) for j in jobs]

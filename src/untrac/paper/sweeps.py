@@ -3,16 +3,16 @@
 A job is ok (its three result files readable), failed (a ``FAILED`` file, or unreadable results),
 incomplete (a directory without results: killed or still running) or missing (no directory).
 The jobs a sweep defines are expanded from its ``multirun.yaml`` exactly as Hydra's basic sweeper
-does (``expand``), so a job that never started is still listed, under its number.
+does (``untrac.sweep.sweep_jobs``: Hydra's own expansion), so a job that never started is still listed, under its number.
 """
 
-import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from untrac.errors import UntracError
+from untrac.paper.plan import JOB_NAME
 from untrac.record import CONFIG, FAILED, HYDRA, MULTIRUN, OVERRIDES, RESULTS, read_frame
 
 
@@ -54,12 +54,13 @@ def _yaml(path: Path) -> dict:
 
 
 def find_sweeps(paths: list[Path]) -> list[Path]:
-    """Multirun directories at or up to four levels below ``paths``; prefill sweeps left out."""
+    """Multirun directories at or up to four levels below ``paths``; the model-training multiruns
+    (``train-models``, and ``prefill`` of older sweeps) left out."""
     sweeps = []
     for path in paths:
         found = [path] if (path / MULTIRUN).is_file() else sorted(
             p.parent for p in path.rglob(MULTIRUN) if len(p.relative_to(path).parts) <= 4)
-        sweeps += [s for s in found if _job_name(s) != "prefill"]
+        sweeps += [s for s in found if _job_name(s) not in (JOB_NAME, "prefill")]
     return sweeps
 
 
@@ -67,38 +68,22 @@ def _job_name(sweep: Path) -> str:
     return _yaml(sweep / MULTIRUN).get("hydra", {}).get("job", {}).get("name", "")
 
 
-def expand(overrides: list) -> list[list[str]] | None:
-    """The job list of Hydra's basic sweeper for parsed ``overrides``: one list of ``key=value``
-    per job, the cartesian product of each key's values in the order the keys first appear (a
-    later override of the same key replaces its values in place). None for a continuous sweep
-    (``interval(…)``), which the basic sweeper cannot run."""
-    values: dict[str, list[str]] = {}
-    for override in overrides:
-        key = override.get_key_element()
-        if not override.is_sweep_override():
-            values[key] = [f"{key}={override.get_value_element_as_str()}"]
-        elif override.is_discrete_sweep():
-            values[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
-        else:
-            return None
-    return [list(job) for job in itertools.product(*values.values())]
-
-
 def expected_jobs(sweep: Path) -> tuple[list[list[str]] | None, set[str]]:
     """The jobs the sweep defines (None under another sweeper than the basic one) and the keys it sweeps."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    from untrac.sweep import sweep_jobs
+
     hydra = _yaml(sweep / MULTIRUN).get("hydra", {})
     sweeper = hydra.get("sweeper", {})
     params = sweeper.get("params") or {}
-    # The basic sweeper's order: the config's sweeper params first, then the command line.
-    arguments = [f"{k}={v}" for k, v in params.items()] + list(hydra.get("overrides", {}).get("task", []))
-    parsed = OverridesParser.create().parse_overrides(arguments)
+    task = list(hydra.get("overrides", {}).get("task", []))
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + task)
     swept = {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
     swept |= {str(k).lstrip("+~") for k in params}
     if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
         return None, swept
-    return expand(parsed), swept
+    return sweep_jobs(params, task), swept
 
 
 def _unreadable(path: Path) -> str:

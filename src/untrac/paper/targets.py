@@ -3,9 +3,11 @@
     python -m untrac.paper TARGET [--scale cpu|paper] [--launcher auto|basic|joblib|submitit_local|submitit_slurm]
                                   [--out outputs] [--fresh] [-- extra overrides ...]
 
-1. **prefill**: every model the sweeps need (θ0 and each θ−Z of every run and data setting) is
-   one job of ``python -m untrac.paper prefill`` — independent jobs that fill the shared cache, so
-   a parallel launcher or a cluster trains them at once;
+1. **models**: the planner (``untrac.paper.plan``) composes every job of the target's sweeps with
+   Hydra's own sweep expansion and collects the union of the models they look up (θ0 with its
+   TracIn checkpoints, each θ−Z, the bank's θ−S: ``untrac.store.ModelSpec``, one per cache key)
+   into ``<root>/models.json``; ``python -m untrac.paper train-models`` trains one entry per job —
+   independent jobs that fill the shared cache, so a parallel launcher or a cluster trains them at once;
 2. **sweep**: each experiment part of the target (``experiment=<part> scale=<scale>``, from
    ``conf/experiment/<part>.yaml`` and ``conf/scale/``) runs as a Hydra multirun of
    ``python -m untrac.run``; the scoring jobs find the models in the cache;
@@ -31,13 +33,11 @@ import sys
 import time
 from pathlib import Path
 
-from untrac.paper import REPO
+from untrac.paper import REPO, plan
 
 # target → the experiment parts it runs (each `experiment=<part> scale=<scale>` is one sweep)
 PARTS = {"table2": ["table2"], "table3": ["table3"], "table5": ["table3"], "table4": ["table4", "table4_lr"],
          "fig2": ["fig2", "fig2_inv"], "fig3": ["fig3", "fig3_b256"], "fig4": ["fig4"], "lds": ["lds", "lds_pile8"]}
-# swept keys that change which models are trained; every other swept key is pinned in the prefill
-MODEL_KEYS = ("data", "model", "train", "groundtruth", "seed", "runs")
 LAUNCHER_ARGS = {  # job limits for the submitit launchers, per scale (minutes)
     "submitit_local": {"cpu": ["hydra.launcher.timeout_min=120"], "paper": ["hydra.launcher.timeout_min=4320"]},
     "submitit_slurm": {"cpu": ["hydra.launcher.timeout_min=120", "hydra.launcher.cpus_per_task=1"],
@@ -47,75 +47,9 @@ LAUNCHER_ARGS = {  # job limits for the submitit launchers, per scale (minutes)
 
 
 def compose(experiment: str, scale: str, extra: list[str]):
-    """The experiment's config at ``scale`` with its hydra node (sweeper params), as ``untrac.run`` sees it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from untrac.config import register_configs
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    plain = [o for o in extra if not _is_sweep(o) and not o.startswith("hydra")]
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        return hydra_compose("config", overrides=[f"experiment={experiment}", f"scale={scale}", *plain],
-                             return_hydra_config=True)
-
-
-def _is_sweep(override: str) -> bool:
-    value = override.partition("=")[2]
-    return "," in value and not value.startswith("[") or value.startswith(("range(", "choice(", "glob("))
-
-
-def _values(key: str, spec: str) -> list[str]:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_override(f"{key}={spec}")
-    return list(parsed.sweep_string_iterator()) if parsed.is_sweep_override() else [parsed.get_value_element_as_str()]
-
-
-def prefill_overrides(cfg, extra: list[str]) -> list[str]:
-    """Prefill sweep of one part: model-determining swept keys kept, the rest pinned to one value."""
-    params = dict(cfg.hydra.sweeper.params or {})
-    params.update({k: v for k, v in (o.split("=", 1) for o in extra if "=" in o and _is_sweep(o))})
-    pinned, methods = [], {cfg.method.name}
-    for key, spec in params.items():
-        values = _values(key, str(spec))
-        if key == "method":
-            methods = set(values)
-        if key.lstrip("+").split(".")[0] in MODEL_KEYS:
-            pinned.append(f"{key}={','.join(values)}")
-        else:
-            pinned.append(f"{key}={values[0]}")
-    from untrac.groundtruth import trained_models
-
-    datasets = 4 if cfg.data.kind == "synthetic" else len(cfg.data.custom_sizes) if cfg.data.sizes == "custom" else 8
-    runs = cfg.runs if cfg.data.runs_vary == "seed" else 1
-    models = len(trained_models([f"d{i}" for i in range(datasets)], cfg))  # the count depends on K alone
-    return [*pinned, f"prefill.run=range(0,{runs})", f"prefill.model=range(0,{models})",
-            f"prefill.checkpoints={str(any(_needs_checkpoints(m) for m in methods)).lower()}"]
-
-
-def _needs_checkpoints(option: str) -> bool:
-    """Whether ``method=<option>`` trains θ0 with checkpoints (its plugin's ``Needs``); a preset
-    (conf/method/hif_arnoldi_pile8.yaml) is followed to the method its defaults extend."""
-    import yaml
-
-    from untrac.methods import registry
-
-    while option not in registry():
-        defaults = yaml.safe_load((REPO / "conf" / "method" / f"{option}.yaml").read_text())["defaults"]
-        option = next(d for d in defaults if d != "_self_").split("@")[0].rsplit("/", 1)[-1]
-    return registry()[option].needs.checkpoints
-
-
-def models_signature(cfg, spec: list[str]) -> str:
-    """What determines the models a prefill trains: the model-related config and the swept model keys."""
-    from omegaconf import OmegaConf
-
-    fixed = {k: OmegaConf.to_container(cfg[k]) if OmegaConf.is_config(cfg[k]) else cfg[k] for k in MODEL_KEYS}
-    swept = [o for o in spec if o.split("=")[0].lstrip("+").split(".")[0] in (*MODEL_KEYS, "prefill")]
-    return json.dumps([fixed, swept], sort_keys=True, default=str)
+    """The experiment's config at ``scale`` with its hydra node, as ``untrac.run`` sees it (sweeps left out)."""
+    with plan.Composer() as hydra_compose:
+        return hydra_compose(plan.plain(plan.part_overrides(experiment, scale, extra)), hydra=True)
 
 
 def run(command: list[str], log: Path) -> int:
@@ -158,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m untrac.paper", description=__doc__.split("\n\n")[0],
         epilog="Also: `python -m untrac.paper aggregate SWEEP...` (tables from finished sweeps) and "
-               "`python -m untrac.paper prefill -m OVERRIDES...` (train a sweep's models into the cache).")
+               "`python -m untrac.paper train-models -m plan.file=PLAN plan.index=range(0,N)` (train a plan's models).")
     parser.add_argument("target", choices=sorted(PARTS))
     parser.add_argument("--scale", default="cpu", choices=["cpu", "paper"])
     parser.add_argument("--launcher", default="auto",
@@ -169,22 +103,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def train_models(parts: list[str], scale: str, extra: list[str], launch: list[str], root: Path) -> bool:
+    """Plan the union of the models every job of ``parts`` needs (``untrac.paper.plan``) and train it
+    as one ``train-models`` multirun (independent jobs on the chosen launcher); whether all succeeded."""
+    planned = plan.plan_parts(parts, scale, extra)
+    plan_file = root / "models.json"
+    plan.write_plan(planned, plan_file)
+    print(f"{len(planned)} models to train or find in the cache (plan: {plan_file})", flush=True)
+    if not planned:
+        return True
+    command = [sys.executable, "-m", "untrac.paper", plan.JOB_NAME, "-m", f"plan.file={plan_file}",
+               f"plan.index=range(0,{len(planned)})", *launch, *[o for o in extra if o.startswith("hydra.launcher")],
+               f"hydra.job.name={plan.JOB_NAME}", f"hydra.sweep.dir={root / plan.JOB_NAME}"]
+    return run(command, root / f"{plan.JOB_NAME}.log") == 0
+
+
 def sweep_all(parts: list[str], scale: str, extra: list[str], launch: list[str], root: Path) -> bool:
-    """Prefill the models of every part (once per distinct model set), then run each part's sweep
-    under ``root``; whether every command succeeded."""
-    py, start, complete, done = sys.executable, time.perf_counter(), True, []
-    for part in parts:
-        cfg = compose(part, scale, extra)
-        spec = prefill_overrides(cfg, extra)
-        if models_signature(cfg, spec) in done:  # e.g. table4's two halves share their models
-            continue
-        done.append(models_signature(cfg, spec))
-        command = [py, "-m", "untrac.paper", "prefill", "-m", f"experiment={part}", f"scale={scale}", *spec,
-                   *launch, *[o for o in extra if not _is_sweep(o)], f"hydra.sweep.dir={root / 'prefill' / part}"]
-        complete &= run(command, root / f"prefill_{part}_{scale}.log") == 0
+    """Train the models of every part once, then run each part's sweep under ``root``; whether
+    every command succeeded."""
+    start = time.perf_counter()
+    complete = train_models(parts, scale, extra, launch, root)
     print(f"models ready after {time.perf_counter() - start:.0f} s", flush=True)
     for part in parts:
-        command = [py, "-m", "untrac.run", "-m", f"experiment={part}", f"scale={scale}", *launch, *extra,
+        command = [sys.executable, "-m", "untrac.run", "-m", f"experiment={part}", f"scale={scale}", *launch, *extra,
                    f"hydra.sweep.dir={root / f'{part}_{scale}'}"]
         complete &= run(command, root / f"{part}_{scale}.log") == 0
     return complete

@@ -1,0 +1,73 @@
+"""The planner and the model store: the union of a target's models, keyed as the pipeline looks them up."""
+
+import pytest
+
+import untrac.store
+from untrac.config import Config, DataConfig, MethodConfig, ModelConfig, TrainConfig
+from untrac.groundtruth import truth_seeds
+from untrac.paper import plan
+from untrac.sweep import sweep_jobs
+from untrac.pipeline import Experiment, run_experiment
+from untrac.store import needed_specs
+
+TINY = dict(model=ModelConfig(d_model=16, num_layers=1, num_heads=2, d_ff=32),
+            data=DataConfig(n_per_dataset=8), train=TrainConfig(steps=2, batch_size=4, checkpoint_every=1))
+
+
+def test_sweep_jobs_is_hydras_expansion():
+    """Params first, then the command line; a key given again keeps its place and takes the new values."""
+    jobs = sweep_jobs({"method": "untrac,graddot", "seed": "range(0,2)"}, ["method=tracin", "x=1,2"])
+    assert jobs == [["method=tracin", f"seed={s}", f"x={x}"] for s in (0, 1) for x in (1, 2)]
+    assert sweep_jobs({"lr": "interval(0,1)"}, []) is None
+
+
+@pytest.fixture(scope="module")
+def table2():
+    return plan.plan_parts(["table2"], "cpu", ["cache_dir=/nonexistent/cache"])
+
+
+def test_table2_needs_theta0_with_checkpoints_and_four_leave_outs_per_run_and_data(table2):
+    """16 jobs (2 data × 8 methods), 3 runs: per run and data θ0 once (with TracIn's checkpoints,
+    though 7 of the 8 methods ask for it without) and 4 θ−Z, each once."""
+    assert len(table2) == 2 * 3 * (1 + 4)
+    theta0 = [p.spec for p in table2 if p.spec.exclude is None]
+    assert len(theta0) == 6 and all(s.checkpoints for s in theta0)
+    assert len({p.spec.key() for p in table2}) == len(table2)
+    assert {p.spec.data.variant for p in table2} == {"A", "B"}
+
+
+def test_the_plans_keys_are_the_pipelines_lookups(table2, tmp_path):
+    with plan.Composer() as compose:
+        cfg = plan.job_configs(compose, "table2", "cpu", ["data=synthA", "method=tracin"])[0]
+    cfg.cache_dir = str(tmp_path)
+    exp = Experiment(cfg)
+    looked_up = {exp.spec(truth_seeds(cfg, run)[0], z, checkpoints=z is None).key()
+                 for run in range(cfg.runs) for z in [None, *exp.task.train]}
+    assert looked_up == {p.spec.key() for p in table2 if p.spec.data.variant == "A"}
+
+
+def test_a_model_the_store_trained_is_found_by_the_run_without_training(tmp_path, monkeypatch):
+    """Each entry goes through the plan file (as a train-models job reads it); then the scoring run
+    (TracIn: θ0 with its checkpoints, and every θ−Z) trains nothing."""
+    cfg = Config(**TINY, method=MethodConfig(name="tracin"), cache_dir=str(tmp_path / "cache"))
+    planned = [plan.Planned(s, cfg.cache_dir, cfg.device, cfg.threads)
+               for s in needed_specs(cfg, ["dataset1", "dataset2", "dataset3", "dataset4"], checkpoints=True)]
+    plan.write_plan(planned, tmp_path / "models.json")
+    assert [plan.train_entry(tmp_path / "models.json", i).endswith("trained") for i in range(5)] == [True] * 5
+    assert plan.train_entry(tmp_path / "models.json", 0).endswith("already cached")
+    monkeypatch.setattr(untrac.store, "train", lambda *a, **k: pytest.fail("the scoring run trained a model"))
+    results = run_experiment(cfg)
+    assert len(results.truth) == 4 and results.cache_hits["models"] == 5
+
+
+def test_the_lds_target_plans_the_banks_models():
+    """groundtruth.mode=subsets: every θ−S of the bank (|S| ≥ 2, not all) is in the union."""
+    from untrac.data.prepare import dataset_names
+    from untrac.groundtruth import trained_models
+
+    with plan.Composer() as compose:
+        cfg = plan.job_configs(compose, "lds", "cpu", [])[0]
+    planned = plan.plan_parts(["lds"], "cpu", [])
+    bank = {p.spec.exclude for p in planned if isinstance(p.spec.exclude, tuple)}
+    assert cfg.groundtruth.mode == "subsets" and bank
+    assert bank == {m for m in trained_models(dataset_names(cfg.data), cfg) if isinstance(m, tuple)}
