@@ -56,3 +56,19 @@ def test_settings_are_the_method_type_or_the_bare_base():
     assert hif.settings(MethodConfig(name="hif_lissa")) == hif.config(name="hif_lissa")  # Config() built in Python
     with pytest.raises(UntracError, match="method=hif_lissa takes a LissaConfig"):
         hif.settings(get("graddot").config(name="graddot"))
+
+
+def test_damping_has_one_rule_for_every_pool_method():
+    """``PoolConfig`` alone decides damping: > 0 for every method with a Hessian pool (hif_* and ekfac
+    today), the same line for each. The authors' undamped LiSSA/Arnoldi needs no 0 here: it ignores
+    method.damping (``test_hif.py::test_authors_lissa_is_the_undamped_exact_hessian_recursion``)."""
+    pooled = sorted(name for name, m in registry().items() if issubclass(m.config, PoolConfig))
+    assert {"hif_lissa", "hif_arnoldi", "ekfac"} <= set(pooled)
+    for name in pooled:
+        for bad in (0.0, -1e-3):
+            with pytest.raises(UntracError, match=rf"^method\.damping must be > 0 for {name} \(curvature \+ "
+                                                  rf"damping·I must be positive definite\), got {bad}$"):
+                get(name).config(name=name, damping=bad)
+        assert get(name).config(name=name, damping=1e-8).damping == 1e-8
+    for name in ("hif_lissa", "hif_arnoldi"):
+        assert get(name).config(name=name, variant="authors").variant == "authors"
