@@ -42,7 +42,7 @@ def compose_config(*overrides: str, hydra: bool = False):
         return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def compose():
     """``compose("method=graddot", ...)``: see ``compose_config``."""
     return compose_config

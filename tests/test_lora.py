@@ -303,8 +303,11 @@ def test_lora_in_worker_processes_and_from_the_cache_gives_the_same_numbers(tmp_
     assert len(list((tmp_path / "pieces").iterdir())) == 2 * len(train)
 
 
-def test_lora_keys_compose_from_the_command_line():
-    from test_config import load
+def test_lora_keys_compose_from_the_command_line(compose):
+    from untrac.checks import typed
+
+    def load(*overrides):
+        return typed(compose(*overrides))
 
     cfg = load()
     assert cfg.unlearn.params == "full" and cfg.unlearn.lora == LoraConfig(r=8, alpha=16.0, target_modules="auto")
