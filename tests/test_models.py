@@ -280,7 +280,7 @@ def test_methods_on_all_weights_record_full_coverage_in_the_summary(tmp_path):
     """Experiment.score records 100 % (all weights) unless the method recorded its own share."""
     import json
 
-    from untrac.config import Config, DataConfig, TestsetConfig as SubsetsConfig, TrainConfig
+    from untrac.config import Config, DataConfig, GroundTruthConfig, TestsetConfig as SubsetsConfig, TrainConfig
     from untrac.pipeline import Experiment
     from untrac.report import coverage_line
 
@@ -292,6 +292,7 @@ def test_methods_on_all_weights_record_full_coverage_in_the_summary(tmp_path):
                  data=DataConfig(name="files", kind="files",
                                  train={"a": str(tmp_path / "a.jsonl"), "b": str(tmp_path / "b.jsonl")}),
                  testset=SubsetsConfig(name="files", subsets={"t": str(tmp_path / "a.jsonl")}),
+                 groundtruth=GroundTruthConfig(mode="none"),  # θ0 as saved (train.steps=0): nothing to retrain
                  device="cpu", cache_dir=str(tmp_path / "cache"))
     exp = Experiment(cfg)
     theta0 = exp.trained(seed=0)
