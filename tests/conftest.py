@@ -25,3 +25,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def compose_config(*overrides: str, hydra: bool = False):
+    """The config ``python -m untrac.run OVERRIDES`` composes from the real conf/, untyped (a DictConfig;
+    ``untrac.checks.typed`` types and validates it); ``hydra=True`` keeps Hydra's node (sweeper, choices).
+    The one place tests compose: the ``compose`` fixture, or imported by helper modules that are no test."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from untrac.config import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()  # a failed composition elsewhere may have left one initialised
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+@pytest.fixture(scope="session")
+def compose():
+    """``compose("method=graddot", ...)``: see ``compose_config``."""
+    return compose_config

@@ -3,23 +3,22 @@
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 import yaml
 from omegaconf import OmegaConf
 
 from untrac.checks import typed
-from untrac.config import Config, OptimConfig, TrainConfig, UnlearnConfig, register_configs
+from untrac.config import Config, OptimConfig, TrainConfig, UnlearnConfig
 from untrac.errors import UntracError
 from untrac.methods import registry
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def load(*overrides: str) -> Config:
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return typed(compose("config", overrides=list(overrides)))
+@pytest.fixture
+def load(compose):
+    """The typed, validated config of ``python -m untrac.run OVERRIDES``."""
+    return lambda *overrides: typed(compose(*overrides))
 
 
 def at_scale(name: str) -> tuple[str, str]:
@@ -28,7 +27,7 @@ def at_scale(name: str) -> tuple[str, str]:
     return f"experiment={target}", f"scale={scale}"
 
 
-def test_default_is_the_embedded_job():
+def test_default_is_the_embedded_job(load):
     cfg = load()
     assert (cfg.model.name, cfg.data.name, cfg.method.name, cfg.optim.name) == ("t5_tiny", "synthA", "untrac", "adam")
     assert cfg.optim.lr == 5e-5 and cfg.unlearn.batch_size == 1 and cfg.unlearn.epochs == 1
@@ -39,20 +38,42 @@ def test_default_is_the_embedded_job():
     ("method", sorted(registry())),
     ("optim", ["sgd", "sgd_momentum", "rmsprop", "adam", "adafactor"]),
 ])
-def test_every_group_option_composes(group, options):
+def test_every_group_option_composes(group, options, load):
     for option in options:
         option, *more = [option] if isinstance(option, str) else option
         cfg = load(f"{group}={option}", *more)
         assert getattr(cfg, group).name == option
 
 
-def test_pile8_needs_a_pile8_testset():
+def test_pile8_needs_a_pile8_testset(load):
     assert load("data=pile8", "testset=toxigen").data.kind == "pile8"
     with pytest.raises(UntracError, match="testset"):
         load("data=pile8")
 
 
-def test_untrac_inv_uses_the_paper_schedule():
+@pytest.mark.parametrize("scale,steps,lr,block", [("cpu", 1200, 2e-3, 128), ("paper", 40000, 5e-5, 1024)])
+def test_data_pile8_alone_composes_its_scale(scale, steps, lr, block, load):
+    """``data=pile8`` brings its scale's corpus sizes and pretraining (conf/scale/pile8_data/<scale>.yaml),
+    the values every pile8 experiment trains with: not 40,000 steps under ``scale: cpu``."""
+    alone = load("data=pile8", "testset=toxigen", f"scale={scale}")
+    assert (alone.train.steps, alone.train.lr, alone.data.block_size) == (steps, lr, block)
+    table3 = load("experiment=table3", f"scale={scale}")
+    assert (alone.train, alone.data, alone.score) == (table3.train, table3.data, table3.score)
+
+
+def test_pile8_training_is_set_in_one_file_per_scale():
+    """Only conf/scale/pile8_data/<scale>.yaml sets pile8's pretraining; no other file of the family repeats it."""
+    family = [CONF / "data" / "pile8.yaml", *sorted((CONF / "scale" / "pile8").glob("*.yaml")),
+              *[CONF / "experiment" / f"{name}.yaml" for name in ("pile8", "table3", "table4", "table4_lr", "table5",
+                                                                  "fig3", "fig3_b256", "fig4", "lds_pile8")]]
+    for path in family:
+        train = (yaml.safe_load(path.read_text()) or {}).get("train", {})
+        assert not {"steps", "lr", "batch_size", "checkpoint_every"} & set(train), path.name
+    for scale in ("cpu", "paper"):
+        assert {"steps", "lr"} <= set(yaml.safe_load((CONF / "scale" / "pile8_data" / f"{scale}.yaml").read_text())["train"])
+
+
+def test_untrac_inv_uses_the_paper_schedule(load):
     cfg = load("method=untrac_inv")
     assert (cfg.unlearn.batch_size, cfg.unlearn.epochs) == (256, 5)
 
@@ -71,7 +92,7 @@ def test_range_checks_name_the_key(build, key):
         build()
 
 
-def test_every_failed_check_is_reported_at_once():
+def test_every_failed_check_is_reported_at_once(load):
     with pytest.raises(UntracError) as err:
         load("optim.lr=0", "runs=0", "model.num_heads=0", "data.runs_vary=nosuch")
     lines = str(err.value).splitlines()
@@ -82,7 +103,7 @@ def test_every_failed_check_is_reported_at_once():
         load("optim.lr=0")
 
 
-def test_schema_rejects_unknown_keys_and_wrong_types():
+def test_schema_rejects_unknown_keys_and_wrong_types(load):
     with pytest.raises(Exception, match="lrr"):
         load("optim.lrr=1")
     with pytest.raises(Exception, match="runs"):
@@ -91,13 +112,13 @@ def test_schema_rejects_unknown_keys_and_wrong_types():
 
 @pytest.mark.parametrize("experiment", ["table2_paper", "fig2_paper", "fig2_inv_paper",
                                         "table2_cpu", "fig2_cpu", "fig2_inv_cpu"])
-def test_synthetic_experiments_unlearn_with_adafactor(experiment):
+def test_synthetic_experiments_unlearn_with_adafactor(experiment, load):
     """§5: "Adafactor is used in Section 5.1 due to memory constraints", at the constant lr 5e-5."""
     cfg = load(*at_scale(experiment))
     assert (cfg.optim.name, cfg.optim.lr) == ("adafactor", 5e-5)
 
 
-def test_pile8_experiments_unlearn_with_adam():
+def test_pile8_experiments_unlearn_with_adam(load):
     cfg = load("experiment=table3", "scale=paper")
     assert (cfg.optim.name, cfg.optim.lr) == ("adam", 5e-5)
 
@@ -109,14 +130,63 @@ def test_pile8_experiments_unlearn_with_adam():
     ("table4_paper", "opt125m", 40000, 8, "adamw"),
     ("fig3_paper", "opt125m", 40000, 8, "adamw"),
 ])
-def test_paper_presets_train_as_the_authors_scripts(experiment, model, steps, batch, optim):
+def test_paper_presets_train_as_the_authors_scripts(experiment, model, steps, batch, optim, load):
     """Where the paper is silent: their Trainer defaults (lr 5e-5 constant, max_grad_norm 1.0, fp32)."""
     cfg = load(*at_scale(experiment))
     assert (cfg.model.name, cfg.train.steps, cfg.train.batch_size, cfg.train.optim) == (model, steps, batch, optim)
     assert (cfg.train.lr, cfg.train.clip_grad, cfg.train.weight_decay, cfg.model.dtype) == (5e-5, 1.0, 0.0, "float32")
 
 
-def test_hif_lissa_scale_is_auto_or_a_positive_number():
+# The paper's results and what a reader can check each composes (§5.1: T5 on synthetic A/B; §5.2: OPT
+# pretrained on the eight corpora), at both scales; pile8 and lds* exist at cpu scale only.
+PAPER_TARGETS = {"table2": "synthetic", "fig2": "synthetic", "fig2_inv": "synthetic", "table3": "pile8",
+                 "table5": "pile8", "table4": "pile8", "table4_lr": "pile8", "fig3": "pile8", "fig3_b256": "pile8",
+                 "fig4": "pile8"}
+MODELS = {("synthetic", "cpu"): "t5_tiny", ("synthetic", "paper"): "t5xl", ("pile8", "cpu"): "opt_tiny",
+          ("pile8", "paper"): "opt125m"}
+TABLE_METHODS = ["tracin", "untrac", "untrac_inv", "graddot", "gradcos", "hif_lissa", "hif_arnoldi", "ekfac"]
+
+
+def test_every_experiment_is_a_paper_target_or_a_cpu_study():
+    assert sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")) == sorted([*PAPER_TARGETS, "pile8", "lds",
+                                                                                   "lds_pile8"])
+
+
+@pytest.mark.parametrize("target,scale", [(t, s) for t in sorted(PAPER_TARGETS) for s in ("cpu", "paper")])
+def test_each_target_composes_the_papers_model_data_and_test_set(target, scale, compose):
+    family = PAPER_TARGETS[target]
+    cfg = typed(compose(f"experiment={target}", f"scale={scale}"))
+    sweep = OmegaConf.to_container(compose(f"experiment={target}", f"scale={scale}", hydra=True).hydra.sweeper.params)
+    assert cfg.model.name == MODELS[(family, scale)]
+    if family == "synthetic":
+        assert cfg.data.name in ("synthA", "synthB") and cfg.testset.name == "synthetic"
+        assert sweep.get("data", cfg.data.name) in ("synthA,synthB", cfg.data.name)
+    else:
+        assert cfg.data.name == "pile8" and cfg.testset.name in ("toxigen", "winobias", "truthfulqa")
+        assert (cfg.train.steps, cfg.data.block_size) == ((1200, 128) if scale == "cpu" else (40000, 1024))
+    if target in ("table2", "table3", "table5"):  # the paper's Tables 2, 3 and 5 compare these eight methods
+        arnoldi = "hif_arnoldi_pile8" if (family, scale) == ("pile8", "paper") else "hif_arnoldi"
+        assert sweep["method"].split(",") == [arnoldi if m == "hif_arnoldi" else m for m in TABLE_METHODS]
+    if target in ("table3", "table5"):
+        assert sweep["testset"] == "toxigen,winobias,truthfulqa" and sweep["data.sizes"] == "equal,different"
+
+
+@pytest.mark.parametrize("path", sorted([*CONF.glob("scale/*/paper.yaml"), CONF / "scale" / "pile8_data" / "paper.yaml"]),
+                         ids=lambda p: str(p.relative_to(CONF)))
+def test_every_paper_scale_training_value_cites_its_source(path):
+    """Each ``train.*`` value at paper scale carries its source on its line: the paper's section, or the
+    authors' script / arguments.py (or HF's default) where the paper is silent."""
+    lines, inside, cited = path.read_text().splitlines(), False, 0
+    for line in lines:
+        if not line.startswith(" "):
+            inside = line.startswith("train:")
+        elif inside and not line.lstrip().startswith("#"):
+            assert "#" in line and any(src in line for src in ("§", ".sh", "arguments.py", "HF ")), f"{path.name}: {line}"
+            cited += 1
+    assert cited or "train" not in (yaml.safe_load(path.read_text()) or {})
+
+
+def test_hif_lissa_scale_is_auto_or_a_positive_number(load):
     assert load("method=hif_lissa").method.lissa_scale == "auto"
     assert load("method=hif_lissa", "method.lissa_scale=50").method.lissa_scale == 50
     for bad in ("abc", "-1"):
@@ -126,7 +196,7 @@ def test_hif_lissa_scale_is_auto_or_a_positive_number():
         load("method=hif_arnoldi", "method.variant=summed")
 
 
-def test_own_files_and_checkpoint_compose_from_the_command_line():
+def test_own_files_and_checkpoint_compose_from_the_command_line(load):
     """Dict values given on the command line replace the presets' empty maps (Hydra's struct lock is off there)."""
     cfg = load("data=files", "data.train={news: /d/a.jsonl, code: 'b c.parquet'}", "testset=files",
                "testset.subsets={toxic: /d/t.jsonl}", "model=local", "model.name_or_path=/ckpt", "groundtruth.mode=none")
@@ -141,7 +211,7 @@ def test_own_files_and_checkpoint_compose_from_the_command_line():
         load("data=files", "testset=files", "testset.subsets={t: t.jsonl}")
 
 
-def test_a_checkpoint_is_theta0_as_saved_unless_train_steps_is_given():
+def test_a_checkpoint_is_theta0_as_saved_unless_train_steps_is_given(load):
     """model=local: nothing is trained by default; the leave-dataset-out models then cannot exist."""
     local = ("model=local", "model.name_or_path=/ckpt")
     assert load(*local, "groundtruth.mode=none").train.steps == 0
@@ -154,7 +224,7 @@ def test_a_checkpoint_is_theta0_as_saved_unless_train_steps_is_given():
             load(*local, f"groundtruth.mode={mode}")
 
 
-def test_theta0_is_stated_in_words():
+def test_theta0_is_stated_in_words(load):
     from untrac.config import theta0_text
 
     local = ("model=local", "model.name_or_path=/ckpt")
@@ -179,13 +249,13 @@ def test_theta0_is_stated_in_words():
       "testset.subsets={questions: t.jsonl}"],
      "testset.subsets.questions has the name of training dataset data.train.questions: rename one"),
 ])
-def test_values_no_schema_type_catches_are_one_line_naming_the_key(overrides, line):
+def test_values_no_schema_type_catches_are_one_line_naming_the_key(overrides, line, load):
     with pytest.raises(UntracError) as err:
         load(*overrides)
     assert str(err.value).startswith(line) and "\n" not in str(err.value)
 
 
-def test_largest_seed_is_the_largest_truth_seed():
+def test_largest_seed_is_the_largest_truth_seed(load):
     """The seed check bounds exactly the seeds the ground truth uses (untrac.groundtruth.truth_seeds)."""
     from untrac.config import largest_seed
     from untrac.groundtruth import truth_seeds
@@ -197,7 +267,7 @@ def test_largest_seed_is_the_largest_truth_seed():
         load("seed=4294967295", "runs=2")
 
 
-def test_method_options_and_the_registry_match():
+def test_method_options_and_the_registry_match(load):
     """Adding a method = its schema in untrac.method_config.SCHEMAS + its module + conf/method/<name>.yaml:
     every option composes to a registered method, every registered method has its option and the
     schema the config was composed with, and nothing else lists the names."""
@@ -221,7 +291,7 @@ def test_a_method_registering_another_schema_than_declared_is_refused(monkeypatc
         register(Method("toy_declared", MethodConfig, lambda context: None))
 
 
-def test_a_key_of_another_method_is_rejected():
+def test_a_key_of_another_method_is_rejected(load):
     with pytest.raises(ConfigCompositionException, match=r"method\.lissa_iterations"):
         load("method=graddot", "method.lissa_iterations=3")
     appended = load("method=hif_lissa", "+method.fisher=empirical").method  # `+` gets past the schema,
@@ -230,32 +300,49 @@ def test_a_key_of_another_method_is_rejected():
     assert load("method=hif_lissa", "method.lissa_iterations=3").method.lissa_iterations == 3
 
 
-def test_method_yaml_holds_only_what_differs_from_its_schema():
-    for path in sorted((CONF / "method").glob("*.yaml")):
-        values = OmegaConf.to_container(OmegaConf.load(path)).get("method", {})
-        schema = registry()[load(f"method={path.stem}").method.name].config()
-        assert all(getattr(schema, key) != value for key, value in values.items()), path.name
+def _method_yaml_repeats(path: Path, schema) -> list[str]:
+    """Every value a conf/method/*.yaml sets that its method's schema (``method.*``) or the run's schema
+    (any other key, e.g. untrac_inv's ``unlearn.*``) already has."""
+    from untrac.optim_config import OPTIMIZERS
+
+    values = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k != "defaults"}
+    repeats = [f"method.{k}" for k, v in values.pop("method", {}).items() if getattr(schema, k) == v]
+    run = _leaves(OmegaConf.to_container(OmegaConf.structured(Config(optim=OPTIMIZERS["adam"]()))))
+    return repeats + [k for k, v in _leaves(values).items() if k in run and run[k] == v]
 
 
-# every option of model/, data/, testset/, optim/ as composed before issue 9 (commit 6a23a60)
-GROUPS_BEFORE = yaml.safe_load((CONF.parent / "tests" / "fixtures" / "groups_before.yaml").read_text())
-EXTRA = {"model/local": ["model.name_or_path=/ckpt"], "data/pile8": ["testset=toxigen"],
+def test_method_yaml_holds_only_what_differs_from_its_schema(load, tmp_path):
+    repeats = {path.name: _method_yaml_repeats(path, registry()[load(f"method={path.stem}").method.name].config())
+               for path in sorted((CONF / "method").glob("*.yaml"))}
+    assert not any(repeats.values()), repeats
+    # The check reads every key of a file, the method's own and the other groups':
+    planted = tmp_path / "planted.yaml"
+    planted.write_text("method:\n  damping: 0.01\n  arnoldi_topk: 7\nunlearn:\n  epochs: 1\n  batch_size: 256\n")
+    assert _method_yaml_repeats(planted, registry()["hif_arnoldi"].config()) == ["method.damping", "unlearn.epochs"]
+
+
+# What an option needs beside itself to compose: a path, or the data and test set that belong together.
+EXTRA = {"model/local": ["model.name_or_path=/ckpt", "groundtruth.mode=none"], "data/pile8": ["testset=toxigen"],
          "data/files": ["data.path=/d", "data.group_column=g", "testset=toxigen"],
          "testset/files": ["testset.path=/t", "testset.group_column=g"], "testset/toxigen": ["data=pile8"],
          "testset/winobias": ["data=pile8"], "testset/truthfulqa": ["data=pile8"]}
+GROUP_OPTIONS = sorted(f"{g}/{p.stem}" for g in ("model", "data", "testset", "optim") for p in (CONF / g).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("option", sorted(GROUPS_BEFORE))
-def test_group_options_compose_as_before(option):
-    """The group YAMLs hold only deviations from the schema now; what they compose to is unchanged
-    (an optimizer's node keeps only its own fields)."""
+@pytest.mark.parametrize("option", GROUP_OPTIONS)
+def test_every_group_option_composes_what_its_file_sets_and_validates(option, compose):
+    """Each option of model/, data/, testset/, optim/ composes, passes every check (``typed``), is named
+    after its file, and holds each value its YAML sets; the rest is the schema's (next tests)."""
     group, name = option.split("/")
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        composed = compose("config", overrides=[option.replace("/", "="), *EXTRA.get(option, [])])
-    node = OmegaConf.to_container(composed[group])
-    before = GROUPS_BEFORE[option]
-    assert node == ({k: before[k] for k in node} if group == "optim" else before)
+    raw = compose(option.replace("/", "="), *EXTRA.get(option, []))
+    assert getattr(typed(raw), group).name == name
+    composed = _leaves(OmegaConf.to_container(raw, resolve=False))
+    text = (CONF / group / f"{name}.yaml").read_text()
+    values = {k: v for k, v in (yaml.safe_load(text) or {}).items() if k != "defaults"}
+    written = _leaves(values if "# @package _global_" in text else {group: values})
+    given = [o.split("=")[0] for o in EXTRA.get(option, [])]
+    written = {k: v for k, v in written.items() if v != {} and k not in given}  # {}: a file of schema defaults
+    assert {k: composed.get(k) for k in written} == written
 
 
 def _schema_defaults(group: str, name: str) -> dict:
@@ -294,7 +381,7 @@ def test_group_yamls_hold_only_what_differs_from_the_schema(group):
     ("data.custom_sizes={arxiv: 3, arxiv: 4}", "data.custom_sizes gives the key 'arxiv' twice"),
     ("data.train={a: x.jsonl},{b: y.jsonl, b: z.jsonl}", "data.train gives the key 'b' twice"),  # a sweep
 ])
-def test_a_key_given_twice_in_a_command_line_map_is_refused(override, line):
+def test_a_key_given_twice_in_a_command_line_map_is_refused(override, line, load):
     from untrac.checks import duplicate_keys
 
     with pytest.raises(UntracError, match=f"^{line}: each needs its own name"):
@@ -310,7 +397,7 @@ def test_maps_without_a_repeated_key_pass_the_duplicate_check():
                     "data.train={a: [1,", "-m", "model.name=a"])  # a parse error is left for Hydra to report
 
 
-def test_an_unusable_cache_dir_or_a_missing_file_is_one_line_before_any_training(tmp_path):
+def test_an_unusable_cache_dir_or_a_missing_file_is_one_line_before_any_training(tmp_path, load):
     from untrac.checks import before_training
 
     (tmp_path / "a.jsonl").write_text('{"text": "x"}\n')
@@ -329,7 +416,7 @@ def test_an_unusable_cache_dir_or_a_missing_file_is_one_line_before_any_training
         assert str(err.value).startswith(line) and "\n" not in str(err.value), override
 
 
-def test_a_test_subset_named_like_a_training_dataset_read_from_a_column_is_refused(tmp_path):
+def test_a_test_subset_named_like_a_training_dataset_read_from_a_column_is_refused(tmp_path, load):
     """Names that come from a group_column are known only once the file is read: Experiment checks."""
     import json
 

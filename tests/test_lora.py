@@ -266,6 +266,7 @@ def test_piece_key_full_unchanged_lora_keyed_by_its_settings():
     assert r8 != full and piece_fields(inputs, "untrac", rows, {}) != r8
 
 
+@pytest.mark.slow
 def test_cli_lora_target_matching_nothing_is_exit_code_1_and_one_line(tmp_path):
     from test_run import SMALL, error_lines, untrac
 
@@ -277,6 +278,7 @@ def test_cli_lora_target_matching_nothing_is_exit_code_1_and_one_line(tmp_path):
     assert "θ−" not in proc.stderr  # it failed before the ground truth's θ−Z trainings
 
 
+@pytest.mark.slow
 def test_lora_in_worker_processes_and_from_the_cache_gives_the_same_numbers(tmp_path):
     """The adapter's A is drawn from the run's seed, so a worker process builds the same adapter;
     a finished LoRA piece is reused, and another rank is another piece."""
@@ -303,8 +305,11 @@ def test_lora_in_worker_processes_and_from_the_cache_gives_the_same_numbers(tmp_
     assert len(list((tmp_path / "pieces").iterdir())) == 2 * len(train)
 
 
-def test_lora_keys_compose_from_the_command_line():
-    from test_config import load
+def test_lora_keys_compose_from_the_command_line(compose):
+    from untrac.checks import typed
+
+    def load(*overrides):
+        return typed(compose(*overrides))
 
     cfg = load()
     assert cfg.unlearn.params == "full" and cfg.unlearn.lora == LoraConfig(r=8, alpha=16.0, target_modules="auto")

@@ -292,7 +292,8 @@ def test_methods_on_all_weights_record_full_coverage_in_the_summary(tmp_path):
                  data=DataConfig(name="files", kind="files",
                                  train={"a": str(tmp_path / "a.jsonl"), "b": str(tmp_path / "b.jsonl")}),
                  testset=SubsetsConfig(name="files", subsets={"t": str(tmp_path / "a.jsonl")}),
-                 device="cpu", cache_dir=str(tmp_path / "cache"), groundtruth=GroundTruthConfig(mode="none"))
+                 groundtruth=GroundTruthConfig(mode="none"),  # θ0 as saved (train.steps=0): nothing to retrain
+                 device="cpu", cache_dir=str(tmp_path / "cache"))
     exp = Experiment(cfg)
     theta0 = exp.trained(seed=0)
     exp.score(theta0, 0, 0)

@@ -21,19 +21,9 @@ DATASETS = ["NA", "null", "c"]
 
 
 @pytest.fixture(scope="module")
-def composed():
+def composed(compose):
     """A config composed from the real conf/ as `python -m untrac.run method=graddot runs=2 rank.top_k=1` would."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from untrac.config import register_configs
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        raw = compose("config", overrides=["method=graddot", "runs=2", "rank.top_k=1", "groundtruth.seeds=2"])
-    GlobalHydra.instance().clear()
-    return raw
+    return compose("method=graddot", "runs=2", "rank.top_k=1", "groundtruth.seeds=2")
 
 
 def frames() -> dict[str, pd.DataFrame]:

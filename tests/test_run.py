@@ -55,6 +55,7 @@ BAD_INPUTS = [  # (overrides, the culprit its one error line must name)
 ]
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_naming_the_culprit(tmp_path):
     """Each bad input in a fresh interpreter, as a user meets it, exit code 1 (as the README says);
     they run side by side, one per core (a config error ~1 s; a missing model or corpus ~10 s, after torch)."""
@@ -92,6 +93,7 @@ def test_every_bad_value_of_a_config_is_reported_at_once(tmp_path):
     assert [line.split()[0] for line in text.splitlines()[1:4]] == ["model.num_heads", "optim.lr", "runs"]
 
 
+@pytest.mark.slow
 def test_missing_corpus_folder_is_one_line(tmp_path):
     # A valid (tiny) TruthfulQA file, so the error can only come from the corpus folder.
     rows = [{"Type": "Adversarial", "Category": "Law", "Question": f"Q{i}?", "Best Answer": "a",

@@ -7,24 +7,21 @@ The models are real HF T5 / OPT with d_model 8 and one layer; ``freeze`` leaves 
 hundred parameters trainable so an explicit Hessian is cheap. Data: a few synthetic examples.
 """
 
-from pathlib import Path
-
 import datasets
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.func import functional_call
 
-from untrac.config import ModelConfig, OptimConfig, UnlearnConfig, register_configs
+from conftest import compose_config  # tests/ is on sys.path: pytest's rootdir conftest
+
+from untrac.config import ModelConfig, OptimConfig, UnlearnConfig
 from untrac.data.collate import collate, encode_pairs
 from untrac.data.synthetic import generate
 from untrac.losses import example_losses
 from untrac.methods import Context, get
 from untrac.models import build_model, load_tokenizer
-
-CONF = Path(__file__).resolve().parents[2] / "conf"
 
 # 136 parameters: cross-attention value/output (they read the encoder) and the decoder's final norm.
 # Chosen because their Hessian has distinct eigenvalues (no null space), so a single Arnoldi start
@@ -80,10 +77,7 @@ def make_inputs(model, arch, train, test, pool=None, checkpoints=(), **method) -
 def shipped(name: str, **change) -> dict:
     """The method's keys exactly as ``method=<name>`` composes them (its schema's defaults and
     conf/method/<name>.yaml), plus ``change``."""
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        composed = compose("config", overrides=[f"method={name}"])
-    return {**OmegaConf.to_container(composed.method), **change}
+    return {**OmegaConf.to_container(compose_config(f"method={name}").method), **change}
 
 
 # -- brute-force references, computed with nothing but plain autograd -------------------------------

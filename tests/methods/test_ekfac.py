@@ -288,3 +288,31 @@ def test_method_ekfac_runs_in_the_pipeline(tmp_path):
     assert 0 < counters["params_covered"] < counters["params_total"]  # layer norms (and T5's position biases) are left out
     assert f"% of parameters ({counters['params_covered']:,} of" in (tmp_path / "run" / "summary.md").read_text()
     assert not (REPO / "influence_results").exists()  # kronfluence's default output folder: not used
+
+
+def test_cross_attention_keys_and_values_count_only_real_encoder_positions(tmp_path):
+    """T5's cross-attention k/v project the encoder's output, one row per *encoder* position, so their
+    K-FAC factors must count the real encoder tokens only: fitting on a padded batch (the short
+    inputs padded to the longest) gives the same factors as fitting one unpadded example at a time.
+    With the decoder's mask (a different size) kronfluence would count the padded positions."""
+    keep = tuple(f"decoder.block.0.layer.1.EncDecAttention.{p}.weight" for p in "kv")
+    model, arch, tok = tiny("seq2seq")
+    freeze(model, keep)
+    train, test = task(tok, arch, n=3)
+    pool = datasets.concatenate_datasets([train["dataset1"], train["dataset3"]])
+    lengths = [len(ids) for ids in pool["input_ids"]]
+    assert len(set(lengths)) > 1  # the batched fit pads some encoder inputs
+
+    def factors(batch_size):
+        inputs = make_inputs(model, arch, train, test, pool=pool,
+                             **method(fisher="empirical", hessian_batch_size=batch_size))
+        with ekfac.frozen_heap():  # as score_ekfac runs it: kronfluence's gc.collect() calls skip the old heap
+            scorer = ekfac.EkfacScorer(inputs, str(tmp_path / f"b{batch_size}"))
+            return scorer.analyzer.load_covariance_matrices(factors_name="ekfac")
+
+    alone, padded = factors(1), factors(len(pool))
+    for name in ("decoder.block.0.layer.1.EncDecAttention.k", "decoder.block.0.layer.1.EncDecAttention.v"):
+        assert alone["num_activation_covariance_processed"][name].item() == sum(lengths)
+        assert padded["num_activation_covariance_processed"][name].item() == sum(lengths)
+        torch.testing.assert_close(padded["activation_covariance"][name], alone["activation_covariance"][name])
+        torch.testing.assert_close(padded["gradient_covariance"][name], alone["gradient_covariance"][name])

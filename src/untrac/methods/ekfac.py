@@ -135,11 +135,18 @@ class UntracTask(Task):
         return self.modules
 
     def get_attention_mask(self, batch):
-        """Which positions count in the activation covariance A: real tokens of each side."""
+        """Which positions count in the covariances A and S: real tokens of the side a layer reads."""
         if self.arch.kind == "causal":
             return batch["attention_mask"]
         decoder = (batch["labels"] != IGNORE).long()  # decoder positions = target positions
-        return {m: batch["attention_mask"] if m.startswith("encoder.") else decoder for m in self.modules}
+        return {m: batch["attention_mask"] if reads_encoder(m) else decoder for m in self.modules}
+
+
+def reads_encoder(module: str) -> bool:
+    """Whether a T5 linear layer has one row per *encoder* position: the encoder's layers, and the
+    cross-attention keys/values (they project the encoder's output). kronfluence silently ignores a
+    mask of the wrong size, so giving these the decoder mask would count padded encoder positions."""
+    return module.startswith("encoder.") or (".EncDecAttention." in module and module.rsplit(".", 1)[-1] in ("k", "v"))
 
 
 def tracked_modules(model: torch.nn.Module) -> list[str]:
