@@ -104,3 +104,11 @@ def test_checkpoints_follow_the_method_plugins_and_presets():
         kept = {m: any(s.checkpoints for s in job_specs(typed_config(compose([f"method={m}", "runs=1"]))))
                 for m in ("tracin", "graddot", "hif_arnoldi_pile8")}
     assert kept == {"tracin": True, "graddot": False, "hif_arnoldi_pile8": False}
+
+
+def test_a_bad_override_of_a_target_is_one_line(capsys):
+    from untrac.paper.__main__ import main
+
+    assert main(["lds", "--scale", "cpu", "--", "method.nosuch=3"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["untrac.paper: error: Could not override 'method.nosuch'."]
