@@ -13,7 +13,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent / "methods"))
 sys.path.insert(0, str(Path(__file__).parent))  # test_run: the CLI helpers
-from methods_tiny import make_inputs, one_thread, task, tiny  # noqa: E402,F401  (one_thread: autouse fixture)
+from methods_tiny import make_inputs, one_thread, task, tiny, tiny_gpt2  # noqa: E402,F401  (one_thread: autouse fixture)
 
 from untrac.config import LoraConfig, OptimConfig, UnlearnConfig  # noqa: E402
 from untrac.data.collate import collate  # noqa: E402
@@ -191,17 +191,6 @@ def test_auto_targets_are_peft_defaults_per_model_type():
     assert target_modules(tiny("seq2seq")[0], LoraConfig()) == ["q", "v"]
     assert target_modules(tiny("causal")[0], LoraConfig()) == ["q_proj", "v_proj"]
 
-
-def tiny_gpt2():
-    """A float64 GPT-2 (n_embd 8 = r, one layer): its attention and MLP layers are transformers ``Conv1D``."""
-    from transformers import ByT5Tokenizer, GPT2Config, GPT2LMHeadModel
-
-    tok = ByT5Tokenizer()
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=8, n_layer=1, n_head=2, n_positions=256,
-                                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1,
-                                       eos_token_id=1, pad_token_id=0))
-    return model.double().eval(), Arch(kind="causal", pad_id=0, eos_id=1, max_length=256), tok
 
 
 def test_gpt2_conv1d_is_adapted_and_one_step_is_full_unlearning_of_it():

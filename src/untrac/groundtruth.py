@@ -79,13 +79,13 @@ def trained_models(names: Sequence[str], cfg: Config) -> list[str | tuple | None
     return models
 
 
-def removed_key(removed: frozenset | str | None, names: Sequence[str]) -> str | list[str] | None:
-    """How a model's left-out datasets enter its cache key: None (θ0), the name (θ−Z, the keys the
-    leave-dataset-out models always had), or the names in dataset order (θ−S, |S| ≥ 2)."""
+def removed_key(removed: frozenset | str | None, names: Sequence[str]) -> str | tuple[str, ...] | None:
+    """A model's left-out datasets as ``trained``/the store take them: None (θ0), the name (θ−Z, the
+    keys the leave-dataset-out models always had), or the names in dataset order (θ−S, |S| ≥ 2)."""
     if removed is None or isinstance(removed, str):
         return removed
     ordered = [z for z in names if z in removed]
-    return None if not ordered else ordered[0] if len(ordered) == 1 else ordered
+    return None if not ordered else ordered[0] if len(ordered) == 1 else tuple(ordered)
 
 
 def subset_losses(model: torch.nn.Module, test: dict, arch, device: torch.device, batch_size: int,
@@ -153,7 +153,7 @@ class GroundTruth:
             full = self.losses(seed, None, theta0 if k == 0 else None)
             for s in subsets:
                 key = removed_key(s, self.train_datasets)
-                losses = full if key is None else self.losses(seed, key if isinstance(key, str) else tuple(key))
+                losses = full if key is None else self.losses(seed, key)
                 name = "+".join(z for z in self.train_datasets if z in s)
                 rows += [{"run": run, "seed": seed, "removed": name, "test_subset": t, "loss": losses[t],
                           "influence": losses[t] - full[t]} for t in full]

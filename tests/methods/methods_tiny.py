@@ -171,3 +171,17 @@ class _Logits(torch.nn.Module):
             return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                               labels=batch["labels"]).logits[0]
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[0, :-1]
+
+
+def tiny_gpt2():
+    """A float64 GPT-2 (n_embd 8, one layer) with ByT5's tokenizer: its attention and MLP are ``Conv1D``."""
+    from transformers import ByT5Tokenizer, GPT2Config, GPT2LMHeadModel
+
+    from untrac.models import Arch
+
+    tok = ByT5Tokenizer()
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=8, n_layer=1, n_head=2, n_positions=256,
+                                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1,
+                                       eos_token_id=1, pad_token_id=0))
+    return model.double().eval(), Arch(kind="causal", pad_id=0, eos_id=1, max_length=256), tok

@@ -30,7 +30,7 @@ from types import SimpleNamespace
 import datasets
 import pytest
 import torch
-from methods_tiny import example_grads, freeze, make_inputs, one_thread, shipped, task, tiny  # noqa: F401
+from methods_tiny import example_grads, freeze, make_inputs, one_thread, shipped, task, tiny, tiny_gpt2  # noqa: F401
 from torch.func import functional_call, jacrev
 
 from untrac.data.collate import IGNORE, collate
@@ -207,17 +207,6 @@ def test_huge_damping_gives_gradient_dot_product_over_linear_layers(arch, keep):
             expected[(z, s)] = torch.dot(g, example_grads(model, t, arch_info)[:, columns].mean(0)).item() / damping
     assert max_relative_error(frame, expected) < 1e-4
 
-
-def tiny_gpt2():
-    """A float64 GPT-2 (n_embd 8, one layer) with ByT5's tokenizer: its attention and MLP are ``Conv1D``."""
-    from transformers import ByT5Tokenizer, GPT2Config, GPT2LMHeadModel
-
-    tok = ByT5Tokenizer()
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=8, n_layer=1, n_head=2, n_positions=256,
-                                       resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1,
-                                       eos_token_id=1, pad_token_id=0))
-    return model.double().eval(), Arch(kind="causal", pad_id=0, eos_id=1, max_length=256), tok
 
 
 def test_gpt2_conv1d_layers_are_covered_not_just_lm_head():
