@@ -21,7 +21,6 @@ from untrac.errors import UntracError  # noqa: E402
 from untrac.losses import batch_loss  # noqa: E402
 from untrac.lora import adapted, record_lora_coverage, target_modules  # noqa: E402
 from untrac.methods.untrac import piece_fields, score_untrac  # noqa: E402
-from untrac.models import Arch  # noqa: E402
 from untrac.prepared import EvalBatches, TokenRows  # noqa: E402
 from untrac.unlearn import unlearn_fast  # noqa: E402
 

@@ -124,7 +124,9 @@ def test_tokenizer_that_cannot_be_loaded_names_the_folder(tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_steps_zero_makes_the_checkpoint_theta0_and_refuses_theta_minus_z(tmp_path):
+def _checkpoint_experiment(tmp_path, rows: int):
+    """``model=local`` on a saved tiny GPT-2, θ0 as saved, two JSONL datasets of ``rows`` pairs; no
+    ground truth. Returns (the experiment, the saved state dict)."""
     import json
 
     from untrac.config import Config, DataConfig, GroundTruthConfig, TestsetConfig as SubsetsConfig, TrainConfig
@@ -133,13 +135,17 @@ def test_steps_zero_makes_the_checkpoint_theta0_and_refuses_theta_minus_z(tmp_pa
     saved = _tiny_checkpoint(tmp_path / "ckpt", "causal")
     for name in ("a", "b"):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"prompt": f"{name}{i} ", "target": "x"}) + "\n"
-                                                        for i in range(6)))
+                                                        for i in range(rows)))
     cfg = Config(model=local(tmp_path / "ckpt"), train=TrainConfig(steps=0, batch_size=2),
                  data=DataConfig(name="files", kind="files",
                                  train={"a": str(tmp_path / "a.jsonl"), "b": str(tmp_path / "b.jsonl")}),
                  testset=SubsetsConfig(name="files", subsets={"t": str(tmp_path / "a.jsonl")}),
                  device="cpu", cache_dir=str(tmp_path / "cache"), groundtruth=GroundTruthConfig(mode="none"))
-    exp = Experiment(cfg)
+    return Experiment(cfg), saved
+
+
+def test_steps_zero_makes_the_checkpoint_theta0_and_refuses_theta_minus_z(tmp_path):
+    exp, saved = _checkpoint_experiment(tmp_path, rows=6)
     state = exp.trained(seed=0).state_dict()
     assert all(torch.equal(state[k], v) for k, v in saved.items())
     assert not (tmp_path / "cache" / "models").exists()  # nothing trained, nothing copied
@@ -278,23 +284,9 @@ def test_conv1d_as_linear_keeps_the_function_and_the_trainable_flags():
 
 def test_methods_on_all_weights_record_full_coverage_in_the_summary(tmp_path):
     """Experiment.score records 100 % (all weights) unless the method recorded its own share."""
-    import json
-
-    from untrac.config import Config, DataConfig, GroundTruthConfig, TestsetConfig as SubsetsConfig, TrainConfig
-    from untrac.pipeline import Experiment
     from untrac.report import coverage_line
 
-    _tiny_checkpoint(tmp_path / "ckpt", "causal")
-    for name in ("a", "b"):
-        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"prompt": f"{name}{i} ", "target": "x"}) + "\n"
-                                                        for i in range(4)))
-    cfg = Config(model=local(tmp_path / "ckpt"), train=TrainConfig(steps=0, batch_size=2),
-                 data=DataConfig(name="files", kind="files",
-                                 train={"a": str(tmp_path / "a.jsonl"), "b": str(tmp_path / "b.jsonl")}),
-                 testset=SubsetsConfig(name="files", subsets={"t": str(tmp_path / "a.jsonl")}),
-                 groundtruth=GroundTruthConfig(mode="none"),  # θ0 as saved (train.steps=0): nothing to retrain
-                 device="cpu", cache_dir=str(tmp_path / "cache"))
-    exp = Experiment(cfg)
+    exp, _ = _checkpoint_experiment(tmp_path, rows=4)
     theta0 = exp.trained(seed=0)
     exp.score(theta0, 0, 0)
     total = sum(p.numel() for p in theta0.parameters())

@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from untrac.metrics import bootstrap_ci, truth_agreement
+from untrac.metrics import bootstrap_ci
 from untrac.paper.figures import _save, plt
 from untrac.paper.published import TESTSETS, in_order, label
-from untrac.record import CORRELATIONS, LDS, SHAPLEY, SUBSETS, TRUTH, TRUTH_SEEDS, read_frame
+from untrac.record import CORRELATIONS, LDS, SHAPLEY, read_frame, read_metrics
 from untrac.report import mean_std, write_table
-from untrac.subsets import additivity, bank_floor, bank_values
 
 
 def data_label(config: dict) -> str:
@@ -27,8 +26,9 @@ def data_label(config: dict) -> str:
 
 
 def gather(jobs) -> dict[str, pd.DataFrame]:
-    """lds, correlations, shapley, additivity and floors of every job, with a ``data`` column."""
-    parts: dict[str, list] = {"lds": [], "corr": [], "shapley": [], "additivity": [], "floor": []}
+    """lds, correlations and shapley of every job, with a ``data`` column; ``floor``: per data, the
+    bank's LDS floor, the leave-out noise floor and the additivity the run recorded (metrics.json)."""
+    parts: dict[str, list] = {"lds": [], "corr": [], "shapley": [], "floor": []}
     seen = set()
     for job in jobs:
         data = data_label(job.config)
@@ -37,17 +37,18 @@ def gather(jobs) -> dict[str, pd.DataFrame]:
         if data in seen:  # the bank (and so Shapley, additivity, the floors) is shared by every method's job
             continue
         seen.add(data)
-        subsets = read_frame(job.path, SUBSETS)
-        names = list(read_frame(job.path, TRUTH).train_dataset.unique())
         if (job.path / SHAPLEY.file).is_file():  # only a bank of every subset has Shapley values
             parts["shapley"].append(read_frame(job.path, SHAPLEY).assign(data=data))
-        parts["additivity"].append(pd.DataFrame([{"data": data, "run": run, "test_subset": subset,
-                                                  "additivity": additivity(values, names)}
-                                                 for (run, subset), values in bank_values(subsets).items()]))
-        floor = truth_agreement(read_frame(job.path, TRUTH), read_frame(job.path, TRUTH_SEEDS))
-        parts["floor"].append(pd.DataFrame([{"data": data, "lds": bank_floor(subsets),
-                                             "spearman": floor.get("spearman", math.nan)}]))
+        metrics = read_metrics(job.path)  # what the run computed from its bank (report.write_run)
+        bank, floor = metrics.get("bank", {}), metrics.get("truth_agreement", {})
+        parts["floor"].append(pd.DataFrame([{"data": data, "lds": _number(bank.get("lds_floor")),
+                                             "spearman": _number(floor.get("spearman")),
+                                             "additivity": _number(bank.get("additivity"))}]))
     return {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in parts.items()}
+
+
+def _number(value) -> float:
+    return math.nan if value is None else float(value)  # metrics.json writes an undefined number as null
 
 
 def _cell(values: pd.Series) -> str:
@@ -89,7 +90,7 @@ def shapley_table(f: dict[str, pd.DataFrame]) -> pd.DataFrame:
     if f["shapley"].empty:
         return pd.DataFrame()
     table = f["shapley"].groupby(["data", "train_dataset"], sort=False)[["shapley", "loo"]].mean()
-    additivity = f["additivity"].groupby("data", sort=False).additivity.mean()
+    additivity = f["floor"].set_index("data").additivity
     table["additivity (R², per data)"] = [additivity.get(d, math.nan) for d, _ in table.index]
     return table.round(4)
 
