@@ -37,7 +37,7 @@ from untrac.methods import Context
 from untrac.methods.untrac import score_untrac
 from untrac.models import build_model, load_tokenizer
 from untrac.parallel import available_cores
-from untrac.unlearn import unlearn
+from untrac.unlearn import UnlearnPlan, unlearn
 
 PROTOCOL_MODEL = ModelConfig(d_model=128, num_layers=3, d_ff=512)
 
@@ -93,8 +93,8 @@ def compare(reps: int, max_steps: int, eval_every: int, peer_threads: list[int])
     n_sets = len(task.train)
 
     def reference():  # one dataset: each costs the same in this loop (θ0 is evaluated for every one)
-        unlearn(copy.deepcopy(theta0), arch, inputs.device, task.train["dataset1"], task.test, inputs.optim,
-                schedule, 0)
+        unlearn(copy.deepcopy(theta0), task.train["dataset1"], task.test,
+                UnlearnPlan(arch, inputs.device, inputs.optim, schedule, seed=0))
 
     def fast(workers: str):
         return lambda: score_untrac(dataclasses.replace(inputs, counters={},

@@ -22,7 +22,7 @@ from untrac.losses import batch_loss  # noqa: E402
 from untrac.lora import adapted, record_lora_coverage, target_modules  # noqa: E402
 from untrac.methods.untrac import piece_fields, score_untrac  # noqa: E402
 from untrac.prepared import EvalBatches, TokenRows  # noqa: E402
-from untrac.unlearn import unlearn_fast  # noqa: E402
+from untrac.unlearn import UnlearnPlan, unlearn_fast  # noqa: E402
 
 LR = 1e-2
 ARCHS = ["seq2seq", "causal"]
@@ -50,7 +50,8 @@ def _rel(got: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 def _run(model, arch, forget, cfg: UnlearnConfig, optim: OptimConfig):
-    return unlearn_fast(model, arch, torch.device("cpu"), TokenRows.of(forget), {}, optim, cfg, seed=0, start={})
+    plan = UnlearnPlan(arch, torch.device("cpu"), optim, cfg, seed=0)
+    return unlearn_fast(model, TokenRows.of(forget), {}, plan, start={})
 
 
 def _grads(model, arch, forget, names) -> dict[str, torch.Tensor]:
@@ -157,8 +158,8 @@ def test_only_adapter_weights_change_and_theta0_is_untouched(arch_name):
     evals = {"t": EvalBatches.of(next(iter(test.values())), arch, 8, torch.device("cpu"))}
     with adapted(model, cfg.lora, seed=0) as wrapped:
         start = {n: a.detach().clone() for n, a in wrapped.named_parameters() if "lora_" in n}
-        traj = unlearn_fast(wrapped, arch, torch.device("cpu"), TokenRows.of(forget), evals,
-                            OptimConfig(lr=1e-3), cfg, seed=0)
+        traj = unlearn_fast(wrapped, TokenRows.of(forget), evals,
+                            UnlearnPlan(arch, torch.device("cpu"), OptimConfig(lr=1e-3), cfg, seed=0))
         trained = {n for n, p in wrapped.named_parameters() if p.requires_grad}
         moved = {n for n, p in wrapped.named_parameters() if "lora_" in n and not torch.equal(p, start[n])}
         base = {n.removeprefix("base_model.model.").replace(".base_layer", ""): p

@@ -20,7 +20,7 @@ from untrac.models import build_model, load_tokenizer
 from untrac.optim_config import OPTIMIZERS as SCHEMAS
 from untrac.pieces import PieceStore
 from untrac.prepared import EvalBatches, fused_activations
-from untrac.unlearn import unlearn
+from untrac.unlearn import UnlearnPlan, unlearn
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "optim"
 OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam", "adafactor")
@@ -51,10 +51,9 @@ def setup():
 
 def reference(inputs: Context, forget_sets: dict, eval_sets: dict) -> dict:
     """The straightforward loop: a fresh θ0 per set, ``unlearn`` on the datasets themselves."""
-    out = {}
+    out, plan = {}, UnlearnPlan(inputs.arch, CPU, inputs.optim, inputs.unlearn, inputs.seed)
     for name, forget in forget_sets.items():
-        traj = unlearn(copy.deepcopy(inputs.theta0), inputs.arch, CPU, forget, eval_sets, inputs.optim,
-                       inputs.unlearn, inputs.seed)
+        traj = unlearn(copy.deepcopy(inputs.theta0), forget, eval_sets, plan)
         for r in loss_changes(traj).itertuples():
             out[(name, r.name, r.step)] = r.influence
     return out

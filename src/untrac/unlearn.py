@@ -20,16 +20,42 @@ from untrac.train import sample_order
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class UnlearnPlan:
+    """Everything one unlearning run takes besides the model and the data: the same for every set
+    unlearned from one θ0 (``methods.untrac`` hands one plan to every run, in-process or in a worker).
+
+    ``arch``, ``device``, ``dtype``: how the model's loss is computed (``losses``, ``models.autocast``).
+    ``optim``: the unlearning optimizer (the ``optim=`` group, Table 4). ``schedule``: batch size,
+    epochs, step cap, evaluation interval, gradient clipping (``unlearn.*``). ``seed``: the sample order.
+    """
+
+    arch: Arch
+    device: torch.device
+    optim: OptimConfig
+    schedule: UnlearnConfig
+    seed: int
+    dtype: str = "float32"
+
+
 @dataclass
 class Trajectory:
-    """Loss of every evaluated set at each evaluation step; ``nonfinite_step`` if ascent blew up."""
+    """Loss of every evaluated set at each evaluation step; ``nonfinite_step`` if ascent blew up.
+
+    ``counters``: the work the run did — ``forward_backward`` (ascent steps) and
+    ``eval_forward_examples`` (examples evaluated) — added to the method's counters by the caller.
+    """
 
     rows: list[dict] = field(default_factory=list)
     nonfinite_step: int | None = None
     steps: int = 0
+    counters: dict = field(default_factory=dict)
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=["step", "name", "loss"])
+
+    def count(self, key: str, n: int) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
 
 
 def num_steps(n_examples: int, cfg: UnlearnConfig) -> int:
@@ -38,41 +64,37 @@ def num_steps(n_examples: int, cfg: UnlearnConfig) -> int:
     return min(steps, cfg.max_steps) if cfg.max_steps else steps
 
 
-def ascent_step(model, batch, arch: Arch, optimizer, device, dtype: str, clip: float | None) -> float:
-    """One step of Eq. 3: θ_i = θ_{i-1} + η ∇L(z_i, θ_{i-1}), i.e. descend on −L with any optimizer."""
-    with autocast(device, dtype):
-        loss = batch_loss(model, batch, arch)
+def ascent_step(model, batch, optimizer, plan: UnlearnPlan) -> float:
+    """One step of Eq. 3: θ_i = θ_{i-1} + η ∇L(z_i, θ_{i-1}), i.e. descend on −L with any optimizer
+    (clipped to ``plan.schedule.clip_grad`` when set)."""
+    with autocast(plan.device, plan.dtype):
+        loss = batch_loss(model, batch, plan.arch)
     optimizer.zero_grad(set_to_none=True)
     (-loss).backward()
-    if clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    if plan.schedule.clip_grad:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), plan.schedule.clip_grad)
     optimizer.step()
     return loss.item()
 
 
-def _count(counters: dict | None, key: str, n: int) -> None:
-    if counters is not None:
-        counters[key] = counters.get(key, 0) + n
-
-
-def unlearn(model, arch: Arch, device: torch.device, forget: datasets.Dataset,
-            evals: dict[str, datasets.Dataset], optim: OptimConfig, cfg: UnlearnConfig, seed: int,
-            dtype: str = "float32", desc: str = "unlearn", counters: dict | None = None) -> Trajectory:
+def unlearn(model, forget: datasets.Dataset, evals: dict[str, datasets.Dataset], plan: UnlearnPlan,
+            desc: str = "unlearn") -> Trajectory:
     """Ascend on ``forget``; evaluate every set in ``evals`` at step 0, every ``eval_every`` and at the end.
 
     Dropout is off (eval mode) so the ascent is deterministic and matches the gradient methods.
     A non-finite loss stops the run and is recorded rather than carried into the influence.
     """
+    arch, device, cfg = plan.arch, plan.device, plan.schedule
     model.to(device).eval()
-    optimizer = unlearning_optimizer(model.parameters(), optim)
+    optimizer = unlearning_optimizer(model.parameters(), plan.optim)
     total = num_steps(len(forget), cfg)
     traj = Trajectory(steps=total)
 
     def evaluate(step: int) -> bool:
         for name, ds in evals.items():
-            loss = dataset_loss(model, ds, arch, device, cfg.eval_batch_size, dtype)
+            loss = dataset_loss(model, ds, arch, device, cfg.eval_batch_size, plan.dtype)
             traj.rows.append({"step": step, "name": name, "loss": loss})
-            _count(counters, "eval_forward_examples", len(ds))
+            traj.count("eval_forward_examples", len(ds))
             if not math.isfinite(loss):
                 return False
         return True
@@ -83,11 +105,11 @@ def unlearn(model, arch: Arch, device: torch.device, forget: datasets.Dataset,
     if cfg.batch_size > len(forget):
         log.info("%s: unlearn.batch_size=%d > %d examples: one full batch per step", desc, cfg.batch_size,
                  len(forget))
-    order = sample_order(len(forget), total, min(cfg.batch_size, len(forget)), seed)
+    order = sample_order(len(forget), total, min(cfg.batch_size, len(forget)), plan.seed)
     for step, idx in enumerate(tqdm(order, total=total, desc=desc, leave=False), start=1):
         batch = {k: v.to(device) for k, v in collate(forget[idx], arch.pad_id).items()}
-        loss = ascent_step(model, batch, arch, optimizer, device, dtype, cfg.clip_grad)
-        _count(counters, "forward_backward", 1)
+        loss = ascent_step(model, batch, optimizer, plan)
+        traj.count("forward_backward", 1)
         if not math.isfinite(loss):
             traj.nonfinite_step = step
             log.warning("%s: non-finite loss at step %d; stopping this unlearning run", desc, step)
@@ -100,27 +122,26 @@ def unlearn(model, arch: Arch, device: torch.device, forget: datasets.Dataset,
     return traj
 
 
-def unlearn_fast(model, arch: Arch, device: torch.device, forget: TokenRows, evals: dict[str, EvalBatches],
-                 optim: OptimConfig, cfg: UnlearnConfig, seed: int, dtype: str = "float32",
-                 start: dict[str, float] | None = None, counters: dict | None = None,
-                 desc: str = "unlearn") -> Trajectory:
+def unlearn_fast(model, forget: TokenRows, evals: dict[str, EvalBatches], plan: UnlearnPlan,
+                 start: dict[str, float] | None = None, desc: str = "unlearn") -> Trajectory:
     """``unlearn`` on data prepared once (``untrac.prepared``), the same steps and the same numbers.
 
     ``start``: the evaluated losses at θ0 when already known (they are the same for every set
     unlearned from θ0, so ``methods.untrac`` computes them once); evaluated here otherwise.
     A test checks this against ``unlearn`` for every optimizer (tests/test_unlearn_fast.py).
     """
+    arch, device, cfg = plan.arch, plan.device, plan.schedule
     model.to(device).eval()
     # Only what trains: with a LoRA adapter (untrac.lora) that is the adapter, the base stays frozen.
-    optimizer = unlearning_optimizer([p for p in model.parameters() if p.requires_grad], optim)
+    optimizer = unlearning_optimizer([p for p in model.parameters() if p.requires_grad], plan.optim)
     total = num_steps(len(forget), cfg)
     traj = Trajectory(steps=total)
 
     def evaluate(step: int) -> bool:
         for name, batches in evals.items():
-            loss = batches.loss(model, arch, device, dtype)
+            loss = batches.loss(model, arch, device, plan.dtype)
             traj.rows.append({"step": step, "name": name, "loss": loss})
-            _count(counters, "eval_forward_examples", len(batches))
+            traj.count("eval_forward_examples", len(batches))
             if not math.isfinite(loss):
                 return False
         return True
@@ -132,12 +153,11 @@ def unlearn_fast(model, arch: Arch, device: torch.device, forget: TokenRows, eva
     if cfg.batch_size > len(forget):
         log.info("%s: unlearn.batch_size=%d > %d examples: one full batch per step", desc, cfg.batch_size,
                  len(forget))
-    order = sample_order(len(forget), total, min(cfg.batch_size, len(forget)), seed)
+    order = sample_order(len(forget), total, min(cfg.batch_size, len(forget)), plan.seed)
     # Progress as in the reference loop: at paper scale one run is hours (§5.2, Appendix A.2).
     for step, idx in enumerate(tqdm(order, total=total, desc=desc, leave=False), start=1):
-        loss = ascent_step(model, forget.batch(idx, arch.pad_id, device), arch, optimizer, device, dtype,
-                           cfg.clip_grad)
-        _count(counters, "forward_backward", 1)
+        loss = ascent_step(model, forget.batch(idx, arch.pad_id, device), optimizer, plan)
+        traj.count("forward_backward", 1)
         if not math.isfinite(loss):
             traj.nonfinite_step = step
             log.warning("%s: non-finite loss at step %d; stopping this unlearning run", desc, step)

@@ -12,7 +12,7 @@ from untrac.methods import COLUMNS, Context, Method, Needs, register
 from untrac.parallel import resolve_workers, run_jobs
 from untrac.pieces import tokens_digest
 from untrac.prepared import EvalBatches, TokenRows, fused_activations
-from untrac.unlearn import Trajectory, num_steps, unlearn_fast
+from untrac.unlearn import Trajectory, UnlearnPlan, num_steps, unlearn_fast
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +35,14 @@ def loss_changes(traj: Trajectory) -> pd.DataFrame:
 def _unlearn_one(shared: dict, job: tuple[str, TokenRows]) -> tuple[str, dict]:
     """One unlearning run from a fresh θ0 (in this process or a worker): the stored piece."""
     name, forget = job
-    s = shared
-    counters: dict = {}
+    s, plan = shared, shared["plan"]
     for batches in s["evals"].values():
         batches.last = None
-    with unlearnable(s["theta0"], s["unlearn"], s["seed"]) as model:  # a copy of θ0, or θ0 + a LoRA adapter
-        model = fused_activations(model).to(s["device"]).eval()
-        traj = unlearn_fast(model, s["arch"], s["device"], forget, s["evals"], s["optim"], s["unlearn"], s["seed"],
-                            s["dtype"], start=s["start"], counters=counters, desc=f"{s['tag']}: unlearn {name}")
+    with unlearnable(s["theta0"], plan.schedule, plan.seed) as model:  # a copy of θ0, or θ0 + a LoRA adapter
+        model = fused_activations(model).to(plan.device).eval()
+        traj = unlearn_fast(model, forget, s["evals"], plan, start=s["start"], desc=f"{s['tag']}: unlearn {name}")
     return name, {"rows": traj.rows, "nonfinite_step": traj.nonfinite_step, "steps": traj.steps,
-                  "counters": counters, "example_losses": _example_losses(s, traj)}
+                  "counters": traj.counters, "example_losses": _example_losses(s, traj)}
 
 
 def _example_losses(shared: dict, traj: Trajectory) -> dict | None:
@@ -108,9 +106,9 @@ def unlearn_each(inputs: Context, forget_sets: dict, eval_sets: dict, forgotten_
         inputs.counters["eval_forward_examples"] = (inputs.counters.get("eval_forward_examples", 0)
                                                     + sum(len(b) for b in evals.values()))
         # Only what a run needs travels to the workers (not the datasets or the cache).
-        shared = {"theta0": inputs.theta0, "arch": inputs.arch, "device": inputs.device, "evals": evals,
-                  "optim": inputs.optim, "unlearn": cfg, "seed": inputs.seed, "dtype": inputs.dtype,
-                  "start": start, "start_examples": start_examples, "tag": tag}
+        plan = UnlearnPlan(inputs.arch, inputs.device, inputs.optim, cfg, inputs.seed, inputs.dtype)
+        shared = {"theta0": inputs.theta0, "plan": plan, "evals": evals, "start": start,
+                  "start_examples": start_examples, "tag": tag}
         steps = min(num_steps(len(rows), cfg) for _, rows in todo)
         workers = resolve_workers(cfg.workers, len(todo), inputs.device, steps)
         for name, piece in run_jobs(_unlearn_one, shared, todo, workers):
