@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from scipy.sparse.linalg import LinearOperator, cg
 
 from untrac.config import register_configs
-from untrac.methods.grads import mean_gradient, mean_unit_gradient, trainable
+from untrac.methods.grads import GradientSettings, mean_gradient, mean_unit_gradient, trainable
 from untrac.methods.hessian import PoolOperator
 from untrac.pipeline import Experiment
 
@@ -55,11 +55,11 @@ def main() -> None:
         return y.double().cpu().numpy() + lam * x
 
     system = LinearOperator((dim, dim), matvec=matvec, dtype=np.float64)
-    common = (exp.arch, exp.device, cfg.method.per_example_batch, cfg.model.dtype, None)
-    train = {z: mean_unit_gradient(model, ds, *common).double().cpu().numpy() for z, ds in exp.task.train.items()}
+    settings = GradientSettings(exp.arch, exp.device, cfg.method.per_example_batch, cfg.model.dtype)
+    train = {z: mean_unit_gradient(model, ds, settings).double().cpu().numpy() for z, ds in exp.task.train.items()}
     out = {"damping": lam, "pool_examples": len(pool), "cg": {}, "exact": {}, "graddot_normalised": {}}
     for s, ds in exp.task.test.items():
-        v = mean_gradient(model, ds, *common).double().cpu().numpy()
+        v = mean_gradient(model, ds, settings).double().cpu().numpy()
         steps = [0]
 
         def progress(xk, s=s, v=v):  # a long solve on a CPU: show where it stands, it may be stopped

@@ -36,8 +36,8 @@ def test_mean_gradient_is_batch_independent_mean(t5_setup):
     model, arch, train, _ = t5_setup
     ds = train["dataset1"]
     counters = {}
-    g2 = grads.mean_gradient(model, ds, arch, torch.device("cpu"), 2, counters=counters)
-    g5 = grads.mean_gradient(model, ds, arch, torch.device("cpu"), 5)
+    g2 = grads.mean_gradient(model, ds, grads.GradientSettings(arch, torch.device("cpu"), 2), counters=counters)
+    g5 = grads.mean_gradient(model, ds, grads.GradientSettings(arch, torch.device("cpu"), 5))
     reference = example_grads(model, ds, arch).mean(0)
     assert_rel(g2, reference, 1e-6)
     assert_rel(g5, reference, 1e-6)
@@ -49,7 +49,7 @@ def test_mean_unit_gradient(t5_setup):
     ds = train["dataset2"]
     rows = example_grads(model, ds, arch)
     expected = (rows / rows.norm(dim=1, keepdim=True)).mean(0)
-    got = grads.mean_unit_gradient(model, ds, arch, torch.device("cpu"), 2)
+    got = grads.mean_unit_gradient(model, ds, grads.GradientSettings(arch, torch.device("cpu"), 2))
     assert_rel(got, expected, 1e-6)
 
 

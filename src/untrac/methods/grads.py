@@ -18,7 +18,8 @@ Gauss–Newton-vector products, one per batch/chunk) and ``hvp_examples`` (examp
 
 import logging
 from contextlib import contextmanager
-from typing import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator
 
 import datasets
 import torch
@@ -30,7 +31,28 @@ from untrac.losses import example_losses
 from untrac.models import Arch, autocast
 from untrac.train import sample_order
 
+if TYPE_CHECKING:
+    from untrac.methods import Context
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GradientSettings:
+    """How a method takes its gradients, the same for every set it scores: the model's ``arch``,
+    the ``device``, ``batch_size`` examples per forward/backward pass (memory: a set's gradient is
+    the sum over its examples however it is cut) and the autocast ``dtype``.
+    ``hessian.PoolOperator`` takes the same settings, with its pool chunk as the batch."""
+
+    arch: Arch
+    device: torch.device
+    batch_size: int
+    dtype: str = "float32"
+
+    @classmethod
+    def of(cls, inputs: "Context") -> "GradientSettings":
+        """A method's settings: its context's arch, device and dtype, and ``method.per_example_batch``."""
+        return cls(inputs.arch, inputs.device, inputs.method.per_example_batch, inputs.dtype)
 
 
 def bump(counters: dict | None, key: str, n: int = 1) -> None:
@@ -72,18 +94,19 @@ def eager_attention(model):
 
 
 # -- set-level gradients ---------------------------------------------------------------------------
-def mean_gradient(model, ds: datasets.Dataset, arch: Arch, device: torch.device, batch_size: int,
-                  dtype: str = "float32", counters: dict | None = None, desc: str = "gradient") -> torch.Tensor:
+def mean_gradient(model, ds: datasets.Dataset, settings: GradientSettings, counters: dict | None = None,
+                  desc: str = "gradient") -> torch.Tensor:
     """∇_θ (1/N) Σ_i L(z_i, θ): one gradient for the whole set, accumulated batch by batch.
 
     Each batch contributes the gradient of its *summed* example losses, so the result does not
     depend on how the set is cut into batches; dividing by N at the end gives the mean.
     """
+    arch, device, batch_size = settings.arch, settings.device, settings.batch_size
     params = trainable(model)
     total = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype, device=device)
     for batch in tqdm(batches(ds, batch_size, arch.pad_id, device=device), desc=desc, leave=False,
                       total=-(-len(ds) // batch_size)):
-        with autocast(device, dtype):
+        with autocast(device, settings.dtype):
             loss = example_losses(model, batch, arch).sum()
         total += flatten(torch.autograd.grad(loss, params, allow_unused=True), params)
         bump(counters, "forward_backward")
@@ -91,14 +114,14 @@ def mean_gradient(model, ds: datasets.Dataset, arch: Arch, device: torch.device,
     return total / len(ds)
 
 
-def example_gradients(model, ds: datasets.Dataset, arch: Arch, device: torch.device, batch_size: int,
-                      dtype: str = "float32", counters: dict | None = None,
+def example_gradients(model, ds: datasets.Dataset, settings: GradientSettings, counters: dict | None = None,
                       desc: str = "per-example gradients") -> Iterator[torch.Tensor]:
     """Rows g_i = ∇_θ L(z_i, θ) of ``ds``, one ``[batch, #trainable]`` block at a time, in dataset
     order; each block is dropped by the caller once used (the whole set's rows need not fit)."""
+    arch, device, batch_size = settings.arch, settings.device, settings.batch_size
     for batch in tqdm(batches(ds, batch_size, arch.pad_id, device=device), desc=desc, leave=False,
                       total=-(-len(ds) // batch_size)):
-        with autocast(device, dtype):
+        with autocast(device, settings.dtype):
             rows = per_example_gradients(model, batch, arch)
         bump(counters, "forward_backward")
         bump(counters, "grad_examples", len(batch["labels"]))
@@ -110,8 +133,7 @@ def unit_rows(rows: torch.Tensor) -> torch.Tensor:
     return rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-30)
 
 
-def mean_unit_gradient(model, ds: datasets.Dataset, arch: Arch, device: torch.device, batch_size: int,
-                       dtype: str = "float32", counters: dict | None = None,
+def mean_unit_gradient(model, ds: datasets.Dataset, settings: GradientSettings, counters: dict | None = None,
                        desc: str = "normalised gradient") -> torch.Tensor:
     """(1/N) Σ_i g_i/‖g_i‖: per-example gradients, each scaled to unit length, then averaged.
 
@@ -119,8 +141,8 @@ def mean_unit_gradient(model, ds: datasets.Dataset, arch: Arch, device: torch.de
     paper §4.1). The per-example gradients of a batch are summed at once and dropped.
     """
     params = trainable(model)
-    total = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype, device=device)
-    for rows in example_gradients(model, ds, arch, device, batch_size, dtype, counters, desc):
+    total = torch.zeros(sum(p.numel() for p in params), dtype=params[0].dtype, device=settings.device)
+    for rows in example_gradients(model, ds, settings, counters, desc):
         total += unit_rows(rows).sum(dim=0)
     return total / len(ds)
 

@@ -21,7 +21,7 @@ from untrac.progress import tqdm
 from untrac.method_config import GradConfig, GradCosConfig
 from untrac.errors import UntracError
 from untrac.methods import Context, Method, Needs, final_rows, register
-from untrac.methods.grads import example_gradients, mean_gradient, mean_unit_gradient, unit_rows
+from untrac.methods.grads import GradientSettings, example_gradients, mean_gradient, mean_unit_gradient, unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,8 @@ def example_scores(inputs: Context, model, tests: dict[str, torch.Tensor], unit:
     parts = []
     for z, ds in inputs.train.items():
         blocks = [(unit_rows(rows) if unit else rows) @ matrix
-                  for rows in example_gradients(model, ds, inputs.arch, inputs.device, inputs.method.per_example_batch,
-                                                inputs.dtype, inputs.counters, f"{tag}: examples of {z}")]
+                  for rows in example_gradients(model, ds, GradientSettings.of(inputs), inputs.counters,
+                                                f"{tag}: examples of {z}")]
         scores = torch.cat(blocks).double().cpu().numpy()
         for j, s in enumerate(names):
             parts.append(pd.DataFrame({"train_dataset": z, "example": np.arange(len(ds)), "test_subset": s,
@@ -90,15 +90,13 @@ def example_scores(inputs: Context, model, tests: dict[str, torch.Tensor], unit:
 
 
 def _mean_grad(inputs: Context) -> SetGradient:
-    return lambda model, ds, desc: mean_gradient(model, ds, inputs.arch, inputs.device,
-                                                 inputs.method.per_example_batch, inputs.dtype,
-                                                 inputs.counters, desc)
+    settings = GradientSettings.of(inputs)
+    return lambda model, ds, desc: mean_gradient(model, ds, settings, inputs.counters, desc)
 
 
 def _unit_grad(inputs: Context) -> SetGradient:
-    return lambda model, ds, desc: mean_unit_gradient(model, ds, inputs.arch, inputs.device,
-                                                      inputs.method.per_example_batch, inputs.dtype,
-                                                      inputs.counters, desc)
+    settings = GradientSettings.of(inputs)
+    return lambda model, ds, desc: mean_unit_gradient(model, ds, settings, inputs.counters, desc)
 
 
 def score_graddot(inputs: Context):

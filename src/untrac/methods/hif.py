@@ -48,7 +48,8 @@ from untrac.method_config import ArnoldiConfig, LissaConfig
 from untrac.errors import UntracError
 from untrac.methods import Context, Method, Needs, final_rows, register
 from untrac.methods.arnoldi import HVP, arnoldi_eigens, arnoldi_inverse_hvp, random_start
-from untrac.methods.grads import HessianBatches, mean_gradient, mean_unit_gradient, pool_hvp, trainable
+from untrac.methods.grads import (GradientSettings, HessianBatches, mean_gradient, mean_unit_gradient, pool_hvp,
+                                  trainable)
 from untrac.methods.hessian import PoolOperator, top_eigenvalue
 
 log = logging.getLogger(__name__)
@@ -97,15 +98,14 @@ def hif(train_grad: torch.Tensor, inv_hessian_test_grad: torch.Tensor) -> float:
 def hif_scores(inputs: Context, model: torch.nn.Module, inverse: Callable[[str, torch.Tensor], torch.Tensor],
                tag: str) -> dict[tuple[str, str], float]:
     """Eq. 8 for every (Z, Z'): one inverse per test subset, one gradient per training dataset."""
-    cfg, counters = inputs.method, inputs.counters
-    common = (inputs.arch, inputs.device, cfg.per_example_batch, inputs.dtype, counters)
+    cfg, counters, settings = inputs.method, inputs.counters, GradientSettings.of(inputs)
     solved = {}
     for s, ds in inputs.test.items():
-        solved[s] = inverse(s, mean_gradient(model, ds, *common, desc=f"{tag}: test {s}"))
+        solved[s] = inverse(s, mean_gradient(model, ds, settings, counters, desc=f"{tag}: test {s}"))
     train_gradient = mean_unit_gradient if cfg.normalize_train else mean_gradient
     scores = {}
     for z, ds in tqdm(inputs.train.items(), desc=f"{tag}: training datasets", leave=False):
-        g = train_gradient(model, ds, *common, desc=f"{tag}: train {z}")
+        g = train_gradient(model, ds, settings, counters, desc=f"{tag}: train {z}")
         for s, w in solved.items():
             scores[(z, s)] = hif(g, w)
     return scores
