@@ -49,11 +49,11 @@ def test_lissa_authors_is_the_undamped_neumann_sum():
 def test_arnoldi_full_rank_recovers_spectrum_and_inverse():
     a = random_symmetric(10)  # indefinite: the authors' rule, top p by |λ|
     like = torch.zeros(1, dtype=torch.float64)
-    eig = arnoldi.arnoldi_eigens(lambda x: a @ x, 10, iterations=10, topk=4, seed=0, like=like, psd=False)
+    eig = arnoldi.arnoldi_eigens(lambda x: a @ x, 10, 10, arnoldi.RitzSelection(topk=4, psd=False), seed=0, like=like)
     true = torch.linalg.eigvalsh(a)
     torch.testing.assert_close(eig.values, true[true.abs().argsort(descending=True)[:4]], rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(eig.vectors.T @ eig.vectors, torch.eye(4, dtype=torch.float64), rtol=0, atol=1e-10)
-    full = arnoldi.arnoldi_eigens(lambda x: a @ x, 10, iterations=10, topk=10, seed=0, like=like, psd=False)
+    full = arnoldi.arnoldi_eigens(lambda x: a @ x, 10, 10, arnoldi.RitzSelection(topk=10, psd=False), seed=0, like=like)
     v = torch.randn(10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     expected = torch.linalg.solve(a + 2.0 * torch.eye(10, dtype=torch.float64), v)
     got = arnoldi.arnoldi_inverse_hvp(full, v, damping=2.0)
@@ -63,7 +63,7 @@ def test_arnoldi_full_rank_recovers_spectrum_and_inverse():
 def test_arnoldi_psd_rule_clips_round_off_and_keeps_the_largest():
     hess = torch.zeros(4, 3, dtype=torch.float64)
     hess[0, 0], hess[1, 1], hess[2, 2] = 5.0, -1e-12, 2.0  # a PSD operator's Ritz values, with round-off
-    eig = arnoldi.distill(hess, torch.eye(3, dtype=torch.float64), topk=3)
+    eig = arnoldi.distill(hess, torch.eye(3, dtype=torch.float64), arnoldi.RitzSelection(topk=3))
     assert eig.values.tolist() == [5.0, 2.0, 0.0]
 
 
@@ -74,14 +74,15 @@ def test_arnoldi_psd_rule_keeps_only_converged_ritz_pairs():
     basis_q, _ = torch.linalg.qr(torch.randn(200, 200, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
     m = basis_q @ torch.diag(spectrum) @ basis_q.T
     like, damping = torch.zeros(1, dtype=torch.float64), 0.01
-    eig = arnoldi.arnoldi_eigens(lambda x: m @ x, 200, iterations=12, topk=12, seed=0, like=like, damping=damping)
+    eig = arnoldi.arnoldi_eigens(lambda x: m @ x, 200, 12, arnoldi.RitzSelection(topk=12, damping=damping), seed=0,
+                                 like=like)
     assert 3 <= len(eig.values) < 12  # the unconverged bottom of the Krylov spectrum is dropped
     torch.testing.assert_close(eig.values[:3], spectrum[:3], rtol=1e-6, atol=0)
     u = eig.vectors
     residuals = (m @ u - u * eig.values).norm(dim=0)
     assert torch.all(residuals <= arnoldi.RITZ_TOL * (eig.values + damping) + 1e-9)
-    everything = arnoldi.distill(*arnoldi.arnoldi_iteration(lambda x: m @ x, arnoldi.random_start(200, 0, like), 12), topk=12,
-                             psd=True, damping=float("inf"))  # an infinite tolerance keeps all 12
+    everything = arnoldi.distill(*arnoldi.arnoldi_iteration(lambda x: m @ x, arnoldi.random_start(200, 0, like), 12),
+                                 arnoldi.RitzSelection(topk=12, psd=True, damping=float("inf")))  # infinite tolerance: all 12
     assert len(everything.values) == 12
 
 

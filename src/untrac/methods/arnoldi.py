@@ -70,34 +70,48 @@ def arnoldi_iteration(hvp: HVP, start: torch.Tensor, iterations: int, tol: float
 RITZ_TOL = 0.1
 
 
-def distill(hess: torch.Tensor, basis: torch.Tensor, topk: int, psd: bool = True,
-            damping: float = 0.0) -> Eigens:
-    """Schioppa et al. (2022) distillation: eigenpairs of the square Hessenberg part, top-p by |λ|.
+@dataclass(frozen=True)
+class RitzSelection:
+    """Which Ritz pairs ``distill`` keeps: the top ``topk`` (p) by |λ|.
+
+    ``psd``: the operator is PSD (the GGN), so its Ritz values are ≥ 0 and negative ones are
+    round-off, clipped to 0; and only converged pairs compete — those whose residual
+    β_n|y_nk| ≤ ``RITZ_TOL``·(θ_k + ``damping``), the denominator the inverse will divide by.
+    ``psd=False`` (the authors' variant, an indefinite Hessian): all pairs, top-p by |λ|.
+    """
+
+    topk: int
+    psd: bool = True
+    damping: float = 0.0
+
+
+def distill(hess: torch.Tensor, basis: torch.Tensor, selection: RitzSelection) -> Eigens:
+    """Schioppa et al. (2022) distillation: eigenpairs of the square Hessenberg part, top-p by |λ|
+    among those ``selection`` admits.
 
     The operator is symmetric, so its Arnoldi matrix is tridiagonal up to round-off: keep the
-    band, symmetrise, ``eigh``. ``psd``: the operator is PSD (the GGN), so its Ritz values are
-    ≥ 0 and negative ones are round-off, clipped to 0; and only converged pairs are kept — those
-    whose residual β_n|y_nk| ≤ ``RITZ_TOL``·(θ_k + damping) — then the top-p of them by λ.
+    band, symmetrise, ``eigh``.
     """
     n = hess.shape[1]
     band = torch.ones(n, n, dtype=torch.bool).triu(-1) & torch.ones(n, n, dtype=torch.bool).tril(1)
     square = hess[:n, :n] * band
     values, vecs = torch.linalg.eigh(0.5 * (square + square.T))
     order = values.abs().argsort(descending=True)
-    if psd:
+    if selection.psd:
         values = values.clamp_min(0.0)
         beta = hess[n, n - 1].abs() if hess.shape[0] > n else torch.zeros((), dtype=hess.dtype)
-        converged = beta * vecs[n - 1].abs() <= RITZ_TOL * (values + damping)
+        converged = beta * vecs[n - 1].abs() <= RITZ_TOL * (values + selection.damping)
         order = order[converged[order]]
-    keep = order[:topk]
+    keep = order[:selection.topk]
     return Eigens(values=values[keep], coords=vecs[:, keep], basis=basis[:n])
 
 
-def arnoldi_eigens(hvp: HVP, dim: int, iterations: int, topk: int, seed: int, like: torch.Tensor,
-                   psd: bool = True, damping: float = 0.0) -> Eigens:
-    """Top-``topk`` eigenpairs by |λ| from ``iterations`` Arnoldi products, random start (seeded)."""
+def arnoldi_eigens(hvp: HVP, dim: int, iterations: int, selection: RitzSelection, seed: int,
+                   like: torch.Tensor) -> Eigens:
+    """The eigenpairs ``selection`` keeps from ``iterations`` Arnoldi products on a random start
+    (seeded; ``dim`` entries, dtype and device of ``like``)."""
     hess, basis = arnoldi_iteration(hvp, random_start(dim, seed, like), iterations)
-    return distill(hess, basis, topk, psd, damping)
+    return distill(hess, basis, selection)
 
 
 def arnoldi_inverse_hvp(eig: Eigens, v: torch.Tensor, damping: float) -> torch.Tensor:

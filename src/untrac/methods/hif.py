@@ -47,7 +47,7 @@ from untrac.progress import tqdm
 from untrac.method_config import ArnoldiConfig, LissaConfig
 from untrac.errors import UntracError
 from untrac.methods import Context, Method, Needs, final_rows, register
-from untrac.methods.arnoldi import HVP, arnoldi_eigens, arnoldi_inverse_hvp, random_start
+from untrac.methods.arnoldi import HVP, RitzSelection, arnoldi_eigens, arnoldi_inverse_hvp, random_start
 from untrac.methods.grads import (GradientSettings, HessianBatches, mean_gradient, mean_unit_gradient, pool_hvp,
                                   trainable)
 from untrac.methods.hessian import PoolOperator, top_eigenvalue
@@ -196,8 +196,8 @@ def score_arnoldi(inputs: Context):
     a fresh batch's exact Hessian per product, no damping."""
     setup, cfg = _Setup(inputs), inputs.method
     hvp = setup.fresh_batch_hvp() if setup.authors else setup.op
-    eig = arnoldi_eigens(hvp, setup.dim, cfg.arnoldi_iterations, cfg.arnoldi_topk, inputs.seed,
-                         setup.params[0].detach(), psd=not setup.authors, damping=setup.damping)
+    selection = RitzSelection(cfg.arnoldi_topk, psd=not setup.authors, damping=setup.damping)
+    eig = arnoldi_eigens(hvp, setup.dim, cfg.arnoldi_iterations, selection, inputs.seed, setup.params[0].detach())
     if len(eig.values) == 0:
         raise UntracError(f"hif_arnoldi: no Ritz pair converged in {cfg.arnoldi_iterations} iterations "
                           "(residual > 0.1·(λ_k + damping) for all); raise method.arnoldi_iterations or method.damping")
