@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from untrac.config import register_configs
-from untrac.methods.grads import trainable
+from untrac.methods.grads import GradientSettings, trainable
 from untrac.methods.hessian import PoolOperator
 from untrac.pipeline import Experiment
 
@@ -34,9 +34,9 @@ def main() -> None:
     pool = exp.hessian_pool(cfg.method.hessian_examples, cfg.seed)  # run 0's pool, as the pipeline draws it
     v = torch.randn(sum(p.numel() for p in trainable(model)), generator=torch.Generator().manual_seed(0))
     reference = None
+    chunks = GradientSettings(exp.arch, exp.device, cfg.method.hessian_batch_size, cfg.model.dtype)
     for keep in (False, True):
-        op = PoolOperator(model, exp.arch, pool, cfg.method.hessian_batch_size, exp.device, cfg.model.dtype,
-                          keep_graphs=keep)
+        op = PoolOperator(model, pool, chunks, keep_graphs=keep)
         start = time.perf_counter()
         op(v)
         first, start = time.perf_counter() - start, time.perf_counter()

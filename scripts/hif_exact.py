@@ -46,7 +46,8 @@ def main() -> None:
     exp = Experiment(cfg)
     model = exp.trained(cfg.seed).to(exp.device).eval()
     pool = exp.hessian_pool(cfg.method.hessian_examples, cfg.seed)  # run 0's pool, as the pipeline draws it
-    op = PoolOperator(model, exp.arch, pool, cfg.method.hessian_batch_size, exp.device, cfg.model.dtype)
+    chunks = GradientSettings(exp.arch, exp.device, cfg.method.hessian_batch_size, cfg.model.dtype)
+    op = PoolOperator(model, pool, chunks)
     lam, like = cfg.method.damping, trainable(model)[0]
     dim = sum(p.numel() for p in trainable(model))
 

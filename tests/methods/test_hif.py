@@ -11,9 +11,11 @@ from methods_tiny import (explicit_ggn, explicit_hessian, example_grads, freeze,
 
 from untrac.errors import UntracError
 from untrac.methods import arnoldi, hessian, hif
+from untrac.methods.grads import GradientSettings
 from untrac.methods.hessian import PoolOperator, top_eigenvalue
 from untrac.report import hif_solver_lines
 
+CPU = torch.device("cpu")
 # 24 trainable parameters (three decoder layer-norm scales): at most the shipped 25 Arnoldi steps
 # span the whole space, and the GGN here has 24 distinct eigenvalues in [6e-4, 4.8].
 SMALL = ("decoder.final_layer_norm.weight", "decoder.block.0.layer.2.layer_norm.weight",
@@ -125,27 +127,27 @@ def max_relative_error(frame, expected):
 def test_ggn_operator_matches_explicit_matrix(problem):
     model, arch, _, _, pool, g = problem
     eye = torch.eye(len(g), dtype=torch.float64)
-    op = PoolOperator(model, arch, pool, 4, torch.device("cpu"))  # two chunks of the 6-example pool
+    op = PoolOperator(model, pool, GradientSettings(arch, CPU, 4))  # two chunks of the 6-example pool
     built = torch.stack([op(e) for e in eye], dim=1)
     # T5's layer norm takes its variance in float32, so float64 agreement stops near 1e-8.
     assert ((built - g).norm() / g.norm()).item() < 1e-6
     assert torch.linalg.eigvalsh(g).min() > -1e-10  # PSD, unlike the exact Hessian below
     h = explicit_hessian(model, pool, arch)
     assert torch.linalg.eigvalsh(0.5 * (h + h.T)).min() < -0.1
-    exact = PoolOperator(model, arch, pool, 4, torch.device("cpu"), kind="hessian")
+    exact = PoolOperator(model, pool, GradientSettings(arch, CPU, 4), kind="hessian")
     assert ((torch.stack([exact(e) for e in eye], dim=1) - h).norm() / h.norm()).item() < 1e-6
 
 
 def test_kept_graphs_give_the_recomputed_products_bit_for_bit(problem, monkeypatch):
     model, arch, _, _, pool, g = problem
     vectors = torch.randn(3, len(g), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    recomputed = PoolOperator(model, arch, pool, 4, torch.device("cpu"), keep_graphs=False)
-    auto = PoolOperator(model, arch, pool, 4, torch.device("cpu"))
+    recomputed = PoolOperator(model, pool, GradientSettings(arch, CPU, 4), keep_graphs=False)
+    auto = PoolOperator(model, pool, GradientSettings(arch, CPU, 4))
     for v in vectors:  # the second and third products reuse the graphs the first one kept
         assert torch.equal(auto(v), recomputed(v))
     assert auto.keep_graphs is True and len(auto.graphs) == 2 and not recomputed.graphs
     monkeypatch.setattr(hessian, "free_memory", lambda device: 0)  # nowhere to keep them: recompute
-    starved = PoolOperator(model, arch, pool, 4, torch.device("cpu"))
+    starved = PoolOperator(model, pool, GradientSettings(arch, CPU, 4))
     assert torch.equal(starved(vectors[0]), recomputed(vectors[0])) and starved.keep_graphs is False
     assert not starved.graphs
 
@@ -198,7 +200,7 @@ def test_cgroup_headroom_reads_the_limit_of_the_process_cgroup(tmp_path, members
 
 def test_lanczos_finds_the_top_eigenvalue(problem):
     model, arch, _, _, pool, g = problem
-    op = PoolOperator(model, arch, pool, 16, torch.device("cpu"))
+    op = PoolOperator(model, pool, GradientSettings(arch, CPU, 16))
     start = torch.randn(len(g), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     value, _ = top_eigenvalue(op, start, iterations=shipped("hif_lissa")["lanczos_iterations"])
     assert value == pytest.approx(torch.linalg.eigvalsh(g).max().item(), rel=1e-3)

@@ -25,7 +25,7 @@ import torch
 
 from untrac.data.collate import IGNORE, collate
 from untrac.losses import token_logits
-from untrac.methods.grads import bump, eager_attention, flatten, hvp, trainable, unflatten
+from untrac.methods.grads import GradientSettings, bump, eager_attention, flatten, hvp, trainable, unflatten
 from untrac.models import Arch, autocast
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
@@ -150,8 +150,9 @@ def free_memory(device: torch.device) -> int:
 class PoolOperator:
     """v ↦ M v with M the mean over a fixed pool of a per-example curvature (GGN or exact Hessian).
 
-    The pool is cut once, in its own order, into chunks of ``batch_size``; every call visits all
-    chunks, so LiSSA, its λ_max estimate and Arnoldi all iterate one and the same matrix.
+    The pool is cut once, in its own order, into chunks of ``settings.batch_size`` (memory only);
+    every call visits all chunks, so LiSSA, its λ_max estimate and Arnoldi all iterate one and the
+    same matrix; ``settings`` also gives the arch, device and autocast dtype.
     ``kind``: "ggn" (default, PSD) or "hessian" (the exact Hessian; for the authors' variant's
     checks). Counters: ``hvp`` (operator-chunk products) and ``hvp_examples``.
 
@@ -168,15 +169,14 @@ class PoolOperator:
 
     GRAPH_MEMORY_SHARE = 0.25
 
-    def __init__(self, model, arch: Arch, pool: datasets.Dataset, batch_size: int, device: torch.device,
-                 dtype: str = "float32", counters: dict | None = None, kind: str = "ggn",
-                 keep_graphs: bool | None = None):
-        self.model, self.arch, self.dtype, self.counters, self.kind = model, arch, dtype, counters, kind
-        self.device, self.keep_graphs = device, keep_graphs if kind == "ggn" else False
+    def __init__(self, model, pool: datasets.Dataset, settings: GradientSettings, counters: dict | None = None,
+                 kind: str = "ggn", keep_graphs: bool | None = None):
+        self.model, self.arch, self.dtype, self.counters, self.kind = model, settings.arch, settings.dtype, counters, kind
+        self.device, self.keep_graphs = settings.device, keep_graphs if kind == "ggn" else False
         self.size = len(pool)
-        step = max(1, min(batch_size, self.size))
-        self.chunks = [{k: v.to(device) for k, v in collate(pool[list(range(i, min(i + step, self.size)))],
-                                                              arch.pad_id).items()}
+        step = max(1, min(settings.batch_size, self.size))
+        self.chunks = [{k: v.to(self.device) for k, v in collate(pool[list(range(i, min(i + step, self.size)))],
+                                                                   self.arch.pad_id).items()}
                        for i in range(0, self.size, step)]
         self.graphs: dict[int, GGNGraph] = {}
 

@@ -136,8 +136,9 @@ class _Setup:
         self.params = trainable(self.model)
         self.dim = sum(p.numel() for p in self.params)
         # The default iterates the GGN; the authors' variant is checked against the exact Hessian.
-        self.op = PoolOperator(self.model, inputs.arch, inputs.hessian_pool, cfg.hessian_batch_size,
-                               inputs.device, inputs.dtype, inputs.counters, kind="hessian" if self.authors else "ggn")
+        chunks = GradientSettings(inputs.arch, inputs.device, cfg.hessian_batch_size, inputs.dtype)
+        self.op = PoolOperator(self.model, inputs.hessian_pool, chunks, inputs.counters,
+                               kind="hessian" if self.authors else "ggn")
         self.damping = 0.0 if self.authors else cfg.damping  # the authors' code has no damping
         self.record = {"method": cfg.name, "variant": cfg.variant, "operator": self.op.kind,
                        "damping": self.damping, "pool_examples": self.op.size, "residual": {}}
