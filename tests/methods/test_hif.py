@@ -84,7 +84,8 @@ def test_arnoldi_psd_rule_keeps_only_converged_ritz_pairs():
     residuals = (m @ u - u * eig.values).norm(dim=0)
     assert torch.all(residuals <= arnoldi.RITZ_TOL * (eig.values + damping) + 1e-9)
     everything = arnoldi.distill(*arnoldi.arnoldi_iteration(lambda x: m @ x, arnoldi.random_start(200, 0, like), 12),
-                                 arnoldi.RitzSelection(topk=12, psd=True, damping=float("inf")))  # infinite tolerance: all 12
+                                 arnoldi.RitzSelection(topk=12, psd=True, damping=float("inf")))
+    # an infinite tolerance keeps all 12
     assert len(everything.values) == 12
 
 

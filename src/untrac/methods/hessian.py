@@ -171,8 +171,9 @@ class PoolOperator:
 
     def __init__(self, model, pool: datasets.Dataset, settings: GradientSettings, counters: dict | None = None,
                  kind: str = "ggn", keep_graphs: bool | None = None):
-        self.model, self.arch, self.dtype, self.counters, self.kind = model, settings.arch, settings.dtype, counters, kind
-        self.device, self.keep_graphs = settings.device, keep_graphs if kind == "ggn" else False
+        self.model, self.counters, self.kind = model, counters, kind
+        self.arch, self.device, self.dtype = settings.arch, settings.device, settings.dtype
+        self.keep_graphs = keep_graphs if kind == "ggn" else False
         self.size = len(pool)
         step = max(1, min(settings.batch_size, self.size))
         self.chunks = [{k: v.to(self.device) for k, v in collate(pool[list(range(i, min(i + step, self.size)))],
