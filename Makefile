@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## create .venv and install the package with its test tools
 
-demo: $(STAMP) ## the default job: tiny T5, synthetic data A, UnTrac (≈2 min on 2 cores)
+demo: $(STAMP) ## the default job: tiny T5, synthetic data A, UnTrac
 	$(PY) -m untrac.run
 
 test: $(STAMP) ## every test, the slow end-to-end ones included
@@ -51,31 +51,31 @@ clean: ## remove outputs (results and cache)
 # outputs/tables/<name>.{md,tex,csv}
 # and outputs/figures/<name>.png with the paper's numbers beside ours (python -m untrac.paper).
 #   make table2 SCALE=paper LAUNCHER=submitit_slurm ARGS="hydra.launcher.partition=gpu"
-# ARGS: extra Hydra overrides for every job (e.g. cache_dir=..., runs=2). Times: 2 shared cores,
-# from scratch with the presets before issue 8 (not re-timed since: see docs/results.md); table3 is an estimate.
+# ARGS: extra Hydra overrides for every job (e.g. cache_dir=..., runs=2). Measured times, with their
+# commands and dates, are in docs/results.md.
 ARGS ?=
 PAPER_TARGET = $(PY) -m untrac.paper $@ --scale $(SCALE) --launcher $(LAUNCHER) -- $(ARGS)
 .PHONY: table2 table3 table4 table5 fig2 fig3 fig4 lds
 
-table2: $(STAMP) ## Table 2: standardised influence, synthetic A/B, 8 methods + ground truth (cpu: 23 min on 2 cores)
+table2: $(STAMP) ## Table 2: standardised influence, synthetic A/B, 8 methods + ground truth
 	$(PAPER_TARGET)
 
-table3: $(STAMP) ## Table 3: Pearson, pile8 equal/different sizes × 3 test sets, 8 methods (cpu: ≥ 1.5 h estimated, 4 GT seeds)
+table3: $(STAMP) ## Table 3: Pearson, pile8 equal/different sizes × 3 test sets, 8 methods
 	$(PAPER_TARGET)
 
-table4: $(STAMP) ## Table 4: UnTrac/UnTrac-Inv across optimizers and learning rates, ToxiGen (cpu: old preset 17 min)
+table4: $(STAMP) ## Table 4: UnTrac/UnTrac-Inv across optimizers and learning rates, ToxiGen
 	$(PAPER_TARGET)
 
 table5: $(STAMP) ## Table 5: Spearman, the same sweep as Table 3 (reuses a finished `make table3`)
 	$(PAPER_TARGET)
 
-fig2: $(STAMP) ## Figure 2: influence over unlearning steps, synthetic A/B (cpu: old preset 6 min)
+fig2: $(STAMP) ## Figure 2: influence over unlearning steps, synthetic A/B
 	$(PAPER_TARGET)
 
-fig3: $(STAMP) ## Figure 3: Pearson over unlearning epochs at batch 1 and 256, ToxiGen (cpu: old preset 14 min)
+fig3: $(STAMP) ## Figure 3: Pearson over unlearning epochs at batch 1 and 256, ToxiGen
 	$(PAPER_TARGET)
 
-fig4: $(STAMP) ## Figure 4: ground truth per corpus, all examples vs fixed steps, ToxiGen (cpu: old preset 6 min)
+fig4: $(STAMP) ## Figure 4: ground truth per corpus, all examples vs fixed steps, ToxiGen
 	$(PAPER_TARGET)
 
 lds: $(STAMP) ## every method against a bank of subset retrains: group LDS, Shapley, exact p-values (synthA/B, pile8)

@@ -5,6 +5,7 @@ results are made up so that the expected correlations are known.
 """
 
 import itertools
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -74,14 +75,16 @@ def make_sweep(root: Path, composer, experiment: str, params: dict[str, str], ta
 
 
 TABLE3 = {"method": "untrac,graddot", "testset": "toxigen,winobias"}
+# A perfect correlation over the 8 pile8 corpora: exact two-sided permutation p = 2 / 8!.
+PERFECT_P = f" p={2 / math.factorial(8):.3g}"
 
 
 def test_complete_sweep_becomes_table3_beside_the_paper(tmp_path, composer, capsys):
     make_sweep(tmp_path / "sweep", composer, "table3", TABLE3)
     assert aggregate.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 0  # target from the config
     table = pd.read_csv(tmp_path / "out" / "tables" / "table3.csv", index_col=0)
-    assert table.loc["UnTrac (measured)", "Equal ToxiGen"] == "1.000 ± 0.000"
-    assert table.loc["GradDot (measured)", "Equal WinoBias"] == "-1.000 ± 0.000"
+    assert table.loc["UnTrac (measured)", "Equal ToxiGen"] == "1.000 ± 0.000" + PERFECT_P
+    assert table.loc["GradDot (measured)", "Equal WinoBias"] == "-1.000 ± 0.000" + PERFECT_P
     assert table.loc["UnTrac (paper)", "Equal ToxiGen"] == "0.419 ± 0.063"
     md = (tmp_path / "out" / "tables" / "table3.md").read_text()
     assert "4 ok" in md and "FAILED" not in md
@@ -114,7 +117,7 @@ def test_failed_missing_and_incomplete_jobs_are_listed_not_fatal(tmp_path, compo
         assert "INCOMPLETE" in text
         assert "MISSING" in text and "method=graddot testset=winobias" in text
     table = pd.read_csv(tmp_path / "out" / "tables" / "table3.csv", index_col=0)
-    assert table.loc["UnTrac (measured)", "Equal ToxiGen"] == "1.000 ± 0.000"
+    assert table.loc["UnTrac (measured)", "Equal ToxiGen"] == "1.000 ± 0.000" + PERFECT_P
 
 
 def test_unreadable_results_count_as_failed(tmp_path, composer, capsys):
@@ -159,8 +162,8 @@ def test_two_sweeps_are_pooled_when_only_swept_keys_differ(tmp_path, composer):
     assert pooling.inconsistencies(jobs, swept) == []
     assert aggregate.main([str(tmp_path), "--target", "table4", "--out", str(tmp_path / "out")]) == 0
     table = pd.read_csv(tmp_path / "out" / "tables" / "table4.csv", index_col=0)
-    assert table.loc["UnTrac (measured)", "SGD"] == "1.000 ± 0.000"
-    assert table.loc["UnTrac (measured)", "lr 1e-04"] == "1.000 ± 0.000"
+    assert table.loc["UnTrac (measured)", "SGD"] == "1.000 ± 0.000" + PERFECT_P
+    assert table.loc["UnTrac (measured)", "lr 1e-04"] == "1.000 ± 0.000" + PERFECT_P
     assert table.loc["UnTrac (measured)", "Adam"] == table.loc["UnTrac (measured)", "lr 5e-05"]
 
 

@@ -90,3 +90,14 @@ def test_a_method_the_paper_lacks_gets_a_row_under_its_registry_name():
     table = tables._beside(measured, paper, lambda frame, method, column, value: value)
     assert list(table.index) == ["UnTrac (measured)", "UnTrac (paper)", "newmethod (measured)", "newmethod (paper)"]
     assert table.loc["newmethod (measured)", "dataset1"] == 2.0
+
+
+def test_table3_cells_carry_the_median_exact_p_value_of_their_pairs():
+    corr = _corr("untrac", [[0.2, 0.4], [0.6, 0.8]], sizes="equal", testset="toxigen")
+    corr["pearson_p"] = [0.5, 0.1, 0.3, 0.9]  # median over the 4 (run, test subset) pairs: 0.4
+    display, _, _ = tables.table3_5(corr, "pearson")
+    assert display.loc["UnTrac (measured)", "Equal ToxiGen"].endswith(" p=0.4")
+    assert " p=" not in display.loc["UnTrac (paper)", "Equal ToxiGen"]
+    # Runs that predate the p column keep the cell as it was, rather than a made-up p.
+    display, _, _ = tables.table3_5(corr.drop(columns="pearson_p"), "pearson")
+    assert " p=" not in display.loc["UnTrac (measured)", "Equal ToxiGen"]

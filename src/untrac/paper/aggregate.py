@@ -67,14 +67,16 @@ def _table3_5(target):
     def build(f, jobs, png):
         display, measured, ref = tables.table3_5(f["corr"], metric)
         return display, (f"Table {target[-1]}: {metric.title()} correlation with the ground truth, "
-                         "mean ± std over runs [95 % bootstrap interval]"), (measured, ref)
+                         "mean ± std over runs [95 % bootstrap interval] p=<median exact permutation p-value "
+                         "over (run, test subset) pairs>"), (measured, ref)
     return build
 
 
 def _table4(f, jobs, png):
     display, measured, ref = tables.table4(f["corr"])
     return display, ("Table 4: Pearson correlation across optimizers (lr 5e-5) and Adam learning rates, "
-                     "mean ± std over runs [95 % bootstrap interval]"), (measured, ref)
+                     "mean ± std over runs [95 % bootstrap interval] p=<median exact permutation p-value "
+                     "over (run, test subset) pairs>"), (measured, ref)
 
 
 def _fig2(f, jobs, png):

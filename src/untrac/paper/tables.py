@@ -48,21 +48,32 @@ def table2(final: pd.DataFrame, truth: pd.DataFrame):
 def summary_long(corr: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
     """mean ± std over runs of ``metric`` (per run: average over test subsets) for each setting,
     with the (run, test subset) pairs that gave a finite correlation (``scored``) of ``total`` and
-    the 95 % bootstrap interval of the mean over those pairs (``ci_low``, ``ci_high``)."""
+    the 95 % bootstrap interval of the mean over those pairs (``ci_low``, ``ci_high``), and ``p``: the
+    median over those pairs of the exact permutation p-value (``{metric}_p`` of correlations.csv;
+    NaN for runs that predate it). With K = 4 a single correlation cannot go below p = 2/24, which
+    the median shows where a mean of correlations hides it."""
     rows = []
     for values, group in corr.groupby(keys, sort=False):
         values = values if isinstance(values, tuple) else (values,)
+        p_values = group.get(f"{metric}_p", pd.Series(math.nan, index=group.index)).astype(float)
+        medians = p_values.groupby(group.method, sort=False).median()
         for r in summarize(group).itertuples():
             rows.append({**dict(zip(keys, values)), "method": r.method, "mean": getattr(r, f"{metric}_mean"),
                          "std": getattr(r, f"{metric}_std"), "runs": r.runs, "scored": r.subsets_scored,
                          "total": r.subsets_total, "ci_low": getattr(r, f"{metric}_ci_low"),
-                         "ci_high": getattr(r, f"{metric}_ci_high")})
-    return pd.DataFrame(rows, columns=[*keys, "method", "mean", "std", "runs", "scored", "total", "ci_low", "ci_high"])
+                         "ci_high": getattr(r, f"{metric}_ci_high"), "p": medians.get(r.method, math.nan)})
+    return pd.DataFrame(rows, columns=[*keys, "method", "mean", "std", "runs", "scored", "total", "ci_low",
+                                       "ci_high", "p"])
 
 
 def with_count(text: str, scored: int, total: int) -> str:
     """A measured cell, marked with how many (run, test subset) pairs it averages when some were NaN."""
     return text if scored == total else f"{text} [{scored}/{total} scored]"
+
+
+def with_p(text: str, p: float) -> str:
+    """A measured cell with its median exact permutation p-value, when the runs recorded one."""
+    return f"{text} p={p:.3g}" if math.isfinite(p) else text
 
 
 def scored_note(corr: pd.DataFrame) -> str:
@@ -84,6 +95,7 @@ def _mean_std_table(measured_long: pd.DataFrame, paper_long: pd.DataFrame, label
     ran = {(r.method, label(r)) for r in measured_long.itertuples()}
     counts = {(r.method, label(r)): (r.scored, r.total) for r in measured_long.itertuples() if label(r)}
     cis = {(r.method, label(r)): (r.ci_low, r.ci_high) for r in measured_long.itertuples() if label(r)}
+    p_values = {(r.method, label(r)): getattr(r, "p", math.nan) for r in measured_long.itertuples() if label(r)}
 
     def cell(frame, method, column, value):
         std = stds["measured" if frame is m_mean else "paper"]
@@ -93,7 +105,8 @@ def _mean_std_table(measured_long: pd.DataFrame, paper_long: pd.DataFrame, label
             return "–"  # not run
         s = std.at[method, column] if method in std.index and column in std.columns else math.nan
         if frame is m_mean:
-            return with_count(mean_std(value, s, *cis[method, column]), *counts[method, column])
+            cell_text = with_count(mean_std(value, s, *cis[method, column]), *counts[method, column])
+            return with_p(cell_text, float(p_values[method, column]))
         return mean_std(value, s)
 
     return _beside(m_mean, p_mean, cell), m_mean, p_mean
