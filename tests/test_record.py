@@ -13,7 +13,7 @@ from untrac.config import Config
 from untrac.errors import UntracError
 from untrac.metrics import correlations
 from untrac.record import RunRecord
-from untrac.report import write_run
+from untrac.report import RunReport, write_run
 
 REPO = Path(__file__).resolve().parents[1]
 # "NA" and "null" are dataset names a user may choose: they must come back as names, not NaN.
@@ -46,9 +46,9 @@ def write(run_dir: Path, raw, with_optional: bool = True) -> dict[str, pd.DataFr
     f = frames()
     (run_dir / record.CONFIG).parent.mkdir(parents=True)
     OmegaConf.save(raw, run_dir / record.CONFIG)
-    write_run(run_dir, f["influence"], f["truth"], {"score": 1.0}, {"passes": 3}, "demo",
-              truth_seeds=f["truth_seeds"] if with_optional else None,
-              examples=f["examples"] if with_optional else None)
+    write_run(run_dir, RunReport(f["influence"], f["truth"], "demo", seconds={"score": 1.0}, counters={"passes": 3},
+                                 truth_seeds=f["truth_seeds"] if with_optional else None,
+                                 examples=f["examples"] if with_optional else None))
     return f
 
 
@@ -137,7 +137,7 @@ def test_a_run_without_ground_truth_reads_back_empty_truth_and_correlations(tmp_
     f = frames()
     (tmp_path / record.CONFIG).parent.mkdir(parents=True)
     OmegaConf.save(composed, tmp_path / record.CONFIG)
-    write_run(tmp_path, f["influence"], record.TRUTH.empty(), {}, {}, "demo")
+    write_run(tmp_path, RunReport(f["influence"], record.TRUTH.empty(), "demo"))
     rec = RunRecord.load(tmp_path)
     assert rec.truth.empty and list(rec.truth.columns) == list(record.TRUTH.columns)
     assert rec.correlations.empty and "no_correlations" in rec.metrics

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from untrac.record import CORRELATIONS, EXAMPLES, INFLUENCE, METRICS, SUMMARY, TRUTH, TRUTH_SEEDS
-from untrac.report import write_run, write_table
+from untrac.report import RunReport, write_run, write_table
 
 
 def _results():
@@ -18,8 +18,8 @@ def _results():
 
 def test_write_run_produces_the_output_contract(tmp_path):
     influence, truth = _results()
-    text = write_run(tmp_path, influence, truth, {"score": 1.5}, {"nonfinite": [{"unlearned": "c", "step": 2}]},
-                     "demo")
+    text = write_run(tmp_path, RunReport(influence, truth, "demo", seconds={"score": 1.5},
+                                           counters={"nonfinite": [{"unlearned": "c", "step": 2}]}))
     for name in [INFLUENCE.file, TRUTH.file, CORRELATIONS.file, SUMMARY, METRICS]:
         assert (tmp_path / name).is_file()
     corr = pd.read_csv(tmp_path / CORRELATIONS.file)
@@ -48,7 +48,7 @@ def test_write_run_with_seeds_writes_them_and_says_what_the_floor_compares(tmp_p
                              "train_dataset": list("abc") * 4, "test_subset": "t",
                              "influence": [3.0, 2.0, 1.0, 3.0, 1.0, 2.0, 2.0, 3.0, 1.0, 3.0, 2.0, 0.0]})
     truth = per_seed.groupby(["run", "train_dataset", "test_subset"], as_index=False).influence.mean()
-    text = write_run(tmp_path, influence, truth, {}, {}, "demo", retrained_truth=False, truth_seeds=per_seed)
+    text = write_run(tmp_path, RunReport(influence, truth, "demo", retrained_truth=False, truth_seeds=per_seed))
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / TRUTH_SEEDS.file), per_seed)
     floor = json.loads((tmp_path / METRICS).read_text())["truth_agreement"]
     assert floor["compares"] == "halves" and floor["seeds_per_half"] == 2
@@ -59,7 +59,7 @@ def test_summary_flags_a_diverged_hif_solve(tmp_path):
                "scale": 20.0, "iterations": 10, "residual": {"t": 3e8}, "status": "diverged"},
               {"method": "hif_arnoldi", "variant": "default", "operator": "ggn", "damping": 0.01, "kept": 25,
                "min_denominator": 0.05, "residual": {"t": 0.9}, "status": "low-rank"}]
-    text = write_run(tmp_path, influence, truth, {}, {"hif_solver": solver}, "demo")
+    text = write_run(tmp_path, RunReport(influence, truth, "demo", counters={"hif_solver": solver}))
     lines = [line for line in text.splitlines() if line.startswith("- run")]
     assert "**diverged**" in lines[0] and "do not trust" in lines[0] and "3e+08" in lines[0]
     assert "**low-rank**" in lines[1] and "do not trust" not in lines[1]
@@ -71,7 +71,7 @@ def test_without_ground_truth_the_summary_ranks_datasets_and_says_why_no_correla
     no_truth = truth.iloc[0:0].reindex(columns=list(TRUTH.columns))
     examples = pd.DataFrame({"method": "untrac", "run": 0, "train_dataset": "a", "example": [3], "test_subset": "t",
                              "score": [0.5], "text": ["x"]})
-    text = write_run(tmp_path, influence[influence.run == 0], no_truth, {}, {}, "demo", examples=examples)
+    text = write_run(tmp_path, RunReport(influence[influence.run == 0], no_truth, "demo", examples=examples))
     assert pd.read_csv(tmp_path / CORRELATIONS.file).empty
     assert "No correlations: groundtruth.mode=none" in text and "noise floor" not in text
     # ranking: run 0's influences 3, 2, 1 for a, b, c — highest first
@@ -85,7 +85,7 @@ def test_summary_shows_the_bootstrap_interval(tmp_path):
     truth = pd.concat([truth, truth.assign(test_subset="u", influence=truth.influence[::-1].to_numpy())])
     influence = truth.assign(method="untrac", step=5, is_final=True, influence=[3.0, 2.0, 1.0, 3.0, 2.5, 2.0,
                                                                                 1.0, 2.0, 3.0, 2.0, 1.0, 3.0])
-    text = write_run(tmp_path, influence, truth, {}, {}, "demo")
+    text = write_run(tmp_path, RunReport(influence, truth, "demo"))
     metrics = json.loads((tmp_path / METRICS).read_text())["correlation"]["untrac"]
     low, high = metrics["pearson_ci_low"], metrics["pearson_ci_high"]
     assert low <= metrics["pearson_mean"] <= high
@@ -94,7 +94,7 @@ def test_summary_shows_the_bootstrap_interval(tmp_path):
 
 def test_summary_and_metrics_say_what_theta0_is(tmp_path):
     influence, truth = _results()
-    text = write_run(tmp_path, influence, truth, {}, {}, "demo", theta0="checkpoint /ckpt as saved, not trained")
+    text = write_run(tmp_path, RunReport(influence, truth, "demo", theta0="checkpoint /ckpt as saved, not trained"))
     assert "θ0, the model every method scored: checkpoint /ckpt as saved, not trained." in text.splitlines()
     assert text == (tmp_path / SUMMARY).read_text()
     assert json.loads((tmp_path / METRICS).read_text())["theta0"] == "checkpoint /ckpt as saved, not trained"
@@ -117,7 +117,7 @@ def test_a_write_error_midway_leaves_no_metrics_json(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", full)
     with pytest.raises(UntracError, match=f"^cannot write {tmp_path / SUMMARY}: No space left on device$"):
-        write_run(tmp_path, *_results(), {}, {}, "demo")
+        write_run(tmp_path, RunReport(*_results(), "demo"))
     assert (tmp_path / INFLUENCE.file).is_file() and not (tmp_path / METRICS).exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
 
@@ -136,7 +136,7 @@ def test_the_bank_writes_its_files_and_a_summary_section(tmp_path):
     subsets = pd.DataFrame([{"run": 0, "seed": seed, "removed": "+".join(sorted(s)), "test_subset": "t",
                              "loss": 1.0 + sum(effect[z] for z in s), "influence": sum(effect[z] for z in s)}
                             for seed in (0, 1000) for s in every_subset(names)])
-    text = write_run(tmp_path, influence, truth, {}, {}, "demo", subsets=subsets)
+    text = write_run(tmp_path, RunReport(influence, truth, "demo", subsets=subsets))
     lds = pd.read_csv(tmp_path / "lds.csv")
     assert list(lds.columns) == ["method", "run", "test_subset", "lds", "n_subsets"]
     assert lds.lds.item() == pytest.approx(1.0) and lds.n_subsets.item() == 15

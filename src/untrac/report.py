@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +11,38 @@ from untrac.metrics import correlations, standardized_influence, summarize, trut
 from untrac.record import (CORRELATIONS, EXAMPLES, INFLUENCE, LDS, METRICS, SHAPLEY, SUBSETS, SUMMARY, TRUTH,
                            TRUTH_SEEDS, write_frame, write_text)
 from untrac.subsets import bank_floor, bank_tables
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: data frames have no truth value to compare by
+class RunReport:
+    """Everything a finished run reports: what ``write_run`` writes as the output contract
+    (``untrac.record``) and ``summary_markdown`` summarises.
+
+    ``influence`` and ``truth``: ``record.INFLUENCE`` and ``record.TRUTH`` rows; an empty ``truth``
+    (groundtruth.mode=none) means no correlations (header-only files) and a ranking per test subset
+    in the summary instead. ``title``: summary.md's heading. ``seconds``: per stage. ``counters``: the
+    pipeline's counters, into metrics.json (``nonfinite``, ``hif_solver`` and ``params_*`` also get
+    sections of summary.md).
+    ``retrained_truth``: runs re-trained the ground truth (so its run-to-run agreement, the noise
+    floor, means something); False when runs only re-sample the scored examples.
+    ``truth_seeds``: Eq. 1 of every ground-truth seed (``record.TRUTH_SEEDS``); with ≥ 2 seeds the
+    noise floor compares disjoint halves of them.
+    ``examples`` (rank.top_k): the top training examples, written as ``record.EXAMPLES``.
+    ``subsets`` (groundtruth.mode=subsets): v(S) of the bank, written as ``record.SUBSETS`` with the
+    LDS and Shapley files and a section of summary.md.
+    ``theta0``: what the scored model is (``untrac.config.theta0_text``), in summary.md and metrics.json.
+    """
+
+    influence: pd.DataFrame
+    truth: pd.DataFrame
+    title: str
+    seconds: dict = field(default_factory=dict)
+    counters: dict = field(default_factory=dict)
+    retrained_truth: bool = True
+    truth_seeds: pd.DataFrame | None = None
+    examples: pd.DataFrame | None = None
+    subsets: pd.DataFrame | None = None
+    theta0: str = ""
 
 
 def mean_std(mean: float, std: float, low: float | None = None, high: float | None = None) -> str:
@@ -127,15 +160,17 @@ def coverage_line(counters: dict) -> list[str]:
     return [f"Parameters covered: {text}.", ""]
 
 
-def summary_markdown(influence: pd.DataFrame, truth: pd.DataFrame, corr: pd.DataFrame, seconds: dict,
-                     title: str, nonfinite: list, floor: dict, solver: list | None = None,
-                     counters: dict | None = None, theta0: str = "", sections: list[str] = ()) -> str:
+def summary_markdown(report: RunReport, corr: pd.DataFrame, floor: dict, sections: list[str] = ()) -> str:
+    """summary.md: ``report`` with its correlations ``corr`` (``metrics.correlations``), the noise
+    ``floor`` (``metrics.truth_agreement``; empty: no section) and extra ``sections`` (lines) before
+    the seconds per stage."""
+    influence, truth, counters, theta0 = report.influence, report.truth, report.counters, report.theta0
     final = influence[influence.is_final]
     parts = [standardized_influence(final, ["method"])]
     if len(truth):
         parts.append(standardized_influence(truth.assign(method="ground truth"), ["method"]))
-    lines = [f"# {title}", ""] + ([f"θ0, the model every method scored: {theta0}.", ""] if theta0 else [])
-    lines += [*coverage_line(counters or {}), "## Standardised influence of each training dataset (Table 2 style)", "",
+    lines = [f"# {report.title}", ""] + ([f"θ0, the model every method scored: {theta0}.", ""] if theta0 else [])
+    lines += [*coverage_line(counters), "## Standardised influence of each training dataset (Table 2 style)", "",
              "The influence averaged over runs (and test subsets), z-scored across training datasets "
              "(population std: each row has mean 0 and std 1, as the paper's Table 2).", "",
              pd.concat(parts).round(3).to_markdown(), ""]
@@ -154,12 +189,13 @@ def summary_markdown(influence: pd.DataFrame, truth: pd.DataFrame, corr: pd.Data
                   "top-1 hit and NDCG against the ground truth's order:", "", ranking_stats(corr).to_markdown(), ""]
     if floor:
         lines += ["## Ground-truth noise floor", "", floor_text(floor), ""]
-    if nonfinite:
+    if nonfinite := counters.get("nonfinite", []):
         lines += ["## Non-finite losses", "", "Unlearning produced NaN/inf and was stopped; these influences are NaN "
                   "and their correlations are NaN:", ""] + [f"- {item}" for item in nonfinite] + [""]
-    if solver:
+    if solver := counters.get("hif_solver"):
         lines += hif_solver_lines(solver)
-    lines += [*sections, "## Seconds per stage", "", pd.Series(seconds, name="seconds").round(2).to_markdown(), ""]
+    seconds = pd.Series(report.seconds, name="seconds").round(2)
+    lines += [*sections, "## Seconds per stage", "", seconds.to_markdown(), ""]
     return "\n".join(lines)
 
 
@@ -181,25 +217,15 @@ def hif_solver_lines(solver: list) -> list[str]:
     return lines + [""]
 
 
-def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, seconds: dict, counters: dict,
-              title: str, retrained_truth: bool = True, truth_seeds: pd.DataFrame | None = None,
-              examples: pd.DataFrame | None = None, theta0: str = "", subsets: pd.DataFrame | None = None) -> str:
-    """Write the files of the output contract (``untrac.record``) into ``out_dir``, metrics.json
-    last, and return the summary text.
+def write_run(out_dir: Path, report: RunReport) -> str:
+    """Write the files of the output contract (``untrac.record``) for ``report`` into ``out_dir``,
+    metrics.json last, and return the summary text.
 
-    ``retrained_truth``: runs re-trained the ground truth (so its run-to-run agreement, the noise
-    floor, means something); False when runs only re-sample the scored examples.
-    ``truth_seeds``: Eq. 1 of every ground-truth seed (``record.TRUTH_SEEDS``); with ≥ 2 seeds
-    the noise floor compares disjoint halves of them. An empty ``truth`` (groundtruth.mode=none):
-    no correlations (header-only files), a ranking per test subset in the summary instead.
-    ``examples`` (rank.top_k): the top training examples, written as ``record.EXAMPLES``.
-    ``subsets`` (groundtruth.mode=subsets): v(S) of the bank, written as ``record.SUBSETS`` with
-    the LDS and Shapley files and a section of summary.md.
-    ``theta0``: what the scored model is (``untrac.config.theta0_text``), in summary.md and metrics.json.
     Every file is written atomically; a write error is one UntracError line naming the file, and as
     metrics.json comes last a run dir without it is visibly incomplete.
     """
-    floor = truth_agreement(truth, truth_seeds, shared=not retrained_truth) if len(truth) else {}
+    influence, truth, truth_seeds, examples = report.influence, report.truth, report.truth_seeds, report.examples
+    floor = truth_agreement(truth, truth_seeds, shared=not report.retrained_truth) if len(truth) else {}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_frame(out_dir, INFLUENCE, influence)
     write_frame(out_dir, TRUTH, truth)
@@ -209,21 +235,8 @@ def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, secon
     write_frame(out_dir, CORRELATIONS, corr)
     if examples is not None and len(examples):
         write_frame(out_dir, EXAMPLES, examples)
-    nonfinite = counters.get("nonfinite", [])
-    bank_metrics, sections = {}, []
-    if subsets is not None and len(subsets):
-        bank = bank_tables(influence, subsets, list(dict.fromkeys(truth.train_dataset)))
-        write_frame(out_dir, SUBSETS, subsets)
-        write_frame(out_dir, LDS, bank["lds"])
-        if len(bank["shapley"]):
-            write_frame(out_dir, SHAPLEY, bank["shapley"])
-        n_subsets, lds_floor = subsets.removed.nunique(), bank_floor(subsets)
-        sections = bank_lines(bank, lds_floor, n_subsets)
-        bank_metrics = {"bank": {"subsets": int(n_subsets), "lds_floor": lds_floor,
-                                 "additivity": float(bank["additivity"].additivity.mean()),
-                                 "lds": bank["lds"].groupby("method", sort=False).lds.mean().to_dict()}}
-    text = summary_markdown(influence, truth, corr, seconds, title, nonfinite, floor, counters.get("hif_solver"),
-                            counters=counters, theta0=theta0, sections=sections)
+    bank_metrics, sections = _write_bank(out_dir, report)
+    text = summary_markdown(report, corr, floor, sections)
     write_text(out_dir / SUMMARY, text)
     summary = summarize(corr) if len(corr) else pd.DataFrame()
     metrics = {
@@ -233,15 +246,33 @@ def write_run(out_dir: Path, influence: pd.DataFrame, truth: pd.DataFrame, secon
                                      "spearman_ci_low": row.spearman_ci_low, "spearman_ci_high": row.spearman_ci_high,
                                      "runs": int(row.runs), "subsets_scored": int(row.subsets_scored),
                                      "subsets_total": int(row.subsets_total)} for row in summary.itertuples()},
-        **({"theta0": theta0} if theta0 else {}),
+        **({"theta0": report.theta0} if report.theta0 else {}),
         "truth_agreement": floor,
         **bank_metrics,
         **({} if len(truth) else {"no_correlations": NO_TRUTH}),
-        "seconds": dict(seconds),
-        "counters": counters,
+        "seconds": dict(report.seconds),
+        "counters": report.counters,
     }
     write_text(out_dir / METRICS, json.dumps(_finite(metrics), indent=2, default=str))
     return text
+
+
+def _write_bank(out_dir: Path, report: RunReport) -> tuple[dict, list[str]]:
+    """The bank's files (subsets, LDS, Shapley), its metrics.json entry and its summary.md section;
+    nothing without a bank (groundtruth.mode other than subsets)."""
+    subsets = report.subsets
+    if subsets is None or not len(subsets):
+        return {}, []
+    bank = bank_tables(report.influence, subsets, list(dict.fromkeys(report.truth.train_dataset)))
+    write_frame(out_dir, SUBSETS, subsets)
+    write_frame(out_dir, LDS, bank["lds"])
+    if len(bank["shapley"]):
+        write_frame(out_dir, SHAPLEY, bank["shapley"])
+    n_subsets, lds_floor = subsets.removed.nunique(), bank_floor(subsets)
+    metrics = {"bank": {"subsets": int(n_subsets), "lds_floor": lds_floor,
+                        "additivity": float(bank["additivity"].additivity.mean()),
+                        "lds": bank["lds"].groupby("method", sort=False).lds.mean().to_dict()}}
+    return metrics, bank_lines(bank, lds_floor, n_subsets)
 
 
 def _finite(value):

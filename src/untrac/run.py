@@ -81,15 +81,16 @@ def _run(cfg, out_dir: Path) -> None:
 
     before_training(cfg)  # the file system, before the heavy imports and any training
     from untrac.pipeline import run_experiment
-    from untrac.report import write_run
+    from untrac.report import RunReport, write_run
 
     log.info("output directory: %s", out_dir)
     results = run_experiment(cfg)
     title = f"{cfg.method.name} on {cfg.data.name} / {cfg.testset.name} ({cfg.model.name}, {cfg.runs} run(s))"
-    text = write_run(out_dir, results.influence, results.truth, dict(results.seconds), results.counters, title,
-                     retrained_truth=cfg.data.runs_vary == "seed", truth_seeds=results.truth_seeds,
-                     examples=results.examples if cfg.rank.top_k else None, theta0=theta0_text(cfg),
-                     subsets=results.subsets)
+    report = RunReport(results.influence, results.truth, title, seconds=dict(results.seconds),
+                       counters=results.counters, retrained_truth=cfg.data.runs_vary == "seed",
+                       truth_seeds=results.truth_seeds, examples=results.examples if cfg.rank.top_k else None,
+                       subsets=results.subsets, theta0=theta0_text(cfg))
+    text = write_run(out_dir, report)
     print(text)
     log.info("results written to %s", out_dir)
 

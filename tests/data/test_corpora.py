@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from transformers import ByT5Tokenizer
 
-from untrac.data.corpora import CORPORA, PAPER_SIZES, build_blocks, load_pile8, read_texts
+from untrac.data.corpora import CORPORA, PAPER_SIZES, BlockSpec, TextSource, build_blocks, load_pile8, read_texts
 from untrac.errors import UntracError
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -58,9 +58,9 @@ def stream_of(tok, docs: list[str]) -> list[int]:
 @pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".parquet"])
 def test_blocks_are_the_token_stream_cut_into_equal_blocks(tmp_path, tok, suffix):
     write(tmp_path / f"mine{suffix}", DOCS[:2] + ["   "] + DOCS[2:])  # blank doc is dropped
-    texts = read_texts("mine", "local", tmp_path, cache_dir=tmp_path / "hf")
+    texts = read_texts("mine", TextSource("local", tmp_path), cache_dir=tmp_path / "hf")
     assert texts.column_names == ["text"] and texts["text"] == DOCS
-    blocks = build_blocks(texts, tok, 16, None, 0, tmp_path / "blocks")
+    blocks = build_blocks(texts, BlockSpec(tok, 16), tmp_path / "blocks")
     ids = blocks["input_ids"]
     stream = stream_of(tok, DOCS)
     assert all(len(block) == 16 for block in ids) and len(ids) == len(stream) // 16
@@ -70,16 +70,16 @@ def test_blocks_are_the_token_stream_cut_into_equal_blocks(tmp_path, tok, suffix
 
 def test_stand_in_file_name_is_found(tmp_path, tok):
     write(tmp_path / "commoncrawl.jsonl", DOCS)
-    assert read_texts("pilecc", "local", tmp_path, cache_dir=tmp_path / "hf")["text"] == DOCS
+    assert read_texts("pilecc", TextSource("local", tmp_path), cache_dir=tmp_path / "hf")["text"] == DOCS
 
 
 def test_sampling_is_seeded_nested_and_in_stream_order(tmp_path, tok, caplog):
     write(tmp_path / "c.jsonl", DOCS * 5)
-    texts = read_texts("c", "local", tmp_path, cache_dir=tmp_path / "hf")
-    every = build_blocks(texts, tok, 8, None, 0, tmp_path / "all")["input_ids"]
+    texts = read_texts("c", TextSource("local", tmp_path), cache_dir=tmp_path / "hf")
+    every = build_blocks(texts, BlockSpec(tok, 8), tmp_path / "all")["input_ids"]
 
     def pick(n, seed, tag):
-        return build_blocks(texts, tok, 8, n, seed, tmp_path / tag)["input_ids"]
+        return build_blocks(texts, BlockSpec(tok, 8, seed=seed), tmp_path / tag, n)["input_ids"]
 
     a, again, other, small = pick(20, 1, "a"), pick(20, 1, "b"), pick(20, 2, "c"), pick(10, 1, "d")
     assert a == again and a != other and len(a) == 20
@@ -93,7 +93,7 @@ def test_sampling_is_seeded_nested_and_in_stream_order(tmp_path, tok, caplog):
 
 def test_second_call_hits_the_cache(tmp_path, tok):
     write(tmp_path / "bookcorpus.txt", DOCS * 3)
-    args = (["bookcorpus"], {"bookcorpus": 3}, "local", tmp_path, 8, tok, 0, tmp_path / "cache")
+    args = (["bookcorpus"], {"bookcorpus": 3}, BlockSpec(tok, 8), TextSource("local", tmp_path), tmp_path / "cache")
     first = load_pile8(*args)["bookcorpus"]
     second = load_pile8(*args)["bookcorpus"]
     assert first.cache_files == second.cache_files and first["input_ids"] == second["input_ids"]
@@ -116,19 +116,19 @@ def test_second_call_hits_the_cache(tmp_path, tok):
 def test_bad_jsonl_names_the_file_and_the_fault(tmp_path, content, expected):
     (tmp_path / "bad.jsonl").write_text(content)
     with pytest.raises(UntracError, match=expected) as err:
-        read_texts("bad", "local", tmp_path, cache_dir=tmp_path / "hf")
+        read_texts("bad", TextSource("local", tmp_path), cache_dir=tmp_path / "hf")
     assert "bad.jsonl" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_missing_file_or_root(tmp_path):
     with pytest.raises(UntracError, match=r"no file in .*wikipedia\.txt.*wikipedia\.jsonl"):
-        read_texts("wikipedia", "local", tmp_path)
+        read_texts("wikipedia", TextSource("local", tmp_path))
     with pytest.raises(UntracError, match="data.root is not set"):
-        read_texts("wikipedia", "local", None)
+        read_texts("wikipedia", TextSource("local", None))
     write(tmp_path / "x.txt", DOCS)
     write(tmp_path / "x.jsonl", DOCS)
     with pytest.raises(UntracError, match="several files"):
-        read_texts("x", "local", tmp_path)
+        read_texts("x", TextSource("local", tmp_path))
 
 
 def test_hub_offline_raises_one_line(monkeypatch):
@@ -137,7 +137,7 @@ def test_hub_offline_raises_one_line(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(UntracError) as err:
-        read_texts("pilecc", "hub", None)
+        read_texts("pilecc", TextSource("hub"))
     message = str(err.value)
     assert "pilecc" in message and CORPORA["pilecc"].hub_id in message and "\n" not in message
     assert "set data.source=local data.root=<folder>" in message
@@ -152,7 +152,7 @@ def test_hub_stream_is_sampled_and_cached(tmp_path, monkeypatch):
         return datasets.Dataset.from_dict(rows).to_iterable_dataset()
 
     monkeypatch.setattr(datasets, "load_dataset", fake)
-    texts = read_texts("gutenberg", "hub", None, max_docs=7, seed=3, cache_dir=tmp_path)
+    texts = read_texts("gutenberg", TextSource("hub", seed=3), max_docs=7, cache_dir=tmp_path)
     assert calls == [("ArmelR/the-pile-splitted", "Gutenberg (PG-19)", "train", True)]
     assert texts.column_names == ["text"] and len(texts) == 7
     assert set(texts["text"]) <= {f"doc {i}" for i in range(50)}
@@ -170,8 +170,8 @@ def test_paper_sizes():
 def test_real_local_corpora_all_load(tmp_path_factory):
     cache = tmp_path_factory.mktemp("pile8")
     root = SHARED / "corpora"
-    blocks = load_pile8(list(CORPORA), {name: 8 for name in CORPORA}, "local", root, 128,
-                        Bytes(), 0, cache)
+    blocks = load_pile8(list(CORPORA), {name: 8 for name in CORPORA}, BlockSpec(Bytes(), 128),
+                        TextSource("local", root), cache)
     assert list(blocks) == list(CORPORA)
     for name, ds in blocks.items():
         ids = np.asarray(ds["input_ids"])

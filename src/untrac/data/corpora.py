@@ -14,6 +14,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -61,6 +62,29 @@ PAPER_SIZES: dict[str, dict[str, int]] = {  # blocks per corpus in the two setti
                   "pilecc": 96_000, "wikipedia": 16_000},  # in CORPORA's order
 }
 
+
+@dataclass(frozen=True)
+class TextSource:
+    """Where documents come from (``data.source``, ``data.root``, ``data.seed``): ``kind`` "local",
+    a file per corpus in ``root`` (``find_local_file``), or "hub", streamed and shuffled with ``seed``."""
+
+    kind: str
+    root: str | Path | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """How documents become blocks (§5.2): ``tokenizer`` (no special tokens, its EOS after each
+    document), ``block_size`` tokens per block, ``seed`` of a sample of fewer blocks than the stream
+    holds, ``num_proc`` tokenising processes (None: this one)."""
+
+    tokenizer: Any
+    block_size: int
+    seed: int = 0
+    num_proc: int | None = None
+
+
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
 _PROBE = "Probe: Hello, world!  Ünïcödé 123\n\tend."  # fingerprints a tokenizer's behaviour
 
@@ -81,30 +105,30 @@ def find_local_file(name: str, root: str | Path | None) -> Path:
     return found[0]
 
 
-def read_texts(name: str, source: str, root: str | Path | None, hub_id: str | None = None, *,
-               max_docs: int | None = None, seed: int = 0,
+def read_texts(name: str, source: TextSource, *, hub_id: str | None = None, max_docs: int | None = None,
                cache_dir: str | Path | None = None) -> Dataset:
     """The non-empty documents of one corpus, as a Dataset with a single ``text`` column.
 
-    Local: ``.txt`` holds one document per paragraph (separated by an empty line; datasets'
-    text loader, ``sample_by="paragraph"``), ``.jsonl`` a JSON object per line with a string
-    ``text``, ``.parquet`` a string ``text`` column. Hub (``hub_id`` defaults to ``CORPORA``'s):
-    streamed, shuffled (seeded, buffer 10,000), cut at ``max_docs`` (default: the paper's count).
+    Local (in ``source.root``): ``.txt`` holds one document per paragraph (separated by an empty
+    line; datasets' text loader, ``sample_by="paragraph"``), ``.jsonl`` a JSON object per line with
+    a string ``text``, ``.parquet`` a string ``text`` column. Hub (``hub_id`` defaults to
+    ``CORPORA``'s): streamed, shuffled (``source.seed``, buffer 10,000), cut at ``max_docs``
+    (default: the paper's count).
     Whitespace-only documents are dropped, so an EOS never stands alone. ``cache_dir``: where
     datasets writes its Arrow files (None: its default cache)."""
     cache = None if cache_dir is None else str(cache_dir)
-    if source == "local":
-        where = find_local_file(name, root)
+    if source.kind == "local":
+        where = find_local_file(name, source.root)
         texts = _read_local(where, cache)
-    elif source == "hub":
+    elif source.kind == "hub":
         spec = CORPORA.get(name)
         if hub_id is None and spec is None:
             raise UntracError(f"corpus {name!r}: unknown; no hub id (known: {', '.join(CORPORA)})")
         where = hub_id = hub_id or spec.hub_id
         docs = max_docs if max_docs is not None else (spec.hub_docs if spec else None)
-        texts = _read_hub(name, hub_id, docs, seed, cache)
+        texts = _read_hub(name, hub_id, docs, source.seed, cache)
     else:
-        raise UntracError(f"corpus {name!r}: data.source must be 'local' or 'hub', not {source!r}")
+        raise UntracError(f"corpus {name!r}: data.source must be 'local' or 'hub', not {source.kind!r}")
     texts = texts.filter(lambda batch: [bool(text and text.strip()) for text in batch],
                          batched=True, input_columns="text", desc=f"{name}: non-empty")
     if len(texts) == 0:
@@ -166,24 +190,22 @@ def _read_hub(name: str, hub_id: str, docs: int | None, seed: int, cache: str | 
         ) from err
 
 
-def build_blocks(texts: Dataset, tokenizer, block_size: int, n_blocks: int | None, seed: int,
-                 out_dir: Path, *, num_proc: int | None = None) -> Dataset:
-    """Tokenise, concatenate and cut into blocks of exactly ``block_size`` int32 ``input_ids``.
+def build_blocks(texts: Dataset, spec: BlockSpec, out_dir: Path, n_blocks: int | None = None) -> Dataset:
+    """Tokenise, concatenate and cut into blocks of exactly ``spec.block_size`` int32 ``input_ids``.
 
     Documents get no special tokens (a literal ``</s>`` in them stays text), each is followed by
     EOS; blocks cross documents as in the paper's grouping (§5.2); only the stream's last partial
     block is dropped. ``texts`` may be a token stream already (``input_ids``). ``n_blocks``: a
-    seeded sample in stream order (a smaller n's is a subset of a larger n's); fewer blocks are
-    kept whole, never repeated, with a warning. Saved to ``out_dir`` (a cache entry's temporary
+    seeded sample (``spec.seed``) in stream order (a smaller n's is a subset of a larger n's);
+    fewer blocks are kept whole, never repeated, with a warning. Saved to ``out_dir`` (a cache entry's temporary
     folder) and returned memory-mapped from there, not held in RAM."""
-    out_dir = Path(out_dir)
+    out_dir, block_size = Path(out_dir), spec.block_size
     if block_size < 1 or (n_blocks is not None and n_blocks < 1):
         raise UntracError(f"{out_dir.name}: block_size and n_blocks must be >= 1")
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".work.", dir=out_dir.parent, ignore_cleanup_errors=True) as tmp:
         work = Path(tmp)
-        tokens = texts if "input_ids" in texts.column_names else _tokenize_into(
-            texts, tokenizer, work, num_proc)
+        tokens = texts if "input_ids" in texts.column_names else _tokenize_into(texts, spec, work)
         # One flat, memory-mapped token stream: flattening a list chunk is zero-copy.
         chunks = tokens.data.column("input_ids").chunks
         stream = pa.chunked_array([chunk.flatten() for chunk in chunks], type=pa.int32())
@@ -195,7 +217,7 @@ def build_blocks(texts: Dataset, tokenizer, block_size: int, n_blocks: int | Non
             if n_blocks > total:
                 log.warning("%s: only %d blocks of %d tokens, asked for %d; keeping all %d",
                             out_dir.name, total, block_size, n_blocks, total)
-            order = np.sort(np.random.default_rng(seed).permutation(total)[:n_blocks])
+            order = np.sort(np.random.default_rng(spec.seed).permutation(total)[:n_blocks])
         blocks = Dataset.from_dict({"block": order}).map(
             lambda batch: {"input_ids": [stream.slice(k * block_size, block_size).to_numpy()
                                          for k in batch["block"]]},
@@ -208,7 +230,8 @@ def build_blocks(texts: Dataset, tokenizer, block_size: int, n_blocks: int | Non
     return load_from_disk(str(out_dir))
 
 
-def _tokenize_into(texts: Dataset, tokenizer, work: Path, num_proc: int | None) -> Dataset:
+def _tokenize_into(texts: Dataset, spec: BlockSpec, work: Path) -> Dataset:
+    tokenizer = spec.tokenizer
     if (eos := tokenizer.eos_token_id) is None:
         raise UntracError(f"tokenizer {type(tokenizer).__name__} has no EOS token to end documents")
 
@@ -219,17 +242,17 @@ def _tokenize_into(texts: Dataset, tokenizer, work: Path, num_proc: int | None) 
 
     # Our cache keys decide reuse; a random fingerprint spares datasets hashing the tokenizer.
     return texts.select_columns(["text"]).map(
-        tokenize, batched=True, remove_columns=["text"], num_proc=num_proc,
+        tokenize, batched=True, remove_columns=["text"], num_proc=spec.num_proc,
         features=Features({"input_ids": List(Value("int32"))}),
         cache_file_name=str(work / "tokens.arrow"), new_fingerprint=uuid.uuid4().hex,
         desc="tokenise",
     )
 
 
-def load_pile8(names, sizes: dict[str, int] | None, source: str, root: str | Path | None,
-               block_size: int, tokenizer, seed: int, cache_dir: Path, *,
-               num_proc: int | None = None) -> dict[str, Dataset]:
-    """Blocks of each named corpus, in the order given; ``sizes`` None keeps every block.
+def load_pile8(names, sizes: dict[str, int] | None, spec: BlockSpec, source: TextSource,
+               cache_dir: Path) -> dict[str, Dataset]:
+    """Blocks of each named corpus, in the order given, made by ``spec`` from the texts of ``source``;
+    ``sizes`` (blocks per corpus) None keeps every block.
 
     Cached (``untrac.cache``) as ``blocks`` entries keyed by what determines the blocks:
     tokenizer (class, name, size, EOS, ids of a probe text), block size, n, seed, source, and
@@ -239,28 +262,27 @@ def load_pile8(names, sizes: dict[str, int] | None, source: str, root: str | Pat
     for name in names:
         if sizes is not None and name not in sizes:
             raise UntracError(f"corpus {name!r}: no size given (sizes has {', '.join(sizes)})")
-        stream = {"name": name, "tokenizer": tokenizer_fingerprint(tokenizer),
-                  "source": source, "format": 1}
-        if source == "local":
-            path = find_local_file(name, root).resolve()
-            stream |= {"root": str(Path(root).resolve()), "file": str(path),
+        stream = {"name": name, "tokenizer": tokenizer_fingerprint(spec.tokenizer),
+                  "source": source.kind, "format": 1}
+        if source.kind == "local":
+            path = find_local_file(name, source.root).resolve()
+            stream |= {"root": str(Path(source.root).resolve()), "file": str(path),
                        "bytes": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns}
-        elif source == "hub" and name in CORPORA:  # the hub sample depends on the seed too
-            stream |= {"hub_id": CORPORA[name].hub_id, "docs": CORPORA[name].hub_docs, "seed": seed}
-        fields = stream | {"block_size": block_size, "seed": seed,
+        elif source.kind == "hub" and name in CORPORA:  # the hub sample depends on the seed too
+            stream |= {"hub_id": CORPORA[name].hub_id, "docs": CORPORA[name].hub_docs, "seed": source.seed}
+        fields = stream | {"block_size": spec.block_size, "seed": spec.seed,
                            "n_blocks": None if sizes is None else int(sizes[name])}
         if not cache.has("blocks", make_key(fields)):
 
             def write_tokens(tmp: Path) -> None:
-                texts = read_texts(name, source, root, seed=seed, cache_dir=Path(cache_dir) / "hf")
+                texts = read_texts(name, source, cache_dir=Path(cache_dir) / "hf")
                 with cache.scratch() as work:
-                    _tokenize_into(texts, tokenizer, Path(work), num_proc).save_to_disk(str(tmp))
+                    _tokenize_into(texts, spec, Path(work)).save_to_disk(str(tmp))
 
             tokens = load_from_disk(str(cache.build("tokens", stream, write_tokens)))
-            cache.build("blocks", fields, lambda tmp: build_blocks(tokens, tokenizer, block_size,
-                                                                   fields["n_blocks"], seed, tmp))
+            cache.build("blocks", fields, lambda tmp: build_blocks(tokens, spec, tmp, fields["n_blocks"]))
         out[name] = load_from_disk(str(cache.path("blocks", make_key(fields))))
-        log.info("corpus %s: %d blocks of %d tokens", name, len(out[name]), block_size)
+        log.info("corpus %s: %d blocks of %d tokens", name, len(out[name]), spec.block_size)
     return out
 
 

@@ -20,6 +20,7 @@ import logging
 import zlib
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -32,6 +33,7 @@ from untrac.data.collate import IGNORE, encode_pairs, encode_texts
 from untrac.data.corpora import tokenizer_fingerprint
 from untrac.data.reading import Rows, read
 from untrac.errors import UntracError
+from untrac.models import Arch
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,18 @@ class Source:
     where: str
     unit: str  # "one per row", "one per line", "one per paragraph"
     noun: str = "line"  # what a row's number counts: line, row or item (untrac.data.reading)
+
+
+@dataclass(frozen=True)
+class Tokenisation:
+    """How rows become examples (``encode_source``): the model's ``tokenizer`` and ``arch`` (its kind
+    and EOS), at most ``max_length`` tokens per example (``max_length()``) and the ``separator`` a
+    causal model reads between prompt and target (``separator()``)."""
+
+    tokenizer: Any
+    arch: Arch
+    max_length: int
+    separator: str
 
 
 def file_sources(file: str, setting: str, cfg: DataConfig | TestsetConfig, group: str,
@@ -120,14 +134,14 @@ def _refuse_blank(rows: Rows, column: str, where: str) -> None:
     raise UntracError(message)
 
 
-def named_sources(named: dict[str, str], path: str | None, group_column: str | None, group: str, key: str,
-                  label: str, cfg: DataConfig | TestsetConfig) -> dict[str, Source]:
-    """Name -> Source for ``{group}.{key}={name: file}`` and for the groups of ``{group}.path``."""
+def named_sources(cfg: DataConfig | TestsetConfig, group: str, key: str, label: str) -> dict[str, Source]:
+    """Name -> Source for ``{group}.{key}={name: file}`` (``cfg.<key>``) and for the groups of
+    ``{group}.path`` (``cfg.path`` split by ``cfg.group_column``); ``label`` names a source in errors."""
     out: dict[str, Source] = {}
-    for name, file in named.items():
+    for name, file in getattr(cfg, key).items():
         _add(out, str(name), file_sources(file, f"{group}.{key}.{name}", cfg, group)[""], label)
-    if path:
-        for name, source in file_sources(path, f"{group}.path", cfg, group, group_column).items():
+    if cfg.path:
+        for name, source in file_sources(cfg.path, f"{group}.path", cfg, group, cfg.group_column).items():
             _add(out, name, source, label)
     return out
 
@@ -160,8 +174,9 @@ def max_length(cfg: DataConfig, arch) -> int:
     return cfg.max_length
 
 
-def encode_source(source: Source, tokenizer, arch, length: int, separator: str) -> tuple[Dataset, int]:
+def encode_source(source: Source, how: Tokenisation) -> tuple[Dataset, int]:
     """One example per row (``input_ids``, ``labels``, ``row``), and how many rows were chunked."""
+    tokenizer, arch, length = how.tokenizer, how.arch, how.max_length
     if source.form == "text":
         if arch.kind != "causal":
             raise UntracError(f"{source.where}: text rows train a causal model; a seq2seq model needs prompt/target "
@@ -169,7 +184,7 @@ def encode_source(source: Source, tokenizer, arch, length: int, separator: str) 
         columns, owners = encode_texts(tokenizer, [t for _, t in source.pairs], arch, length)
         chunked = int((np.bincount(owners) > 1).sum())
         return Dataset.from_dict({**columns, "row": [source.rows[o] for o in owners]}), chunked
-    encoded = encode_pairs(tokenizer, source.pairs, arch, length, separator)
+    encoded = encode_pairs(tokenizer, source.pairs, arch, length, how.separator)
     if arch.kind == "causal":
         if lost := [i for i, labels in enumerate(encoded["labels"]) if all(t == IGNORE for t in labels)]:
             raise UntracError(f"{source.where}: {source.noun} {source.rows[lost[0]]}: the prompt fills all "
@@ -186,13 +201,14 @@ def load_train(cfg: DataConfig, tokenizer, arch, cache_dir: Path) -> dict[str, D
     if cfg.block_size != default_block:
         raise UntracError(f"data.block_size={cfg.block_size} is pile8's (blocks across documents); data=files keeps "
                           "one row per example: set data.max_length instead")
-    length = max_length(cfg, arch)
+    how = Tokenisation(tokenizer, arch, max_length(cfg, arch), separator(cfg.separator))
+    length = how.max_length
     cache = Cache(Path(cache_dir) / "files")
     files = [(f"data.train.{name}", file, None, str(name)) for name, file in cfg.train.items()]
     if cfg.path:
         files.append(("data.path", cfg.path, cfg.group_column, None))
     settings = {"columns": [cfg.text_column, cfg.prompt_column, cfg.target_column],
-                "separator": separator(cfg.separator), "txt_unit": cfg.txt_unit, "max_length": length,
+                "separator": how.separator, "txt_unit": cfg.txt_unit, "max_length": length,
                 "tokenizer": tokenizer_fingerprint(tokenizer), "bos": tokenizer.bos_token_id,
                 "arch": [arch.kind, arch.eos_id], "format": FORMAT}
     out, found = {}, {}
@@ -202,7 +218,7 @@ def load_train(cfg: DataConfig, tokenizer, arch, cache_dir: Path) -> dict[str, D
             raise UntracError(f"{setting}: {file} not found")
         fields_ = {"file": identity(file), "group_column": group_column, **settings}
         entry = cache.build("tokenised", fields_, lambda tmp, f=file, s=setting, g=group_column:
-                            _tokenise(f, s, g, cfg, tokenizer, arch, length, tmp))
+                            _tokenise(f, s, g, cfg, how, tmp))
         for item in json.loads((entry / "datasets.json").read_text()):
             item = {**item, "path": str(entry / item["folder"]),
                     "where": where if name is not None else f"{where} {group_column}={item['name']}"}
@@ -222,12 +238,12 @@ def load_train(cfg: DataConfig, tokenizer, arch, cache_dir: Path) -> dict[str, D
     return out
 
 
-def _tokenise(file: str, setting: str, group_column: str | None, cfg: DataConfig, tokenizer, arch, length: int,
+def _tokenise(file: str, setting: str, group_column: str | None, cfg: DataConfig, how: Tokenisation,
               tmp: Path) -> None:
     """A cache entry: one save_to_disk folder per dataset of ``file``, listed in datasets.json."""
     listed = []
     for k, (name, source) in enumerate(file_sources(file, setting, cfg, "data", group_column).items()):
-        encoded, chunked = encode_source(source, tokenizer, arch, length, separator(cfg.separator))
+        encoded, chunked = encode_source(source, how)
         if len(encoded) == 0:  # not for a checked file; kept because an empty dataset would fail only after θ0 trained
             raise UntracError(f"{source.where}: no examples")
         encoded.save_to_disk(str(tmp / f"d{k}"))
@@ -238,7 +254,7 @@ def _tokenise(file: str, setting: str, group_column: str | None, cfg: DataConfig
 
 def load_test(cfg: TestsetConfig, seed: int, cache_dir: Path | None = None) -> dict[str, list[Pair]]:
     """The test subsets of ``testset=files`` as pairs, at most ``per_subset`` each (seeded, file order)."""
-    sources = named_sources(cfg.subsets, cfg.path, cfg.group_column, "testset", "subsets", "test subset", cfg)
+    sources = named_sources(cfg, "testset", "subsets", "test subset")
     out = {}
     for name, source in sources.items():
         pairs = source.pairs

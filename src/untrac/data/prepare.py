@@ -70,11 +70,11 @@ def _corpora(data: DataConfig, tokenizer, arch: Arch, cache_dir: Path) -> dict[s
         from untrac.data.files import load_train
 
         return load_train(data, tokenizer, arch, cache_dir)
-    from untrac.data.corpora import load_pile8
+    from untrac.data.corpora import BlockSpec, TextSource, load_pile8
 
     sizes = pile8_sizes(data)
-    return load_pile8(list(sizes), sizes, data.source, data.root, data.block_size, tokenizer,
-                      data.seed, Path(cache_dir) / "corpora")
+    return load_pile8(list(sizes), sizes, BlockSpec(tokenizer, data.block_size, seed=data.seed),
+                      TextSource(data.source, data.root, seed=data.seed), Path(cache_dir) / "corpora")
 
 
 def load_train(data: DataConfig, tokenizer, arch: Arch, cache_dir: Path) -> dict[str, datasets.Dataset]:
