@@ -16,7 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from untrac.config import register_configs
+from untrac.run import register_configs
 from untrac.methods.grads import trainable
 from untrac.methods.hessian import PoolOperator
 from untrac.pipeline import Experiment

@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from scipy.sparse.linalg import LinearOperator, cg
 
-from untrac.config import register_configs
+from untrac.run import register_configs
 from untrac.methods.grads import mean_gradient, mean_unit_gradient, trainable
 from untrac.methods.hessian import PoolOperator
 from untrac.pipeline import Experiment

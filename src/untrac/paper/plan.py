@@ -1,6 +1,6 @@
 """The planner: every model a paper target needs, from the jobs Hydra itself would run.
 
-Each experiment part's sweep is expanded by Hydra's basic sweeper (``untrac.sweep.sweep_jobs``: its own
+Each experiment part's sweep is expanded by Hydra's basic sweeper (``untrac.run.sweep_jobs``: its own
 ``split_arguments`` over the config's ``hydra.sweeper.params`` and the command line), each job is
 composed as ``python -m untrac.run`` composes it, and ``untrac.store.needed_specs`` names the
 models that job looks up. Their union, one entry per cache key, is written to a JSON plan; the
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from untrac.paper import REPO
-from untrac.sweep import sweep_jobs
+from untrac.run import register_configs, sweep_jobs
 
 log = logging.getLogger("train-models")
 JOB_NAME = "train-models"
@@ -37,8 +37,6 @@ class Composer:
         from hydra import initialize_config_dir
         from hydra.core.global_hydra import GlobalHydra
         from hydra.initialize import get_gh_backup
-
-        from untrac.config import register_configs
 
         register_configs()
         self._outer = get_gh_backup()  # a caller's own Hydra context comes back on exit
@@ -214,8 +212,6 @@ def _task(raw) -> None:
 def train_models_main() -> None:
     """Hydra's entry point of ``train-models``: the command line (``sys.argv``) holds the overrides."""
     import hydra
-
-    from untrac.config import register_configs
 
     register_configs(_schema())
     conf_dir = os.environ.get("UNTRAC_CONF", str(REPO / "conf"))
