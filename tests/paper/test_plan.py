@@ -63,3 +63,14 @@ def test_the_lds_target_plans_the_banks_models():
     bank = {p.spec.exclude for p in planned if isinstance(p.spec.exclude, tuple)}
     assert cfg.groundtruth.mode == "subsets" and bank
     assert bank == {m for m in trained_models(dataset_names(cfg.data), cfg) if isinstance(m, tuple)}
+
+
+def test_compose_run_is_the_runs_typed_config_and_hydras_errors_are_one_untrac_line():
+    """What scripts compose with; a Hydra error (here an unknown key) is one UntracError line, no hint."""
+    from untrac.errors import UntracError
+
+    cfg = plan.compose_run(["method=graddot", "seed=3"])
+    assert isinstance(cfg, Config) and (cfg.method.name, cfg.seed) == ("graddot", 3)
+    with pytest.raises(UntracError) as err:
+        plan.compose_run(["method=graddot", "method.nosuch=3"])
+    assert str(err.value) == "Could not override 'method.nosuch'."
