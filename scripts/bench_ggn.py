@@ -13,21 +13,17 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from untrac.config import register_configs
 from untrac.methods.grads import GradientSettings, trainable
 from untrac.methods.hessian import PoolOperator
+from untrac.paper.plan import compose_run
 from untrac.pipeline import Experiment
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def main() -> None:
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = OmegaConf.to_object(compose("config", overrides=["method=hif_lissa", *sys.argv[1:]]))
+    cfg = compose_run(["method=hif_lissa", *sys.argv[1:]], CONF)
     torch.set_num_threads(cfg.threads or 1)
     exp = Experiment(cfg)
     model = exp.trained(cfg.seed).to(exp.device).eval()

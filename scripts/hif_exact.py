@@ -18,13 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from scipy.sparse.linalg import LinearOperator, cg
 
-from untrac.config import register_configs
 from untrac.methods.grads import GradientSettings, mean_gradient, mean_unit_gradient, trainable
 from untrac.methods.hessian import PoolOperator
+from untrac.paper.plan import compose_run
 from untrac.pipeline import Experiment
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -38,9 +36,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=25,
                         help="log the residual and the influences every N CG steps (one extra product each)")
     args = parser.parse_args()
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = OmegaConf.to_object(compose("config", overrides=["method=hif_lissa", *args.overrides]))
+    cfg = compose_run(["method=hif_lissa", *args.overrides], CONF)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     exp = Experiment(cfg)

@@ -36,11 +36,9 @@ log = logging.getLogger("truth_noise")
 # -- configs and training: through the package (untrac.paper.plan composes, untrac.store trains) ----
 def compose(overrides: list[str]):
     """The typed Config that ``python -m untrac.run <overrides>`` would run."""
-    from untrac.config import typed_config
-    from untrac.paper.plan import Composer
+    from untrac.paper.plan import compose_run
 
-    with Composer() as hydra_compose:
-        return typed_config(hydra_compose(overrides))
+    return compose_run(overrides)
 
 
 def parse_seeds(text: str) -> list[int]:

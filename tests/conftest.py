@@ -34,7 +34,7 @@ def compose_config(*overrides: str, hydra: bool = False):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from untrac.config import register_configs
+    from untrac.run import register_configs
 
     register_configs()
     GlobalHydra.instance().clear()  # a failed composition elsewhere may have left one initialised

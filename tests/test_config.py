@@ -382,7 +382,7 @@ def test_group_yamls_hold_only_what_differs_from_the_schema(group):
     ("data.train={a: x.jsonl},{b: y.jsonl, b: z.jsonl}", "data.train gives the key 'b' twice"),  # a sweep
 ])
 def test_a_key_given_twice_in_a_command_line_map_is_refused(override, line, load):
-    from untrac.checks import duplicate_keys
+    from untrac.run import duplicate_keys
 
     with pytest.raises(UntracError, match=f"^{line}: each needs its own name"):
         duplicate_keys(["method=graddot", override])
@@ -391,7 +391,7 @@ def test_a_key_given_twice_in_a_command_line_map_is_refused(override, line, load
 
 
 def test_maps_without_a_repeated_key_pass_the_duplicate_check():
-    from untrac.checks import duplicate_keys
+    from untrac.run import duplicate_keys
 
     duplicate_keys(["data.train={a: a.jsonl, b: b.jsonl}", "testset.subsets={a: a.jsonl}", "seed=3",
                     "data.train={a: [1,", "-m", "model.name=a"])  # a parse error is left for Hydra to report

@@ -19,7 +19,7 @@ def _compose(overrides):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from untrac.config import register_configs
+    from untrac.run import register_configs
 
     register_configs()
     GlobalHydra.instance().clear()

@@ -44,7 +44,7 @@ def test_each_optim_option_builds_its_optimizer_with_its_values(name, kind, expe
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from untrac.config import register_configs
+    from untrac.run import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -58,7 +58,7 @@ def test_each_optim_option_builds_its_optimizer_with_its_values(name, kind, expe
 def test_a_key_of_another_optimizer_is_rejected_while_composing():
     from hydra import compose, initialize_config_dir
 
-    from untrac.config import register_configs
+    from untrac.run import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -1,8 +1,6 @@
 import logging
 
-from omegaconf import OmegaConf
-
-from untrac.progress import LogProgress, sweep_size, tqdm
+from untrac.progress import LogProgress, tqdm
 
 
 def test_off_a_terminal_loops_report_as_periodic_log_lines(caplog, monkeypatch):
@@ -24,14 +22,3 @@ def test_quick_loops_stay_silent(caplog, monkeypatch):
         bar.set_postfix(loss="1.0")
     assert caplog.records == []
 
-
-def test_sweep_size_counts_experiment_and_command_line_choices():
-    hydra = OmegaConf.create({"sweeper": {"params": {"data": "synthA,synthB", "method": "a,b,c"}},
-                              "overrides": {"task": ["method=a,b", "seed=3", "optim=sgd,adam"]}})
-    assert sweep_size(hydra) == 2 * 2 * 2
-    hydra.overrides.task.append("data=synthA")  # one value for a swept key: that key no longer multiplies
-    assert sweep_size(hydra) == 2 * 2
-    hydra.sweeper.params["lr"] = "range(1,4)"  # Hydra's own expansion: range() counts too
-    assert sweep_size(hydra) == 2 * 2 * 3
-    hydra.sweeper.params["wd"] = "interval(0,1)"  # no basic-sweeper job list
-    assert sweep_size(hydra) is None

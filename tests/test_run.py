@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from untrac.parallel import available_cores
 from untrac.record import CORRELATIONS, INFLUENCE, METRICS, SUMMARY, TRUTH, RunRecord
+from untrac.run import sweep_jobs, sweep_size, swept_keys
 
 REPO = Path(__file__).resolve().parents[1]
 # Small enough for seconds per job, big enough for four distinct datasets and a trajectory.
@@ -117,6 +119,26 @@ def test_missing_data_file_is_exit_code_1_and_one_line_naming_it(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_sweep_jobs_is_hydras_expansion():
+    """Params first, then the command line; a key given again keeps its place and takes the new values."""
+    jobs = sweep_jobs({"method": "untrac,graddot", "seed": "range(0,2)"}, ["method=tracin", "x=1,2"])
+    assert jobs == [["method=tracin", f"seed={s}", f"x={x}"] for s in (0, 1) for x in (1, 2)]
+    assert sweep_jobs({"lr": "interval(0,1)"}, []) is None
+    assert swept_keys({"method": "untrac,graddot", "+seed": "3"}, ["x=1,2", "y=3"]) == {"method", "seed", "x"}
+
+
+def test_sweep_size_counts_experiment_and_command_line_choices():
+    hydra = OmegaConf.create({"sweeper": {"params": {"data": "synthA,synthB", "method": "a,b,c"}},
+                              "overrides": {"task": ["method=a,b", "seed=3", "optim=sgd,adam"]}})
+    assert sweep_size(hydra) == 2 * 2 * 2
+    hydra.overrides.task.append("data=synthA")  # one value for a swept key: that key no longer multiplies
+    assert sweep_size(hydra) == 2 * 2
+    hydra.sweeper.params["lr"] = "range(1,4)"  # Hydra's own expansion: range() counts too
+    assert sweep_size(hydra) == 2 * 2 * 3
+    hydra.sweeper.params["wd"] = "interval(0,1)"  # no basic-sweeper job list
+    assert sweep_size(hydra) is None
+
+
 def _log_of(run_dir: Path) -> str:
     return (run_dir / "run.log").read_text()
 
@@ -162,6 +184,7 @@ def test_multirun_over_methods(tmp_path):
     assert [j.name for j in jobs] == ["0", "1"]
     methods = {pd.read_csv(j / INFLUENCE.file).method.iloc[0] for j in jobs}
     assert methods == {"untrac", "untrac_inv"}
+    assert "[job 2/2] done" in proc.stderr  # the JobLines callback of conf/config.yaml
 
 
 @pytest.mark.slow

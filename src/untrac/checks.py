@@ -2,9 +2,10 @@
 
 A check that fails outside ``every_problem()`` raises at once (a dataclass built in code); inside it
 (``run.py`` converting the composed config) each failure is recorded and the block ends with one
-``UntracError`` listing them all, one line each. Also the checks a schema cannot make: a key given
-twice in a command-line map (``duplicate_keys``), an unusable cache folder or a missing data file
-(``before_training``). Nothing here imports torch.
+``UntracError`` listing them all, one line each. Also the checks a schema cannot make on the
+composed config: an unusable cache folder or a missing data file (``before_training``; a key given twice
+in a command-line map is found in the raw command line, ``untrac.run.duplicate_keys``). Nothing here
+imports torch or Hydra.
 """
 
 import tempfile
@@ -65,47 +66,6 @@ def typed(raw):
 
     with every_problem():
         return OmegaConf.to_object(raw)
-
-
-# Settings whose value is a {name: value} map given on the command line: Hydra keeps the last of two
-# equal keys without a word, which would drop a dataset.
-NAMED_MAPS = ("data.train", "testset.subsets", "data.custom_sizes")
-
-
-def duplicate_keys(overrides: list[str]) -> None:
-    """Refuse ``data.train='{a: x, a: y}'`` (any of ``NAMED_MAPS``) in the raw command-line overrides;
-    an override Hydra cannot parse is left for Hydra to report."""
-    from hydra.core.override_parser.overrides_parser import (CommonTokenStream, InputStream, OverrideLexer,
-                                                             OverrideParser, create_functions)
-    from hydra.core.override_parser.overrides_visitor import HydraErrorListener, HydraOverrideVisitor
-    from hydra.errors import HydraException
-
-    class KeysInOrder(HydraOverrideVisitor):  # Hydra's visitor, but a dict's keys are checked before dict()
-        def visitDictContainer(self, ctx):
-            pairs = [self.visitDictKeyValuePair(ctx.getChild(i)) for i in range(1, ctx.getChildCount() - 1, 2)]
-            keys = [key for key, _ in pairs]
-            twice = next((key for key in keys if keys.count(key) > 1), None)
-            if twice is not None:
-                raise UntracError(f"{self.setting} gives the key {twice!r} twice: each needs its own name "
-                                  "(Hydra would silently keep only the last)")
-            return dict(pairs)
-
-    for override in overrides:
-        key, sep, value = override.partition("=")
-        if not sep or key.lstrip("+~") not in NAMED_MAPS:
-            continue
-        lexer = OverrideLexer(InputStream(value))
-        lexer.mode(OverrideLexer.VALUE_MODE)
-        parser = OverrideParser(CommonTokenStream(lexer))
-        for part in (lexer, parser):
-            part.removeErrorListeners()
-            part.addErrorListener(HydraErrorListener())
-        visitor = KeysInOrder(create_functions())
-        visitor.setting = key.lstrip("+~")
-        try:
-            visitor.visit(parser.value())
-        except HydraException:
-            continue  # not parseable here: Hydra reports it while composing
 
 
 def writable_folder(path: str | Path, key: str) -> None:

@@ -1,7 +1,7 @@
 """Typed configuration: the schema Hydra validates against, with range checks.
 
-Each dataclass is registered in Hydra's ConfigStore so that a misspelled key or a wrong type is
-rejected while composing; ``__post_init__`` adds the checks a type cannot express (lr > 0, ...)
+Each dataclass is registered in Hydra's ConfigStore (``untrac.run.register_configs``) so that a
+misspelled key or a wrong type is rejected while composing; ``__post_init__`` adds the checks a type cannot express (lr > 0, ...)
 and runs when ``run.py`` turns the composed config into these objects.
 Nothing here imports torch, pandas or a method module (the methods' schemas are
 ``untrac.method_config``), so a config error is reported in the time Python and Hydra take to start.
@@ -286,30 +286,6 @@ def theta0_text(cfg: Config) -> str:
     return f"{start} finetuned {how}" if weights else f"{start} trained {how} from random init"
 
 
-def register_configs(schema: type = Config) -> None:
-    """Register the schema (``Config``, or a subclass with a tool's own keys such as train-models' plan keys)
-    so ``conf/config.yaml`` can extend it and Hydra type-checks every key."""
-    from hydra.core.config_store import ConfigStore
-    from omegaconf import MISSING, OmegaConf
-
-    node = OmegaConf.structured(schema)
-    # Hydra locks the whole config (struct mode), which would refuse every key of a dict given on
-    # the command line (data.train='{news: a.jsonl}'); unlock just these {name: value} maps.
-    for path in ("data.custom_sizes", "data.train", "testset.subsets"):
-        OmegaConf.set_struct(OmegaConf.select(node, path), False)
-    node.optim = MISSING  # filled by the optim group, so no key of the default optimizer lingers
-    store = ConfigStore.instance()
-    store.store(name="base_config", node=node)
-    # One schema node per method; conf/method/<name>.yaml extends it (defaults: /method_schema/<name>@method).
-    for name, method_schema in SCHEMAS.items():
-        store.store(group="method_schema", name=name, node=method_schema(name=name))
-    for name, schema in OPTIMIZERS.items():  # conf/optim/<name>.yaml extends base_<name>
-        store.store(group="optim", name=f"base_{name}", node=schema)
-    # An experiment's model depends on the scale (`override /model: ${at_scale:opt_tiny,opt125m}`): a config
-    # reached through a defaults-list interpolation may not override a group, an override's value may.
-    OmegaConf.register_new_resolver("at_scale", _at_scale, replace=True)
-
-
 def typed_config(node) -> Config:
     """The typed ``Config`` of a composed config (a DictConfig or a plain dict): the one conversion
     of ``run.py`` and ``record.RunRecord.load``, so a run reads back as it ran. Every failed range
@@ -330,7 +306,3 @@ def typed_config(node) -> Config:
         schema.optim = OmegaConf.structured(optim)
     return typed(OmegaConf.merge(schema, node))
 
-
-def _at_scale(cpu: str, paper: str, *, _root_) -> str:
-    """``${at_scale:CPU,PAPER}``: the value for the composed ``scale`` (a choice of the scale group)."""
-    return {"cpu": cpu, "paper": paper}[_root_.scale]

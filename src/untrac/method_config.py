@@ -1,6 +1,6 @@
 """The attribution methods' config schemas: one dataclass per method, torch-free.
 
-``SCHEMAS`` maps each method name to its schema; ``untrac.config.register_configs`` stores one
+``SCHEMAS`` maps each method name to its schema; ``untrac.run.register_configs`` stores one
 ConfigStore node per entry, so composing and checking a config (``method=graddot
 method.lissa_iterations=3`` refused while composing) never imports torch or a method module.
 The method itself (``untrac.methods.<module>``) registers the same schema with its score function;
@@ -123,7 +123,7 @@ class EkfacConfig(PoolConfig):
         one_of(self.fisher, ("sampled", "empirical"), "method.fisher")
 
 
-# Method name -> schema: what ``method=<name>`` composes against (untrac.config.register_configs).
+# Method name -> schema: what ``method=<name>`` composes against (untrac.run.register_configs).
 SCHEMAS: dict[str, type[MethodConfig]] = {
     "untrac": MethodConfig,  # UnTrac and UnTrac-Inv take the unlearn.* and optim.* settings
     "untrac_inv": MethodConfig,

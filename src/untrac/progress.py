@@ -6,8 +6,7 @@ of carriage-return updates, so loops report as plain log lines instead: one ever
 that took at least that long. ``tqdm`` here is a drop-in for the subset of ``tqdm.auto.tqdm``
 the project uses (iteration, ``update``, ``set_postfix``, ``close``, ``with``).
 
-``JobLines`` is a Hydra callback (``conf/config.yaml``) that prints one line per job of a sweep
-as it starts and ends, with its elapsed time and how many jobs are left.
+The lines per job of a sweep (start, end, elapsed, jobs left) are a Hydra callback: ``untrac.run.JobLines``.
 """
 
 import logging
@@ -73,56 +72,3 @@ def tqdm(iterable=None, **kwargs):
     if sys.stderr.isatty():
         return _bar(iterable, **kwargs)
     return LogProgress(iterable, **kwargs)
-
-
-def sweep_size(hydra_cfg) -> int | None:
-    """Jobs in a basic-sweeper multirun, expanded by Hydra itself (``untrac.sweep.sweep_jobs``:
-    the experiment's ``hydra.sweeper.params``, then the command line); None if not countable."""
-    from untrac.sweep import sweep_jobs
-
-    params = {k: str(v) for k, v in (hydra_cfg.sweeper.get("params") or {}).items()}
-    jobs = sweep_jobs(params, list(hydra_cfg.overrides.task))
-    return None if jobs is None else len(jobs)
-
-
-try:
-    from hydra.experimental.callback import Callback
-except ImportError:  # pragma: no cover - hydra is a dependency; this keeps the module importable alone
-    Callback = object
-
-
-class JobLines(Callback):
-    """One line per job on stderr: ``[job 3/14] start: <overrides>`` and ``[job 3/14] done in 41 s, 11 left``.
-
-    The sweep's size is counted when the multirun starts (the basic and joblib launchers run the
-    jobs from the same process; a cluster launcher's workers print ``?`` for it).
-    """
-
-    def __init__(self) -> None:
-        self.total: int | None = None
-        self.started: dict[int, float] = {}
-
-    def on_multirun_start(self, config, **kwargs) -> None:
-        self.total = sweep_size(config.hydra)
-
-    def _label(self, config) -> tuple[int, str]:
-        num = int(config.hydra.job.get("num") or 0)
-        return num, f"[job {num + 1}/{self.total or '?'}]"
-
-    def on_job_start(self, config, **kwargs) -> None:
-        if str(config.hydra.mode) != "RunMode.MULTIRUN":
-            return  # a single run needs no job lines
-        num, label = self._label(config)
-        self.started[num] = time.monotonic()
-        print(f"{label} start: {' '.join(config.hydra.overrides.task) or '(defaults)'}", file=sys.stderr, flush=True)
-
-    def on_job_end(self, config, job_return, **kwargs) -> None:
-        if str(config.hydra.mode) != "RunMode.MULTIRUN":
-            return
-        from untrac.record import FAILED
-
-        num, label = self._label(config)
-        elapsed = time.monotonic() - self.started.pop(num, time.monotonic())
-        failed = (config.hydra.runtime.output_dir and os.path.exists(os.path.join(config.hydra.runtime.output_dir, FAILED)))
-        left = f", {self.total - num - 1} left" if self.total else ""
-        print(f"{label} {'FAILED' if failed else 'done'} in {elapsed:.0f} s{left}", file=sys.stderr, flush=True)

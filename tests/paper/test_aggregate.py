@@ -25,7 +25,7 @@ def composer():
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from untrac.config import register_configs
+    from untrac.run import register_configs
 
     register_configs()
     GlobalHydra.instance().clear()

@@ -6,19 +6,11 @@ import untrac.store
 from untrac.config import Config, DataConfig, MethodConfig, ModelConfig, TrainConfig
 from untrac.groundtruth import truth_seeds
 from untrac.paper import plan
-from untrac.sweep import sweep_jobs
 from untrac.pipeline import Experiment, run_experiment
 from untrac.store import needed_specs
 
 TINY = dict(model=ModelConfig(d_model=16, num_layers=1, num_heads=2, d_ff=32),
             data=DataConfig(n_per_dataset=8), train=TrainConfig(steps=2, batch_size=4, checkpoint_every=1))
-
-
-def test_sweep_jobs_is_hydras_expansion():
-    """Params first, then the command line; a key given again keeps its place and takes the new values."""
-    jobs = sweep_jobs({"method": "untrac,graddot", "seed": "range(0,2)"}, ["method=tracin", "x=1,2"])
-    assert jobs == [["method=tracin", f"seed={s}", f"x={x}"] for s in (0, 1) for x in (1, 2)]
-    assert sweep_jobs({"lr": "interval(0,1)"}, []) is None
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +63,14 @@ def test_the_lds_target_plans_the_banks_models():
     bank = {p.spec.exclude for p in planned if isinstance(p.spec.exclude, tuple)}
     assert cfg.groundtruth.mode == "subsets" and bank
     assert bank == {m for m in trained_models(dataset_names(cfg.data), cfg) if isinstance(m, tuple)}
+
+
+def test_compose_run_is_the_runs_typed_config_and_hydras_errors_are_one_untrac_line():
+    """What scripts compose with; a Hydra error (here an unknown key) is one UntracError line, no hint."""
+    from untrac.errors import UntracError
+
+    cfg = plan.compose_run(["method=graddot", "seed=3"])
+    assert isinstance(cfg, Config) and (cfg.method.name, cfg.seed) == ("graddot", 3)
+    with pytest.raises(UntracError) as err:
+        plan.compose_run(["method=graddot", "method.nosuch=3"])
+    assert str(err.value) == "Could not override 'method.nosuch'."

@@ -18,7 +18,7 @@ def compose(*overrides: str, hydra: bool = True):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from untrac.config import register_configs
+    from untrac.run import register_configs
 
     register_configs()
     GlobalHydra.instance().clear()

@@ -21,15 +21,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv = [sys.argv[0], *argv[1:]]  # Hydra reads its overrides from sys.argv
         train_models_main()
         return 0
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     from untrac.errors import UntracError
+    from untrac.paper.plan import one_line_errors
     from untrac.paper.targets import main as driver
 
     try:
-        return driver(argv)
-    except (HydraException, OmegaConfBaseException, UntracError) as err:  # a bad override: one line, exit 1
+        with one_line_errors():  # Hydra's and OmegaConf's errors become UntracError
+            return driver(argv)
+    except UntracError as err:  # a bad override: one line, exit 1
         text = " ".join(str(err).split()).split(" To append to your config")[0]
         print(f"untrac.paper: error: {text}", file=sys.stderr)
         return 1

@@ -1,6 +1,10 @@
 """The planner: every model a paper target needs, from the jobs Hydra itself would run.
 
-Each experiment part's sweep is expanded by Hydra's basic sweeper (``untrac.sweep.sweep_jobs``: its own
+With ``untrac.run``, the only module that imports Hydra: the rest of ``untrac.paper`` composes
+through ``Composer`` and sees Hydra's and OmegaConf's errors as one-line ``UntracError``s
+(``one_line_errors``); scripts compose a run's typed config with ``compose_run``.
+
+Each experiment part's sweep is expanded by Hydra's basic sweeper (``untrac.run.sweep_jobs``: its own
 ``split_arguments`` over the config's ``hydra.sweeper.params`` and the command line), each job is
 composed as ``python -m untrac.run`` composes it, and ``untrac.store.needed_specs`` names the
 models that job looks up. Their union, one entry per cache key, is written to a JSON plan; the
@@ -15,20 +19,36 @@ import logging
 import os
 import sys
 import traceback
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
+from untrac.errors import UntracError
 from untrac.paper import REPO
-from untrac.sweep import sweep_jobs
+from untrac.run import register_configs, sweep_jobs
 
 log = logging.getLogger("train-models")
 JOB_NAME = "train-models"
 FAILURES: list[str] = []
 
 
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Hydra's and OmegaConf's errors (a bad override, an unknown option, an interpolation) raised
+    inside, as one ``UntracError`` line without Hydra's ``+key=value`` hint."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        yield
+    except (HydraException, OmegaConfBaseException) as err:
+        raise UntracError(" ".join(str(err).split()).split(" To append to your config")[0]) from err
+
+
 class Composer:
     """Hydra's compose API over ``conf_dir`` (default: this checkout's conf/, or ``$UNTRAC_CONF``),
-    as ``untrac.run`` sees it."""
+    as ``untrac.run`` sees it; its errors are one-line ``UntracError``s (``one_line_errors``)."""
 
     def __init__(self, conf_dir: str | Path | None = None):
         self.conf_dir = str(conf_dir or os.environ.get("UNTRAC_CONF", str(REPO / "conf")))
@@ -38,13 +58,12 @@ class Composer:
         from hydra.core.global_hydra import GlobalHydra
         from hydra.initialize import get_gh_backup
 
-        from untrac.config import register_configs
-
         register_configs()
         self._outer = get_gh_backup()  # a caller's own Hydra context comes back on exit
         GlobalHydra.instance().clear()
         self._context = initialize_config_dir(version_base="1.3", config_dir=self.conf_dir)
-        self._context.__enter__()
+        with one_line_errors():
+            self._context.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -54,9 +73,26 @@ class Composer:
         restore_gh_from_backup(self._outer)
 
     def __call__(self, overrides: list[str], hydra: bool = False):
+        """The composed config (a DictConfig), with Hydra's own node if ``hydra``."""
         from hydra import compose
 
-        return compose("config", overrides=overrides, return_hydra_config=hydra)
+        with one_line_errors():
+            return compose("config", overrides=overrides, return_hydra_config=hydra)
+
+    def resolved(self, overrides: list[str]) -> dict:
+        """The composed config as plain containers, every interpolation resolved."""
+        from omegaconf import OmegaConf
+
+        with one_line_errors():
+            return OmegaConf.to_container(self(overrides), resolve=True)
+
+
+def compose_run(overrides: list[str], conf_dir: str | Path | None = None):
+    """The typed ``Config`` that ``python -m untrac.run <overrides>`` would run (for scripts)."""
+    from untrac.config import typed_config
+
+    with Composer(conf_dir) as compose:
+        return typed_config(compose(overrides))
 
 
 def part_overrides(part: str, scale: str, extra: list[str]) -> list[str]:
@@ -68,7 +104,8 @@ def plain(overrides: list[str]) -> list[str]:
     """The overrides that are no sweep (what ``compose`` accepts)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(overrides)
+    with one_line_errors():
+        parsed = OverridesParser.create().parse_overrides(overrides)
     return [o for o, p in zip(overrides, parsed) if not p.is_sweep_override()]
 
 
@@ -80,8 +117,6 @@ def job_configs(compose: Composer, part: str, scale: str, extra: list[str]) -> l
     head = compose(plain(command), hydra=True)  # for the experiment's hydra.sweeper.params
     jobs = sweep_jobs(head.hydra.sweeper.params, command)
     if jobs is None:
-        from untrac.errors import UntracError
-
         raise UntracError(f"experiment={part}: its sweep is not a list of jobs (interval?); the planner needs one")
     return [typed_config(compose(job)) for job in jobs]
 
@@ -147,8 +182,6 @@ def read_entry(path: Path, index: int) -> tuple:
     spec = ModelSpec(ModelConfig(**e["model"]), DataConfig(**e["data"]), TrainConfig(**e["train"]), e["mode"],
                      e["seed"], exclude, e["checkpoints"])
     if spec.key() != e["key"]:  # a data file edited since planning changes its key
-        from untrac.errors import UntracError
-
         raise UntracError(f"{path} entry {index} ({e['label']}): its key changed since planning (an edited data "
                           "file?); plan again")
     return spec, e["cache_dir"], e["device"], e["threads"]
@@ -214,8 +247,6 @@ def _task(raw) -> None:
 def train_models_main() -> None:
     """Hydra's entry point of ``train-models``: the command line (``sys.argv``) holds the overrides."""
     import hydra
-
-    from untrac.config import register_configs
 
     register_configs(_schema())
     conf_dir = os.environ.get("UNTRAC_CONF", str(REPO / "conf"))

@@ -33,10 +33,7 @@ def group_keys(conf_dir: Path, group: str, jobs: list[Job]) -> set[str]:
     """Config keys that the options of config group ``group`` the jobs use set differently (a swept
     group explains them): each sweep's first job, composed once per option. ``<group>.*`` (every key)
     when a job no longer composes from ``conf_dir``."""
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
+    from untrac.errors import UntracError
     from untrac.paper.plan import Composer
 
     options = sorted({j.swept.get(group) for j in jobs} - {None})
@@ -46,12 +43,11 @@ def group_keys(conf_dir: Path, group: str, jobs: list[Job]) -> set[str]:
         with Composer(conf_dir) as compose:
             for job in firsts:
                 others = [o for o in job.overrides if o.partition("=")[0].lstrip("+~") != group]
-                composed = [flatten(OmegaConf.to_container(compose([*others, f"{group}={o}"]), resolve=True))
-                            for o in options]
+                composed = [flatten(compose.resolved([*others, f"{group}={o}"])) for o in options]
                 for key in set().union(*composed):
                     if len({str(c.get(key, MISSING)) for c in composed}) > 1:
                         keys.add(key)
-    except (HydraException, OmegaConfBaseException):
+    except UntracError:  # Hydra's or OmegaConf's error, one line (untrac.paper.plan.one_line_errors)
         return {f"{group}.*"}
     return keys
 

@@ -3,7 +3,7 @@
 A job is ok (its three result files readable), failed (a ``FAILED`` file, or unreadable results),
 incomplete (a directory without results: killed or still running) or missing (no directory).
 The jobs a sweep defines are expanded from its ``multirun.yaml`` exactly as Hydra's basic sweeper
-does (``untrac.sweep.sweep_jobs``: Hydra's own expansion), so a job that never started is still listed, under its number.
+does (``untrac.run.sweep_jobs``: Hydra's own expansion), so a job that never started is still listed, under its number.
 """
 
 from dataclasses import dataclass, field
@@ -70,17 +70,13 @@ def _job_name(sweep: Path) -> str:
 
 def expected_jobs(sweep: Path) -> tuple[list[list[str]] | None, set[str]]:
     """The jobs the sweep defines (None under another sweeper than the basic one) and the keys it sweeps."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from untrac.sweep import sweep_jobs
+    from untrac.run import sweep_jobs, swept_keys
 
     hydra = _yaml(sweep / MULTIRUN).get("hydra", {})
     sweeper = hydra.get("sweeper", {})
     params = sweeper.get("params") or {}
     task = list(hydra.get("overrides", {}).get("task", []))
-    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + task)
-    swept = {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
-    swept |= {str(k).lstrip("+~") for k in params}
+    swept = swept_keys(params, task)
     if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
         return None, swept
     return sweep_jobs(params, task), swept

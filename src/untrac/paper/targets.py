@@ -26,6 +26,7 @@ jobs one after another — and basic at paper scale (one GPU: jobs in turn).
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -81,11 +82,11 @@ def resolve_launcher(launcher: str, scale: str) -> str:
     """``auto``: joblib at cpu scale when its Hydra plugin is installed, else basic (see above)."""
     if launcher != "auto":
         return launcher
-    try:
-        import hydra_plugins.hydra_joblib_launcher  # noqa: F401  (installed by `make install`)
-    except ImportError:
-        return "basic"
-    return "joblib" if scale == "cpu" else "basic"
+    try:  # the plugin (installed by `make install`) is found, not imported: Hydra imports it when launching
+        joblib = importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is not None
+    except ModuleNotFoundError:  # no Hydra plugin at all (find_spec imports the parent package)
+        joblib = False
+    return "joblib" if joblib and scale == "cpu" else "basic"
 
 
 def _parser() -> argparse.ArgumentParser:
