@@ -145,6 +145,33 @@ def test_table4_sweeps_the_optimizers_and_learning_rates_of_its_columns(scale, p
     assert sorted(run) == sorted(expected)
 
 
+FIG4_MODES = {"all the examples": "all_examples", "the same number of steps": "fixed_steps"}  # App. A.1's two
+
+
+def test_figures_sweep_what_their_captions_show(paper):
+    """Figure 2: UnTrac (top) and UnTrac-Inv (bottom) on synthetic data A and B; Figure 3 (§6.1): both
+    methods at batch sizes 1 and 256; Figure 4: the ground truth trained on all the other examples (left)
+    or for the same number of steps (right)."""
+    text = " ".join(paper.split())
+    fig2 = re.search(r"Figure 2: The influence estimated by (\S+) \(top\) and (\S+) \(bottom\) on the synthetic "
+                     r"datasets (\w) \(left\) and (\w) \(right\)", text)
+    fig3 = re.search(r"estimated by (\S+) \(left\) and (\S+) \(right\) over unlearning epochs", text)
+    batches = re.search(r"over unlearning epochs with batch sizes of (\d+) and (\d+)", text)
+    fig4 = re.search(r"Left: each counterfactual model is trained on (all the examples) .{0,40}"
+                     r"Right: each counterfactual model is trained for (the same number of steps)", text)
+    expected = {
+        "fig2": {"method": [NAMES[fig2[1]]], "data": [f"synth{fig2[3]}", f"synth{fig2[4]}"]},
+        "fig2_inv": {"method": [NAMES[fig2[2]]], "data": [f"synth{fig2[3]}", f"synth{fig2[4]}"]},
+        "fig3": {"method": [NAMES[fig3[1]], NAMES[fig3[2]]], "unlearn.batch_size": [batches[1]]},
+        "fig3_b256": {"method": [NAMES[fig3[1]], NAMES[fig3[2]]], "unlearn.batch_size": [batches[2]]},
+        "fig4": {"groundtruth.mode": [FIG4_MODES[fig4[1]], FIG4_MODES[fig4[2]]]},
+    }
+    for part, values in expected.items():
+        for scale in SCALES:
+            params = swept(head(part, scale))
+            assert {key: params[key] for key in values} == values, (part, scale)
+
+
 @pytest.mark.parametrize("part,scale", [(p, s) for p in FAMILY for s in SCALES])
 def test_every_job_unlearns_and_scores_as_section_5_unless_its_result_sweeps_it(part, scale, paper):
     """Adam (Adafactor in §5.1) at a constant 5e-5, no clipping; UnTrac batch 1 for 1 epoch, UnTrac-Inv
