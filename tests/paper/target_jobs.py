@@ -29,10 +29,9 @@ def swept(cfg) -> dict[str, list[str]]:
     return {key: str(values).split(",") for key, values in cfg.hydra.sweeper.params.items()}
 
 
-def jobs(part: str, scale: str, cfg=None) -> list[dict[str, str]]:
-    """Every job of the part's sweep (its overrides, key → value), in Hydra's order; ``cfg``: its ``head``."""
-    cfg = head(part, scale) if cfg is None else cfg
-    expanded = sweep_jobs(cfg.hydra.sweeper.params, [f"experiment={part}", f"scale={scale}"])
+def jobs(part: str, scale: str) -> list[dict[str, str]]:
+    """Every job of the part's sweep (its overrides, key → value), in Hydra's order."""
+    expanded = sweep_jobs(head(part, scale).hydra.sweeper.params, [f"experiment={part}", f"scale={scale}"])
     assert expanded is not None, f"experiment={part}: its sweep is no list of jobs"
     return [dict(override.split("=", 1) for override in job) for job in expanded]
 

@@ -59,7 +59,7 @@ def test_a_targets_jobs_are_the_product_of_its_swept_values(part, scale):
     """Hydra's expansion of the part's sweep: every combination of the swept values, each once."""
     params = swept(head(part, scale))
     assert params, "a result is a sweep"
-    expanded = jobs(part, scale, head(part, scale))
+    expanded = jobs(part, scale)
     assert len(expanded) == prod(len(values) for values in params.values()) == JOBS[part]
     combinations = sorted(tuple(_value(job[key]) for key in params) for job in expanded)
     assert combinations == sorted(product(*([_value(v) for v in values] for values in params.values())))
@@ -105,7 +105,7 @@ def test_each_swept_value_composes_and_validates(part, scale):
 @pytest.mark.parametrize("target,scale", [(t, s) for t in PARTS for s in SCALES])
 def test_every_job_of_every_target_composes_validates_and_holds_its_values(target, scale):
     for part in PARTS[target]:
-        for job in jobs(part, scale, head(part, scale)):
+        for job in jobs(part, scale):
             _holds(typed_job(job), job)
 
 
