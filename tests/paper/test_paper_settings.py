@@ -176,7 +176,7 @@ def test_figures_sweep_what_their_captions_show(paper):
 def test_every_job_unlearns_and_scores_as_section_5_unless_its_result_sweeps_it(part, scale, paper):
     """Adam (Adafactor in §5.1) at a constant 5e-5, no clipping; UnTrac batch 1 for 1 epoch, UnTrac-Inv
     the whole test subset for 5 epochs; LiSSA 10 iterations, 256 examples for the Hessian, Arnoldi
-    n = p = 25 in §5.1 and n = 200, p = 100 in §5.2; TracIn's checkpoint interval is §5's (at paper scale)."""
+    n = p = 25 in §5.1 and n = 200, p = 100 in §5.2 (at paper scale; TracIn's checkpoints: the test below)."""
     s = {key: stated(paper, pattern) for key, pattern in SECTION5.items()}
     arnoldi = re.findall(r"n = (\d+) and .{0,60}?p\}? = (\d+)\$?\s+in Section (5\.[12])", " ".join(paper.split()))
     arnoldi = {section: (int(n), int(p)) for n, p, section in arnoldi}
