@@ -137,55 +137,6 @@ def test_paper_presets_train_as_the_authors_scripts(experiment, model, steps, ba
     assert (cfg.train.lr, cfg.train.clip_grad, cfg.train.weight_decay, cfg.model.dtype) == (5e-5, 1.0, 0.0, "float32")
 
 
-# The paper's results and what a reader can check each composes (§5.1: T5 on synthetic A/B; §5.2: OPT
-# pretrained on the eight corpora), at both scales; pile8 and lds* exist at cpu scale only.
-PAPER_TARGETS = {"table2": "synthetic", "fig2": "synthetic", "fig2_inv": "synthetic", "table3": "pile8",
-                 "table5": "pile8", "table4": "pile8", "table4_lr": "pile8", "fig3": "pile8", "fig3_b256": "pile8",
-                 "fig4": "pile8"}
-MODELS = {("synthetic", "cpu"): "t5_tiny", ("synthetic", "paper"): "t5xl", ("pile8", "cpu"): "opt_tiny",
-          ("pile8", "paper"): "opt125m"}
-TABLE_METHODS = ["tracin", "untrac", "untrac_inv", "graddot", "gradcos", "hif_lissa", "hif_arnoldi", "ekfac"]
-
-
-def test_every_experiment_is_a_paper_target_or_a_cpu_study():
-    assert sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")) == sorted([*PAPER_TARGETS, "pile8", "lds",
-                                                                                   "lds_pile8"])
-
-
-@pytest.mark.parametrize("target,scale", [(t, s) for t in sorted(PAPER_TARGETS) for s in ("cpu", "paper")])
-def test_each_target_composes_the_papers_model_data_and_test_set(target, scale, compose):
-    family = PAPER_TARGETS[target]
-    cfg = typed(compose(f"experiment={target}", f"scale={scale}"))
-    sweep = OmegaConf.to_container(compose(f"experiment={target}", f"scale={scale}", hydra=True).hydra.sweeper.params)
-    assert cfg.model.name == MODELS[(family, scale)]
-    if family == "synthetic":
-        assert cfg.data.name in ("synthA", "synthB") and cfg.testset.name == "synthetic"
-        assert sweep.get("data", cfg.data.name) in ("synthA,synthB", cfg.data.name)
-    else:
-        assert cfg.data.name == "pile8" and cfg.testset.name in ("toxigen", "winobias", "truthfulqa")
-        assert (cfg.train.steps, cfg.data.block_size) == ((1200, 128) if scale == "cpu" else (40000, 1024))
-    if target in ("table2", "table3", "table5"):  # the paper's Tables 2, 3 and 5 compare these eight methods
-        arnoldi = "hif_arnoldi_pile8" if (family, scale) == ("pile8", "paper") else "hif_arnoldi"
-        assert sweep["method"].split(",") == [arnoldi if m == "hif_arnoldi" else m for m in TABLE_METHODS]
-    if target in ("table3", "table5"):
-        assert sweep["testset"] == "toxigen,winobias,truthfulqa" and sweep["data.sizes"] == "equal,different"
-
-
-@pytest.mark.parametrize("path", sorted([*CONF.glob("scale/*/paper.yaml"), CONF / "scale" / "pile8_data" / "paper.yaml"]),
-                         ids=lambda p: str(p.relative_to(CONF)))
-def test_every_paper_scale_training_value_cites_its_source(path):
-    """Each ``train.*`` value at paper scale carries its source on its line: the paper's section, or the
-    authors' script / arguments.py (or HF's default) where the paper is silent."""
-    lines, inside, cited = path.read_text().splitlines(), False, 0
-    for line in lines:
-        if not line.startswith(" "):
-            inside = line.startswith("train:")
-        elif inside and not line.lstrip().startswith("#"):
-            assert "#" in line and any(src in line for src in ("§", ".sh", "arguments.py", "HF ")), f"{path.name}: {line}"
-            cited += 1
-    assert cited or "train" not in (yaml.safe_load(path.read_text()) or {})
-
-
 def test_hif_lissa_scale_is_auto_or_a_positive_number(load):
     assert load("method=hif_lissa").method.lissa_scale == "auto"
     assert load("method=hif_lissa", "method.lissa_scale=50").method.lissa_scale == 50

@@ -1,98 +1,112 @@
-"""The paper targets' experiment configs: one file per result composed at either scale, exactly as
-the former per-scale files composed, and every swept job validates."""
+"""The paper targets' experiment configs: one file per result, composed at either scale; a target's
+jobs are the product of its swept values (Hydra's own expansion), each once, and every job composes,
+validates and holds the values it sweeps. What the values are (the paper's): test_paper_settings."""
 
+from itertools import product
+from math import prod
+from operator import attrgetter
 from pathlib import Path
 
 import pytest
-import yaml
+
+from target_jobs import SCALES, each_value_once, head, jobs, swept, typed_job
 
 REPO = Path(__file__).resolve().parents[2]
-TARGETS = ("table2", "table3", "table4", "table4_lr", "table5", "fig2", "fig2_inv", "fig3", "fig3_b256", "fig4")
-# conf/experiment/<target>_<scale>.yaml as composed before issue 9 (commit 6a23a60)
-BEFORE = yaml.safe_load((REPO / "tests" / "fixtures" / "experiments_before.yaml").read_text())
-PAPER_PILE8 = {("paper", t) for t in ("table3", "table4", "table4_lr", "table5", "fig3", "fig3_b256", "fig4")}
+# python -m untrac.paper TARGET → its experiment parts (each one sweep, conf/experiment/<part>.yaml)
+PARTS = {"table2": ["table2"], "table3": ["table3"], "table5": ["table3"], "table4": ["table4", "table4_lr"],
+         "fig2": ["fig2", "fig2_inv"], "fig3": ["fig3", "fig3_b256"], "fig4": ["fig4"], "lds": ["lds", "lds_pile8"]}
+# The jobs of each part: the product of the sizes of its swept lists (the same at both scales).
+JOBS = {
+    "table2": 2 * 8,  # synthetic data A, B × the eight methods
+    "table3": 2 * 3 * 8,  # equal, different sizes × ToxiGen, WinoBias, TruthfulQA × the eight methods
+    "table5": 2 * 3 * 8,  # Table 3's jobs (make table5 reuses its sweep)
+    "table4": 2 * 5,  # UnTrac, UnTrac-Inv × five optimizers
+    "table4_lr": 2 * 4,  # UnTrac, UnTrac-Inv × Adam at four more learning rates
+    "fig2": 2, "fig2_inv": 2,  # synthetic data A, B (one method each)
+    "fig3": 2, "fig3_b256": 2,  # UnTrac, UnTrac-Inv (one batch size each)
+    "fig4": 2,  # the two ground truths of App. A.1
+    "pile8": 3 * 2,  # three test sets × UnTrac, UnTrac-Inv
+    "lds": 2 * 10, "lds_pile8": 10,  # the eight methods and the two text-overlap baselines
+}
+CPU_ONLY = {"pile8"}
 
 
-def compose(*overrides: str, hydra: bool = True):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+def test_the_targets_are_the_planners_and_their_parts_the_experiment_files():
+    from untrac.paper.targets import PARTS as planned
 
-    from untrac.run import register_configs
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
-        return hydra_compose("config", overrides=list(overrides), return_hydra_config=hydra)
-
-
-def test_one_experiment_file_per_result():
+    assert planned == PARTS
     names = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
-    assert names == sorted((*TARGETS, "pile8", "lds", "lds_pile8"))
-    assert sorted([f"{t}_{s}" for t in TARGETS for s in ("cpu", "paper")] + ["pile8_cpu"]) == sorted(BEFORE)
+    assert names == sorted(JOBS) == sorted({p for parts in PARTS.values() for p in parts} | {"table5"} | CPU_ONLY)
 
 
-@pytest.mark.parametrize("old", sorted(BEFORE))
-def test_experiment_at_a_scale_composes_as_the_former_file(old):
-    """``experiment=T scale=S`` = the former ``experiment=T_S``. Deliberate differences: the
-    ``experiment`` key names the target without its scale; experiment files set no method keys (§5.2's
-    Arnoldi n = 200, p = 100 is the method option hif_arnoldi_pile8 in the paper-scale sweeps); the
-    optim node holds only its optimizer's fields; pile8 sweeps its methods before its test sets."""
-    from omegaconf import OmegaConf
-
-    target, scale = old.rsplit("_", 1)
-    before = BEFORE[old]
-    cfg = compose(f"experiment={target}", f"scale={scale}")
-    choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if "/" not in k and "@" not in k}
-    assert choices == {**before["choices"], "experiment": target, "scale": scale}
-    sweep = [f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()]
-    expected_sweep = [s.replace(",hif_arnoldi,", ",hif_arnoldi_pile8,") if (scale, target) in PAPER_PILE8 else s
-                      for s in before["sweep"]]
-    assert (sorted(sweep) if target == "pile8" else sweep) == (
-        sorted(expected_sweep) if target == "pile8" else expected_sweep)
-    after = OmegaConf.to_container(cfg, resolve=False)
-    del after["hydra"]
-    expected = dict(before["config"], experiment=before["config"]["experiment"].rsplit("_", 1)[0])
-    assert after.pop("method")["name"] == expected.pop("method")["name"]
-    optim, old_optim = after.pop("optim"), expected.pop("optim")
-    assert optim == {k: old_optim[k] for k in optim}
-    assert after == expected
-
-
-def test_paper_scale_exists_only_where_the_paper_has_the_result():
+def test_paper_scale_exists_only_where_the_paper_has_the_result(compose):
     with pytest.raises(Exception, match="scale/cpu_only/paper"):
         compose("experiment=pile8", "scale=paper")
 
 
-def test_table3_at_paper_scale_is_the_papers_setup():
-    cfg = compose("experiment=table3", "scale=paper")
+def test_table3_at_paper_scale_is_the_papers_setup(compose):
+    cfg = compose("experiment=table3", "scale=paper", hydra=True)
     assert (cfg.model.name, cfg.train.steps, cfg.data.block_size, cfg.scale) == ("opt125m", 40000, 1024, "paper")
     assert "hif_arnoldi_pile8" in cfg.hydra.sweeper.params.method.split(",")
     assert compose("experiment=table3", "scale=paper", "model=opt_tiny").model.name == "opt_tiny"  # the user wins
 
 
-@pytest.mark.parametrize("target,scale", [pytest.param(t, s, marks=[] if s == "cpu" else pytest.mark.slow)
-                                          for t in (*TARGETS, "pile8") for s in ("cpu", "paper")
-                                          if (t, s) != ("pile8", "paper")])
-def test_experiment_composes_and_every_job_validates(target, scale):
-    """The sweep's jobs pass the typed schema's checks (Config.__post_init__): every swept value once.
-    (The paper-scale sweeps are the same grids with other sizes: checked in the slow suite.)"""
-    from omegaconf import OmegaConf
+PARTS_AT = [(p, s) for p in sorted(JOBS) for s in SCALES if (p, s) != ("pile8", "paper")]
 
-    cfg = compose(f"experiment={target}", f"scale={scale}")
-    params = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}
+
+@pytest.mark.parametrize("part,scale", PARTS_AT)
+def test_a_targets_jobs_are_the_product_of_its_swept_values(part, scale):
+    """Hydra's expansion of the part's sweep: every combination of the swept values, each once."""
+    params = swept(head(part, scale))
     assert params, "a result is a sweep"
-    first = {k: v[0] for k, v in params.items()}
-    jobs = [{**first, key: value} for key, values in params.items() for value in values[1:]] + [first]
-    for values in jobs:
-        job = compose(f"experiment={target}", f"scale={scale}", *(f"{k}={v}" for k, v in values.items()),
-                      hydra=False)
-        typed = OmegaConf.to_object(job)
-        assert typed.scale == scale
-        assert typed.model.name in (("t5_tiny", "opt_tiny") if scale == "cpu" else ("t5xl", "opt125m"))
+    expanded = jobs(part, scale)
+    assert len(expanded) == prod(len(values) for values in params.values()) == JOBS[part]
+    combinations = sorted(tuple(_value(job[key]) for key in params) for job in expanded)
+    assert combinations == sorted(product(*([_value(v) for v in values] for values in params.values())))
+    assert all((job["experiment"], job["scale"]) == (part, scale) for job in expanded)
+
+
+def _value(text: str):
+    """A swept value as a number where it is one (Hydra writes the YAML's ``1e-4`` as ``0.0001``)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _holds(cfg, job: dict[str, str]) -> None:
+    """The typed job holds the values it sweeps: a group option by its name (a method preset by the
+    method it composes), any other key by value. (``experiment`` names the result, e.g. table4 for
+    its part table4_lr.)"""
+    for key, value in job.items():
+        if key == "experiment":
+            assert value.startswith(cfg.experiment) or (value, cfg.experiment) == ("table5", "table3")
+        elif key == "scale":
+            assert cfg.scale == value
+        elif key in ("method", "optim", "data", "testset"):
+            assert getattr(cfg, key).name == value.removesuffix("_pile8"), (key, value)
+        else:
+            held = attrgetter(key)(cfg)
+            assert _value(str(held)) == _value(value), (key, value, held)
+
+
+@pytest.mark.parametrize("part,scale", PARTS_AT)
+def test_each_swept_value_composes_and_validates(part, scale):
+    """The first job, and one job per other swept value, pass the typed schema's checks; each holds
+    the values it sweeps. (Every job: the slow test below.)"""
+    for job in each_value_once(part, scale):
+        _holds(typed_job(job), job)
     for path in (REPO / "conf" / "experiment").glob("*.yaml"):
         assert not any("launcher" in line.split("#")[0] for line in path.read_text().splitlines()), \
             f"{path.name}: the launcher is a command-line choice"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target,scale", [(t, s) for t in PARTS for s in SCALES])
+def test_every_job_of_every_target_composes_validates_and_holds_its_values(target, scale):
+    for part in PARTS[target]:
+        for job in jobs(part, scale):
+            _holds(typed_job(job), job)
 
 
 def test_checkpoints_follow_the_method_plugins_and_presets():
