@@ -1,5 +1,6 @@
-"""The house rules of the package's imports, read from the source with ``ast`` (nothing is imported):
-Hydra only at the two entry points, no module importing one above it, no import circle."""
+"""The house rules of the package, read from the source with ``ast`` (nothing is imported): Hydra
+only at the two entry points, no module importing one above it, no import circle, no function
+with more than six parameters (typed specs instead)."""
 
 import ast
 from pathlib import Path
@@ -88,3 +89,19 @@ def test_no_import_circle():
              for path, tree in modules.items()}
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the search finds one
     assert _cycle(graph) == []
+
+
+def _parameters(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Every parameter a caller can pass (positional, keyword-only, *args, **kwargs); not self or cls."""
+    args = node.args
+    names = [*args.posonlyargs, *args.args, *args.kwonlyargs, *filter(None, [args.vararg, args.kwarg])]
+    return len(names) - (1 if args.args and args.args[0].arg in ("self", "cls") else 0)
+
+
+def test_no_function_takes_more_than_six_parameters():
+    """Beyond six, the values travel together as a typed spec (UnlearnPlan, GradientSettings,
+    RunReport, BlockSpec, …) that names what they are for."""
+    crowded = [f"{path}:{node.lineno} {node.name} ({_parameters(node)})" for path, tree in _modules().items()
+               for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+               and _parameters(node) > 6]
+    assert not crowded
