@@ -35,7 +35,7 @@ demo: $(STAMP) ## the default job: tiny T5, synthetic data A, UnTrac
 test: $(STAMP) ## every test, the slow end-to-end ones included
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP) ## every test not marked slow (slow: over ~5 s on 2 shared cores)
+test-fast: $(STAMP) ## every test not marked slow (slow: over ~3 s on 2 shared cores)
 	$(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP) ## UnTrac vs an HF-Trainer ascent loop (steps/s, ratio) and the default run's stage times

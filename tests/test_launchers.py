@@ -40,6 +40,7 @@ def test_each_launcher_composes_with_the_targets_settings(launcher):
         assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.timeout_min == 4320
 
 
+@pytest.mark.slow  # 3-5 s
 def test_the_plan_trains_what_the_jobs_look_up_once():
     """table4_lr: pile8 trains θ0 and the ground truth once (runs differ in the scored sample), one
     data setting, its optimizer sweep trains nothing: 1 + 8 models for each of the 4 ground-truth

@@ -50,6 +50,7 @@ def _running(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # 3-5 s
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc (Linux)")
 def test_workers_and_their_fork_server_exit_when_the_main_process_is_killed(tmp_path):
     """``kill -9`` of the process running a pool, mid-job: before, both workers and the fork server

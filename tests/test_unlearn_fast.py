@@ -103,6 +103,7 @@ def test_fused_gelu_is_the_same_function(setup):
                                    rtol=1e-13, atol=0)
 
 
+@pytest.mark.slow  # 3-5 s
 def test_worker_processes_give_the_sequential_numbers_exactly(setup):
     one = score_untrac(dataclasses.replace(setup, counters={}))
     counters = {}

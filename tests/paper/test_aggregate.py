@@ -148,6 +148,7 @@ def test_config_differing_in_an_unswept_key_is_refused_or_split(tmp_path, compos
     assert f"train.steps={preset_steps}" in first and "train.steps=999" in second
 
 
+@pytest.mark.slow  # 3-5 s
 def test_two_sweeps_are_pooled_when_only_swept_keys_differ(tmp_path, composer):
     """Table 4's halves: optimizers at the default lr, and Adam over learning rates."""
     make_sweep(tmp_path / "a", composer, "table4", {"method": "untrac,untrac_inv", "optim": "sgd,adam"})

@@ -52,6 +52,7 @@ def test_a_model_the_store_trained_is_found_by_the_run_without_training(tmp_path
     assert len(results.truth) == 4 and results.cache_hits["models"] == 5
 
 
+@pytest.mark.slow  # 3-5 s
 def test_the_lds_target_plans_the_banks_models():
     """groundtruth.mode=subsets: every θ−S of the bank (|S| ≥ 2, not all) is in the union."""
     from untrac.data.prepare import dataset_names
