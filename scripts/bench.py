@@ -94,7 +94,7 @@ def compare(reps: int, max_steps: int, eval_every: int, peer_threads: list[int])
 
     def reference():  # one dataset: each costs the same in this loop (θ0 is evaluated for every one)
         unlearn(copy.deepcopy(theta0), task.train["dataset1"], task.test,
-                UnlearnPlan(arch, inputs.device, inputs.optim, schedule, seed=0))
+                UnlearnPlan(arch=arch, device=inputs.device, optim=inputs.optim, schedule=schedule, seed=0))
 
     def fast(workers: str):
         return lambda: score_untrac(dataclasses.replace(inputs, counters={},

@@ -50,7 +50,7 @@ def _rel(got: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 def _run(model, arch, forget, cfg: UnlearnConfig, optim: OptimConfig):
-    plan = UnlearnPlan(arch, torch.device("cpu"), optim, cfg, seed=0)
+    plan = UnlearnPlan(arch=arch, device=torch.device("cpu"), optim=optim, schedule=cfg, seed=0)
     return unlearn_fast(model, TokenRows.of(forget), {}, plan, start={})
 
 
@@ -159,7 +159,8 @@ def test_only_adapter_weights_change_and_theta0_is_untouched(arch_name):
     with adapted(model, cfg.lora, seed=0) as wrapped:
         start = {n: a.detach().clone() for n, a in wrapped.named_parameters() if "lora_" in n}
         traj = unlearn_fast(wrapped, TokenRows.of(forget), evals,
-                            UnlearnPlan(arch, torch.device("cpu"), OptimConfig(lr=1e-3), cfg, seed=0))
+                            UnlearnPlan(arch=arch, device=torch.device("cpu"), optim=OptimConfig(lr=1e-3),
+                                        schedule=cfg, seed=0))
         trained = {n for n, p in wrapped.named_parameters() if p.requires_grad}
         moved = {n for n, p in wrapped.named_parameters() if "lora_" in n and not torch.equal(p, start[n])}
         base = {n.removeprefix("base_model.model.").replace(".base_layer", ""): p

@@ -32,7 +32,8 @@ def test_num_steps_epochs_batches_and_cap():
 def test_ascent_raises_the_loss_of_the_forgotten_set(tiny):
     model, arch, forget, test = tiny
     before = dataset_loss(model, forget, arch, CPU)
-    plan = UnlearnPlan(arch, CPU, OptimConfig(lr=1e-2), UnlearnConfig(batch_size=2, epochs=2, eval_every=2), seed=0)
+    plan = UnlearnPlan(arch=arch, device=CPU, optim=OptimConfig(lr=1e-2),
+                       schedule=UnlearnConfig(batch_size=2, epochs=2, eval_every=2), seed=0)
     traj = unlearn(model, forget, {"forget": forget, "test": test}, plan)
     frame = traj.frame()
     assert sorted(frame.step.unique()) == [0, 2, 4, 6]
@@ -46,8 +47,8 @@ def test_ascent_raises_the_loss_of_the_forgotten_set(tiny):
 def test_non_finite_loss_is_recorded_and_final_influence_is_nan(tiny):
     model, arch, forget, test = tiny
     # An absurd SGD step sends the weights to inf; the run must stop and say so.
-    plan = UnlearnPlan(arch, CPU, OptimConfig(name="sgd", lr=1e30), UnlearnConfig(batch_size=1, epochs=3, eval_every=1),
-                       seed=0)
+    plan = UnlearnPlan(arch=arch, device=CPU, optim=OptimConfig(name="sgd", lr=1e30),
+                       schedule=UnlearnConfig(batch_size=1, epochs=3, eval_every=1), seed=0)
     traj = unlearn(model, forget, {"test": test}, plan)
     assert traj.nonfinite_step is not None and traj.nonfinite_step < 18
     final = loss_changes(traj)

@@ -51,7 +51,8 @@ def setup():
 
 def reference(inputs: Context, forget_sets: dict, eval_sets: dict) -> dict:
     """The straightforward loop: a fresh θ0 per set, ``unlearn`` on the datasets themselves."""
-    out, plan = {}, UnlearnPlan(inputs.arch, CPU, inputs.optim, inputs.unlearn, inputs.seed)
+    out, plan = {}, UnlearnPlan(arch=inputs.arch, device=CPU, optim=inputs.optim,
+                                 schedule=inputs.unlearn, seed=inputs.seed)
     for name, forget in forget_sets.items():
         traj = unlearn(copy.deepcopy(inputs.theta0), forget, eval_sets, plan)
         for r in loss_changes(traj).itertuples():

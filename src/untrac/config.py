@@ -1,8 +1,8 @@
 """Typed configuration: the schema Hydra validates against, with range checks.
 
 Each dataclass is registered in Hydra's ConfigStore (``untrac.run.register_configs``) so that a
-misspelled key or a wrong type is rejected while composing; ``__post_init__`` adds the checks a type cannot express (lr > 0, ...)
-and runs when ``run.py`` turns the composed config into these objects.
+misspelled key or a wrong type is rejected while composing; ``__post_init__`` adds the checks a
+type cannot express (lr > 0, ...) and runs when ``run.py`` turns the composed config into these objects.
 Nothing here imports torch, pandas or a method module (the methods' schemas are
 ``untrac.method_config``), so a config error is reported in the time Python and Hydra take to start.
 """
@@ -305,4 +305,3 @@ def typed_config(node) -> Config:
     if optim is not None:
         schema.optim = OmegaConf.structured(optim)
     return typed(OmegaConf.merge(schema, node))
-

@@ -2,7 +2,7 @@
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +36,7 @@ class RunReport:
     influence: pd.DataFrame
     truth: pd.DataFrame
     title: str
+    _: KW_ONLY  # the optional parts by name
     seconds: dict = field(default_factory=dict)
     counters: dict = field(default_factory=dict)
     retrained_truth: bool = True

@@ -20,7 +20,7 @@ from untrac.train import sample_order
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # six fields of which two are configs: named at every call
 class UnlearnPlan:
     """Everything one unlearning run takes besides the model and the data: the same for every set
     unlearned from one θ0 (``methods.untrac`` hands one plan to every run, in-process or in a worker).

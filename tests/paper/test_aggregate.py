@@ -97,6 +97,18 @@ def test_complete_sweep_becomes_table3_beside_the_paper(tmp_path, composer, caps
     assert (tmp_path / "out" / "tables" / "table5.md").is_file()
 
 
+def test_an_unreadable_sweep_override_is_one_line_and_exit_1(tmp_path, composer, capsys):
+    from untrac.paper.__main__ import main
+
+    make_sweep(tmp_path / "sweep", composer, "table3", TABLE3)
+    multirun = yaml.safe_load((tmp_path / "sweep" / MULTIRUN).read_text())
+    multirun["hydra"]["sweeper"]["params"]["method"] = "untrac,(graddot"  # an unclosed group
+    (tmp_path / "sweep" / MULTIRUN).write_text(yaml.safe_dump(multirun))
+    assert main(["aggregate", str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("untrac.paper: error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_failed_missing_and_incomplete_jobs_are_listed_not_fatal(tmp_path, composer, capsys):
     jobs = make_sweep(tmp_path / "sweep", composer, "table3", TABLE3)
     for name in (INFLUENCE.file, CORRELATIONS.file):

@@ -173,7 +173,7 @@ def test_figures_sweep_what_their_captions_show(paper):
 
 
 @pytest.mark.parametrize("part,scale", [(p, s) for p in FAMILY for s in SCALES])
-def test_every_job_unlearns_and_scores_as_section_5_unless_its_result_sweeps_it(part, scale, paper):
+def test_each_swept_value_unlearns_and_scores_as_section_5_unless_its_result_sweeps_it(part, scale, paper):
     """Adam (Adafactor in §5.1) at a constant 5e-5, no clipping; UnTrac batch 1 for 1 epoch, UnTrac-Inv
     the whole test subset for 5 epochs; LiSSA 10 iterations, 256 examples for the Hessian, Arnoldi
     n = p = 25 in §5.1 and n = 200, p = 100 in §5.2 (at paper scale; TracIn's checkpoints: the test below)."""

@@ -80,7 +80,8 @@ def _holds(cfg, job: dict[str, str]) -> None:
     its part table4_lr.)"""
     for key, value in job.items():
         if key == "experiment":
-            assert value.startswith(cfg.experiment) or (value, cfg.experiment) == ("table5", "table3")
+            named = value == cfg.experiment or value.startswith(cfg.experiment + "_")  # table4_lr → table4
+            assert named or (value, cfg.experiment) == ("table5", "table3"), (value, cfg.experiment)
         elif key == "scale":
             assert cfg.scale == value
         elif key in ("method", "optim", "data", "testset"):

@@ -106,7 +106,8 @@ def unlearn_each(inputs: Context, forget_sets: dict, eval_sets: dict, forgotten_
         inputs.counters["eval_forward_examples"] = (inputs.counters.get("eval_forward_examples", 0)
                                                     + sum(len(b) for b in evals.values()))
         # Only what a run needs travels to the workers (not the datasets or the cache).
-        plan = UnlearnPlan(inputs.arch, inputs.device, inputs.optim, cfg, inputs.seed, inputs.dtype)
+        plan = UnlearnPlan(arch=inputs.arch, device=inputs.device, optim=inputs.optim, schedule=cfg,
+                           seed=inputs.seed, dtype=inputs.dtype)
         shared = {"theta0": inputs.theta0, "plan": plan, "evals": evals, "start": start,
                   "start_examples": start_examples, "tag": tag}
         steps = min(num_steps(len(rows), cfg) for _, rows in todo)

@@ -11,10 +11,6 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else ""
-    if command == "aggregate":
-        from untrac.paper.aggregate import main as aggregate
-
-        return aggregate(argv[1:])
     if command == "train-models":
         from untrac.paper.plan import train_models_main
 
@@ -23,14 +19,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from untrac.errors import UntracError
     from untrac.paper.plan import one_line_errors
-    from untrac.paper.targets import main as driver
 
     try:
         with one_line_errors():  # Hydra's and OmegaConf's errors become UntracError
+            if command == "aggregate":
+                from untrac.paper.aggregate import main as aggregate
+
+                return aggregate(argv[1:])
+            from untrac.paper.targets import main as driver
+
             return driver(argv)
-    except UntracError as err:  # a bad override: one line, exit 1
-        text = " ".join(str(err).split()).split(" To append to your config")[0]
-        print(f"untrac.paper: error: {text}", file=sys.stderr)
+    except UntracError as err:  # a bad override or sweep: one line, exit 1
+        print(f"untrac.paper: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
 
 

@@ -1,6 +1,6 @@
 """The planner: every model a paper target needs, from the jobs Hydra itself would run.
 
-With ``untrac.run``, the only module that imports Hydra: the rest of ``untrac.paper`` composes
+With ``untrac.run``, one of the two modules that import Hydra: the rest of ``untrac.paper`` composes
 through ``Composer`` and sees Hydra's and OmegaConf's errors as one-line ``UntracError``s
 (``one_line_errors``); scripts compose a run's typed config with ``compose_run``.
 

@@ -49,14 +49,16 @@ def summary_long(corr: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFra
     """mean ± std over runs of ``metric`` (per run: average over test subsets) for each setting,
     with the (run, test subset) pairs that gave a finite correlation (``scored``) of ``total`` and
     the 95 % bootstrap interval of the mean over those pairs (``ci_low``, ``ci_high``), and ``p``: the
-    median over those pairs of the exact permutation p-value (``{metric}_p`` of correlations.csv;
-    NaN for runs that predate it). With K = 4 a single correlation cannot go below p = 2/24, which
-    the median shows where a mean of correlations hides it."""
+    median over those pairs of the exact permutation p-value (``{metric}_p`` of correlations.csv),
+    NaN when any scored pair lacks one (runs that predate it, pooled with newer ones: a median over
+    part of the pairs would pass for all). With K = 4 a single correlation cannot go below
+    p = 2/24, which the median shows where a mean of correlations hides it."""
     rows = []
     for values, group in corr.groupby(keys, sort=False):
         values = values if isinstance(values, tuple) else (values,)
         p_values = group.get(f"{metric}_p", pd.Series(math.nan, index=group.index)).astype(float)
-        medians = p_values.groupby(group.method, sort=False).median()
+        scored = p_values[np.isfinite(group[metric].to_numpy(float))]
+        medians = scored.groupby(group.method, sort=False).agg(lambda p: p.median() if p.notna().all() else math.nan)
         for r in summarize(group).itertuples():
             rows.append({**dict(zip(keys, values)), "method": r.method, "mean": getattr(r, f"{metric}_mean"),
                          "std": getattr(r, f"{metric}_std"), "runs": r.runs, "scored": r.subsets_scored,
