@@ -239,12 +239,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=None, help="override RECIPE steps (changes the hash)")
     ap.add_argument("--lr", type=float, default=None, help="override RECIPE lr (changes the hash)")
+    ap.add_argument("--seed", type=int, default=None, help="override RECIPE seed (changes the hash)")
     args = ap.parse_args()
     recipe = dict(RECIPE)
     if args.steps:
         recipe["steps"] = args.steps
     if args.lr:
         recipe["lr"] = args.lr
+    if args.seed is not None:
+        recipe["seed"] = args.seed
     out = Path("outputs/standin") / recipe_hash(recipe)
     print(f"recipe {recipe} -> {out}", flush=True)
     print(json.dumps(pretrain(recipe, out, recipe["steps"]), indent=1))
