@@ -139,14 +139,10 @@ def sweep_jobs(params: dict | None, overrides: list[str]) -> list[list[str]] | N
 def swept_keys(params: dict | None, overrides: list[str]) -> set[str]:
     """The keys a sweep varies: every key of the sweeper's ``params`` and each sweep override."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
 
-    from untrac.errors import UntracError
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(_arguments(params, overrides))
-    except HydraException as err:  # an unparsable override in a sweep's multirun.yaml
-        raise UntracError(f"cannot read the sweep's overrides: {' '.join(str(err).split())}") from err
+    # An unparsable override raises Hydra's error: python -m untrac.paper makes it one line
+    # (untrac.paper.plan.one_line_errors), as for every other Hydra error.
+    parsed = OverridesParser.create().parse_overrides(_arguments(params, overrides))
     swept = {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
     return swept | {str(k).lstrip("+~") for k in params or {}}
 
