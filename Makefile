@@ -10,7 +10,7 @@ LAUNCHER ?= auto
 KRONFLUENCE := 'kronfluence>=1.0,<1.1'
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast bench clean
+.PHONY: help install demo test test-fast bench standin clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ test-fast: $(STAMP) ## every test not marked slow (slow: over ~3 s on 2 shared c
 bench: $(STAMP) ## UnTrac vs an HF-Trainer ascent loop (steps/s, ratio) and the default run's stage times
 	$(VENV)/bin/pip install -q -c constraints.txt -e '.[bench]'
 	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+standin: $(STAMP) ## pretrain (or find cached) the stand-in T5 of model=t5_standin, which Table 2 / Figure 2 finetune at cpu scale
+	$(PY) scripts/standin.py $(ARGS)
 
 clean: ## remove outputs (results and cache)
 	rm -rf outputs

@@ -186,6 +186,27 @@ def test_theta0_is_stated_in_words(load):
     assert theta0_text(load("groundtruth.mode=all_examples", "train.epochs=2")) == (
         "t5_tiny trained 2 epoch(s) from random init")
     assert theta0_text(load("model=t5xl")).startswith("t5xl (pretrained google/t5-xl-lm-adapt) finetuned")
+    assert theta0_text(load("model=t5_standin")) == (
+        "t5_standin (pretrained 8000 steps on the stand-in corpus) finetuned 200 steps")
+
+
+@pytest.mark.parametrize("overrides,line", [
+    (["model=t5_standin", "model.arch=causal"], "model.pretrain builds a tiny seq2seq model with the stand-in "
+                                                "tokenizer: it needs model.arch=seq2seq"),
+    (["model=t5_standin", "model.tokenizer=byt5"], "model.pretrain builds a tiny seq2seq model"),
+    (["model=t5_standin", "model.pretrain.steps=0"], "model.pretrain.steps must be > 0, got 0"),
+    (["model=t5_standin", "model.pretrain.held_out=1"], "model.pretrain.held_out must be in [0, 1), got 1"),
+    (["model=t5_standin", "model.pretrain.corpus=wiki"], "model.pretrain.corpus='wiki' is not one of standin"),
+])
+def test_a_bad_stand_in_recipe_is_one_line_naming_the_key(overrides, line, load):
+    with pytest.raises(UntracError) as err:
+        load(*overrides)
+    assert str(err.value).startswith(line) and "\n" not in str(err.value)
+
+
+def test_a_random_model_may_read_with_the_stand_in_tokenizer(load):
+    cfg = load("model.tokenizer=standin")
+    assert cfg.model.pretrain is None and cfg.model.tokenizer == "standin"
 
 
 @pytest.mark.parametrize("overrides,line", [

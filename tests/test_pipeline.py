@@ -9,6 +9,7 @@ from untrac.cache import make_key
 from untrac.config import (Config, DataConfig, GroundTruthConfig, MethodConfig, ModelConfig, OptimConfig,
                            RankConfig, TrainConfig, UnlearnConfig)
 import untrac.methods
+import untrac.models
 from untrac.methods import Method, Needs, PoolConfig, final_rows, register, registry
 from untrac.errors import UntracError
 from untrac.pipeline import Experiment, run_experiment
@@ -229,7 +230,7 @@ def test_the_bank_trains_each_subset_on_the_rest_and_shares_the_leave_one_out_mo
     assert all(v[z] == pytest.approx(truth[z]) for z in names)  # leave-one-out is part of the bank
     test = exp.task.test["test"]
     theta0 = exp.trained(0).cpu()
-    initial = untrac.pipeline.build_model(cfg.model, exp.tokenizer, 0)[0].eval()
+    initial = untrac.models.build_model(cfg.model, exp.tokenizer, 0)[0].eval()
     assert v["+".join(names)] == pytest.approx(_hand_loss(initial, test) - _hand_loss(theta0, test), rel=1e-4)
     two = exp.trained(0, exclude=("dataset2", "dataset4")).cpu()
     assert v["dataset2+dataset4"] == pytest.approx(_hand_loss(two, test) - _hand_loss(theta0, test), rel=1e-4)

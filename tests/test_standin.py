@@ -1,68 +1,84 @@
-"""scripts/standin.py (issue 20 probe): the cheap checks of the pretrained stand-in's recipe.
+"""untrac.standin and its entry in the model store: the pretrained stand-in (``model=t5_standin``).
 
-The script lives outside the package, so it is loaded from its file with importlib. Its corpus is
-generated small here (the real one is RECIPE["corpus"] pairs); training is not run.
-"""
+A stand-in small enough to pretrain in seconds (d_model 32, 60 steps) stands for the preset's."""
 
-import importlib.util
-from pathlib import Path
+import json
 
 import pytest
+import torch
 
-from untrac.data import synthetic as syn
+from untrac.cache import Cache, load_weights
+from untrac.checks import typed
+from untrac.data.standin import CorpusSpec, corpus
+from untrac.models import build_model, load_tokenizer
+from untrac.pretrain_config import PretrainConfig
+from untrac.standin import corpus_spec, lr_factor, probes
+from untrac.store import ModelStore
+from untrac.train import TrainRun, train
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "standin.py"
-
-
-@pytest.fixture(scope="module")
-def standin():
-    spec = importlib.util.spec_from_file_location("standin", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def small(standin):
-    recipe = dict(standin.RECIPE, corpus=20_000)
-    pairs = standin.corpus(recipe)
-    return recipe, pairs, standin.build_tokenizer(standin.vocabulary_texts(pairs, min_count=20))
+SMALL = ("model=t5_standin", "model.d_model=32", "model.d_ff=64", "model.pretrain.steps=60",
+         "model.pretrain.pairs=2000", "model.pretrain.batch_size=16", "model.pretrain.warmup=10")
 
 
-def test_corpus_has_no_table1_template(standin, small):
-    _, pairs, _ = small
-    fragments = standin.template_fragments()
-    # every Table 1 template contributes its literal opening ("Determine the number that succeeds", ...)
-    assert {t.split("{")[0].strip() for t in standin.TEMPLATES} <= set(fragments)
-    text = "\n".join(p + "\t" + t for p, t in pairs)
-    for frag in fragments:
-        assert frag not in text
-    for word in ("succeeds", "Determine", "Provide", "extracting", "Identify"):
-        assert word not in text
+def test_lr_factor_warms_up_then_decays_to_its_floor():
+    f = lr_factor(PretrainConfig(steps=10, warmup=4, min_lr_frac=0.1))
+    # by hand: min(1, (s+1)/4) * max(0.1, 1 - 0.9 s/10)
+    assert [round(f(s), 6) for s in (0, 1, 3, 9, 20)] == [0.25, 0.5 * 0.91, 0.73, 0.19, 0.1]
 
 
-def test_corpus_is_seeded_and_holds_out_succession(standin, small):
-    recipe, pairs, _ = small
-    assert standin.corpus(recipe)[:50] == pairs[:50]
-    held = standin.held_out_numbers(recipe)
-    for x in sorted(held)[:20]:
-        assert not any(p == f"{x} is followed by" for p, _ in pairs)
+def test_train_follows_the_schedule_and_stays_constant_without_one(tiny_seq2seq_pool):
+    model, arch, pool = tiny_seq2seq_pool
+    for factor, want in ((lambda s: 0.5 ** s, 0.5 ** 3), (None, 1.0)):
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        train(model, arch, pool, opt, torch.device("cpu"), TrainRun(3, 2, 0, lr_factor=factor))
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * want)
 
 
-def test_tokenizer_has_no_unknown_token_on_synthA_and_synthB(standin, small):
-    _, pairs, tok = small
-    assert standin.unknown_tokens(tok, standin.synth_pairs(seed=0)) == 0
-    assert standin.unknown_tokens(tok, standin.synth_pairs(seed=1)) == 0
-    assert standin.unknown_tokens(tok, pairs[:2000]) == 0
-    # numerals are read digit by digit, and every sequence ends in EOS (the runner's seq2seq encoding)
-    ids = tok("What is the number that comes after 512?").input_ids
-    assert tok.convert_ids_to_tokens(ids)[-5:] == ["5", "1", "2", "?", "</s>"]
-    assert syn.number_in_words(513).split() == tok.convert_ids_to_tokens(tok("five one three").input_ids)[:-1]
+@pytest.fixture
+def tiny_seq2seq_pool(compose):
+    from untrac.data.collate import encode_pairs
+
+    cfg = typed(compose(*SMALL)).model
+    tok = load_tokenizer(cfg)
+    model, arch = build_model(cfg, tok, 0)
+    return model, arch, encode_pairs(tok, corpus(CorpusSpec(pairs=16, n_max=99, held_out=0.1, seed=0)), arch)
 
 
-def test_recipe_hash_changes_with_the_recipe(standin):
-    base = standin.recipe_hash(standin.RECIPE)
-    assert base == standin.recipe_hash(dict(reversed(list(standin.RECIPE.items()))))
-    assert len(base) == 8
-    for key, value in (("steps", 1), ("lr", 3e-4), ("seed", 1), ("corpus", 10)):
-        assert standin.recipe_hash(dict(standin.RECIPE, **{key: value})) != base
+def test_probes_are_held_out_and_right():
+    pre = PretrainConfig(pairs=20_000)
+    prompts = {p for p, _ in corpus(corpus_spec(pre))}
+    found = probes(pre)
+    assert set(found) >= {"successor, numerals", "successor, words", "spelling"}
+    assert len({len(pairs) for pairs in found.values()}) == 1 and len(found["spelling"]) in (99, 100)
+    for name, pairs in found.items():
+        if name != "spelling":  # spelling is stated for every number; succession of these never
+            assert not prompts & {p for p, _ in pairs}
+    assert all(int(t) == int(p.split()[0]) + 1 for p, t in found["successor, numerals"])
+
+
+def test_the_store_pretrains_once_and_every_model_starts_from_it(compose, tmp_path, monkeypatch):
+    cfg = typed(compose(*SMALL, f"cache_dir={tmp_path}")).model
+    tok = load_tokenizer(cfg)
+    store = ModelStore(Cache(tmp_path), torch.device("cpu"))
+    entry = store.pretrained(cfg, tok)
+    report = json.loads((entry / "pretrain.json").read_text())
+    assert set(report["knowledge"]) == set(probes(cfg.pretrain)) and report["seconds"] > 0
+    losses = json.loads((entry / "train_losses.json").read_text())
+    assert len(losses) == 60 and sum(losses[-10:]) < sum(losses[:10])  # it learned something
+    stand_in, _ = build_model(cfg, tok, 0)
+    load_weights(stand_in, entry / "model.safetensors")
+    random_init, _ = build_model(cfg, tok, 5)
+    def again(*args):
+        raise RuntimeError("pretrained twice")
+
+    monkeypatch.setattr("untrac.standin.pretrain", again)
+    for seed in (0, 5):  # the seed of a finetuning does not change where it starts
+        fresh = store.fresh(cfg, tok, seed)
+        for (name, a), b, c in zip(fresh.state_dict().items(), stand_in.state_dict().values(),
+                                   random_init.state_dict().values()):
+            assert torch.equal(a, b), name
+        assert not all(torch.equal(b, c) for b, c in zip(stand_in.state_dict().values(),
+                                                         random_init.state_dict().values()))
+    other = typed(compose(*SMALL, "model.pretrain.seed=1", f"cache_dir={tmp_path}")).model
+    with pytest.raises(RuntimeError, match="pretrained twice"):  # another recipe is another entry
+        store.pretrained(other, tok)

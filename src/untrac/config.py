@@ -13,6 +13,7 @@ from typing import Optional
 from untrac.checks import check as _check, files_given as _check_files, one_of as _one_of, positive as _positive
 from untrac.method_config import SCHEMAS, MethodConfig
 from untrac.optim_config import OPTIMIZERS, AdamConfig, OptimConfig
+from untrac.pretrain_config import PretrainConfig
 from untrac.unlearn_config import LoraConfig, UnlearnConfig  # noqa: F401 - part of the schema
 
 ARCHS = ("seq2seq", "causal", "auto")  # auto: a local checkpoint, kind read from its config
@@ -35,16 +36,23 @@ class ModelConfig:
     name: str = "t5_tiny"
     arch: str = "seq2seq"
     name_or_path: Optional[str] = None
-    tokenizer: Optional[str] = "byt5"  # "byt5" (no files needed), a hub id / local directory; null: name_or_path's
+    tokenizer: Optional[str] = "byt5"  # byt5 | standin (no files needed), a hub id / folder; null: name_or_path's
     d_model: int = 64
     num_layers: int = 2
     num_heads: int = 4
     d_ff: int = 256
     max_positions: int = 512
     dtype: str = "float32"  # float32 | bfloat16 (autocast on CUDA only)
+    pretrain: Optional[PretrainConfig] = None  # pretrained once, cached (untrac.standin); t5_standin
 
     def __post_init__(self) -> None:
         _one_of(self.arch, ARCHS, "model.arch")
+        if isinstance(self.pretrain, dict):  # a plan file's JSON (untrac.paper.plan.read_entry)
+            self.pretrain = PretrainConfig(**self.pretrain)
+        _check(self.pretrain is None or (self.arch == "seq2seq" and not self.name_or_path and
+                                         self.tokenizer == "standin"),
+               "model.pretrain builds a tiny seq2seq model with the stand-in tokenizer: it needs model.arch=seq2seq, "
+               "model.name_or_path=null and model.tokenizer=standin")
         _one_of(self.dtype, ("float32", "bfloat16"), "model.dtype")
         _check(self.arch != "auto" or bool(self.name_or_path), "model=local needs model.name_or_path=<checkpoint folder>")
         self.tokenizer = self.tokenizer or self.name_or_path  # the checkpoint's own tokenizer by default
@@ -278,6 +286,8 @@ def theta0_text(cfg: Config) -> str:
         start, weights = f"checkpoint {model.name_or_path}", True
     elif model.name_or_path and model.arch == "seq2seq":
         start, weights = f"{model.name} (pretrained {model.name_or_path})", True
+    elif model.pretrain is not None:
+        start, weights = f"{model.name} (pretrained {model.pretrain.steps} steps on the stand-in corpus)", True
     else:
         start, weights = model.name, False
     if train.steps == 0:

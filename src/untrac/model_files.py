@@ -102,7 +102,7 @@ def refuse_remote_code(cfg: ModelConfig) -> None:
     the code on 'y'; every load also passes trust_remote_code=False."""
     folders = {"model.name_or_path": cfg.name_or_path, "model.tokenizer": cfg.tokenizer}
     for key, folder in folders.items():
-        if not folder or folder == "byt5":
+        if not folder or folder in ("byt5", "standin"):  # built in code, no files
             continue
         for name in ("config.json", "tokenizer_config.json"):
             path = Path(folder) / name if Path(folder).is_dir() else _cached(folder, name)

@@ -1,7 +1,8 @@
 """Build a model and its tokenizer from a preset: tiny random models offline, or real checkpoints.
 
 Tiny presets (``name_or_path: null``) are built from a config object with random weights and use
-ByT5's byte tokenizer, which needs no files, so tests and the default run work with no hub.
+ByT5's byte tokenizer, which needs no files, so tests and the default run work with no hub;
+``t5_standin`` is such a model pretrained once by ``untrac.standin`` (its weights: ``untrac.store``).
 Real presets load ``name_or_path`` (a hub id or a local directory) with ``from_pretrained``;
 ``opt125m`` keeps OPT-125m's architecture and tokenizer but starts from random weights, as the
 paper pretrains it from scratch (§5.2). ``arch=auto`` (``model=local``) loads a local checkpoint
@@ -51,6 +52,10 @@ def load_tokenizer(cfg: ModelConfig):
     refuse_remote_code(cfg)
     if cfg.tokenizer == "byt5":
         return ByT5Tokenizer()
+    if cfg.tokenizer == "standin":
+        from untrac.data.standin import build_tokenizer
+
+        return build_tokenizer()
     key = "model.name_or_path" if cfg.tokenizer == cfg.name_or_path else "model.tokenizer"
     if Path(cfg.tokenizer).is_dir():  # the user's own files: any failure is theirs to fix
         if not any((Path(cfg.tokenizer) / name).is_file() for name in TOKENIZER_FILES):
@@ -180,6 +185,8 @@ def model_key(cfg: ModelConfig) -> dict:
     """The model config for cache keys; for a local checkpoint (``arch=auto``) also the size and
     mtime of its files and of a tokenizer folder, so a checkpoint saved again is not served stale."""
     fields = asdict(cfg)
+    if cfg.pretrain is None:
+        del fields["pretrain"]  # absent, as before the field existed: every cached model keeps its key
     if cfg.arch == "auto":
         fields["checkpoint"] = identity(cfg.name_or_path)
         if Path(cfg.tokenizer).is_dir():

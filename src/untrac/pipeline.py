@@ -26,7 +26,7 @@ from untrac.errors import UntracError
 from untrac.groundtruth import GroundTruth, bank_subsets, mean_over_seeds, subset_losses, truth_seeds
 from untrac.lora import record_lora_coverage
 from untrac.methods import Checkpoint, Context, Method, get, registry
-from untrac.models import build_model, load_tokenizer, model_arch, record_all_weights, resolve_device
+from untrac.models import load_tokenizer, model_arch, record_all_weights, resolve_device
 from untrac.pieces import PieceStore
 from untrac.record import EXAMPLES, INFLUENCE, SUBSETS, TRUTH
 from untrac.store import Exclude, ModelSpec, ModelStore, TrainingData, model_spec
@@ -138,8 +138,7 @@ class Experiment:
         if self.cfg.train.steps == 0:
             return self._given_model(seed, exclude, checkpoints)
         if isinstance(exclude, tuple) and set(exclude) == set(self.task.train):
-            model, _ = build_model(self.cfg.model, self.tokenizer, seed)
-            return model.to(self.device).eval()
+            return self.store.fresh(self.cfg.model, self.tokenizer, seed).to(self.device).eval()
         spec = self.spec(seed, exclude, checkpoints)
         if not self.store.ensure(spec, TrainingData(self.tokenizer, self.arch, self.task.train)):
             self.results.cache_hits["models"] += 1
@@ -153,8 +152,7 @@ class Experiment:
         if checkpoints:
             raise UntracError(f"method={self.cfg.method.name} needs training checkpoints, but train.steps=0 trains "
                               "nothing: give train.steps=<n> or choose another method")
-        model, _ = build_model(self.cfg.model, self.tokenizer, seed)
-        return model.to(self.device).eval()
+        return self.store.fresh(self.cfg.model, self.tokenizer, seed).to(self.device).eval()
 
     def checkpoints(self, seed: int) -> list[Checkpoint]:
         return [Checkpoint(it["step"], it["lr"], lambda model, f=it["path"]: load_weights(model, f))

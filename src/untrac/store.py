@@ -138,6 +138,33 @@ class ModelStore:
             self._train_and_publish(spec, data, need_ckpts)
         return True
 
+    def fresh(self, cfg: ModelConfig, tokenizer, seed: int) -> torch.nn.Module:
+        """A model before finetuning: ``cfg``'s initial weights (seeded by ``seed``), or for a pretrained
+        stand-in (``cfg.pretrain``) its pretrained weights, pretrained once here and stored."""
+        model, _ = build_model(cfg, tokenizer, seed)
+        if cfg.pretrain is not None:
+            load_weights(model, self.pretrained(cfg, tokenizer) / "model.safetensors")
+        return model
+
+    def pretrained(self, cfg: ModelConfig, tokenizer) -> Path:
+        """The store entry of ``cfg``'s stand-in (``untrac.standin``), keyed by the whole model config;
+        built under the entry's lock (a second process waits, then loads it)."""
+        from untrac.standin import knowledge, pretrain
+
+        def write(tmp: Path) -> None:
+            log.info("stand-in %s: not in cache, pretraining (%d steps)", cfg.name, cfg.pretrain.steps)
+            start = time.perf_counter()
+            model, losses = pretrain(cfg, tokenizer, self.device)
+            seconds = time.perf_counter() - start
+            self.seconds["pretrain"] = self.seconds.get("pretrain", 0.0) + seconds
+            save_weights(model, tmp / "model.safetensors")
+            (tmp / "train_losses.json").write_text(json.dumps(losses))
+            report = {"seconds": round(seconds, 1), "knowledge": knowledge(model, tokenizer, cfg.pretrain)}
+            (tmp / "pretrain.json").write_text(json.dumps(report, indent=1))
+            log.info("stand-in pretrained in %.0f s; held-out knowledge %s", seconds, report["knowledge"])
+
+        return self.cache.build("pretrained", {"model": model_key(cfg)}, write)
+
     def load(self, spec: ModelSpec, tokenizer) -> torch.nn.Module:
         model, _ = build_model(spec.model, tokenizer, spec.seed)
         load_weights(model, self.path(spec) / "model.safetensors")
@@ -159,7 +186,7 @@ class ModelStore:
         t = spec.train
         removed = {spec.exclude} if isinstance(spec.exclude, str) else set(spec.exclude or ())
         pool = datasets.concatenate_datasets([ds for z, ds in data.train.items() if z not in removed])
-        model, _ = build_model(spec.model, data.tokenizer, spec.seed)
+        model = self.fresh(spec.model, data.tokenizer, spec.seed)
         optimizer = training_optimizer(model.parameters(), t.optim, t.lr, t.weight_decay)
         staging = self.staging(spec)  # one found here was left by a killed run: we hold the lock
         for stale in staging.parent.glob(f"{staging.name}*"):  # "*": older runs appended their pid

@@ -58,6 +58,7 @@ class TrainRun:
     clip_grad: float | None = None
     name: str = "the model"
     desc: str = "train"
+    lr_factor: Callable[[int], float] | None = None  # × lr at each step (a pretraining schedule); None: constant
 
 
 def train(model: torch.nn.Module, arch: Arch, pool: datasets.Dataset, optimizer: torch.optim.Optimizer,
@@ -70,11 +71,12 @@ def train(model: torch.nn.Module, arch: Arch, pool: datasets.Dataset, optimizer:
     ``run.clip_grad``: rescale the gradient to at most this global L2 norm before each step, as
     transformers' Trainer does with ``max_grad_norm`` (the authors' θ0 training, default 1.0).
     The learning rate is constant: the authors' Trainer arguments default to
-    ``constant_with_warmup`` with 0 warm-up steps.
+    ``constant_with_warmup`` with 0 warm-up steps (``run.lr_factor`` schedules only the stand-in's pretraining).
     """
     steps, batch_size, seed, dtype, name = run.steps, run.batch_size, run.seed, run.dtype, run.name
     clip_grad, checkpoint_every, on_checkpoint, desc = run.clip_grad, run.checkpoint_every, run.on_checkpoint, run.desc
     model.to(device).train()
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, run.lr_factor) if run.lr_factor else None
     losses = []
     bar = tqdm(sample_order(len(pool), steps, batch_size, seed), total=steps, desc=desc, leave=False)
     for step, idx in enumerate(bar, start=1):
@@ -86,6 +88,8 @@ def train(model: torch.nn.Module, arch: Arch, pool: datasets.Dataset, optimizer:
         if clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         optimizer.step()
+        if schedule:
+            schedule.step()
         losses.append(loss.item())
         if not math.isfinite(losses[-1]):
             raise UntracError(f"training {name} diverged at step {step}: loss {losses[-1]}; lower train.lr")

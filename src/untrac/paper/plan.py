@@ -165,6 +165,29 @@ def plan_parts(parts: list[str], scale: str, extra: list[str]) -> list[Planned]:
     return union(planned)
 
 
+def pretrain_first(planned: list[Planned]) -> list[str]:
+    """Build here, once, the pretrained stand-in every planned model of a ``model.pretrain`` preset starts
+    from (``untrac.store.ModelStore.pretrained``), with all of torch's threads, before the ``train-models``
+    jobs start: else the first job would pretrain it on one thread while every other job waits on its lock.
+    What was done, a line per stand-in."""
+    from untrac.cache import Cache, make_key
+    from untrac.models import load_tokenizer, model_key, resolve_device
+    from untrac.store import ModelStore
+
+    done, lines = set(), []
+    for p in planned:
+        model = p.spec.model
+        key = (p.cache_dir, make_key(model_key(model))) if model.pretrain is not None else None
+        if key is None or key in done:
+            continue
+        done.add(key)
+        store = ModelStore(Cache(p.cache_dir), resolve_device(p.device))
+        path = store.pretrained(model, load_tokenizer(model))
+        seconds = store.seconds.get("pretrain")
+        lines.append(f"stand-in {model.name}: {'pretrained in %.0f s' % seconds if seconds else 'cached'} ({path})")
+    return lines
+
+
 def write_plan(planned: list[Planned], path: Path) -> None:
     entries = [{"key": p.spec.key(), "label": f"{p.spec.label} seed {p.spec.seed}", "cache_dir": p.cache_dir,
                 "device": p.device, "threads": p.threads, **asdict(p.spec)} for p in planned]

@@ -113,6 +113,8 @@ def train_models(parts: list[str], scale: str, extra: list[str], launch: list[st
     print(f"{len(planned)} models to train or find in the cache (plan: {plan_file})", flush=True)
     if not planned:
         return True
+    for line in plan.pretrain_first(planned):
+        print(line, flush=True)
     command = [sys.executable, "-m", "untrac.paper", plan.JOB_NAME, "-m", f"plan.file={plan_file}",
                f"plan.index=range(0,{len(planned)})", *launch, *[o for o in extra if o.startswith("hydra.launcher")],
                f"hydra.job.name={plan.JOB_NAME}", f"hydra.sweep.dir={root / plan.JOB_NAME}"]
