@@ -6,7 +6,7 @@
 Takes ``python -m untrac.run``'s overrides (cache_dir, threads, device, model.*). The stand-in is the
 store entry ``<cache_dir>/pretrained/<key>`` (model.safetensors, train_losses.json, pretrain.json with
 its seconds and held-out knowledge); any run with ``model=t5_standin`` builds the same entry on
-first use. Pretraining: untrac.standin; corpus and tokenizer: untrac.data.standin.
+first use. Pretraining: untrac.pretrain; corpus and tokenizer: untrac.data.standin.
 """
 
 import json

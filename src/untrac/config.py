@@ -43,7 +43,7 @@ class ModelConfig:
     d_ff: int = 256
     max_positions: int = 512
     dtype: str = "float32"  # float32 | bfloat16 (autocast on CUDA only)
-    pretrain: Optional[PretrainConfig] = None  # pretrained once, cached (untrac.standin); t5_standin
+    pretrain: Optional[PretrainConfig] = None  # pretrained once, cached (untrac.pretrain); t5_standin
 
     def __post_init__(self) -> None:
         _one_of(self.arch, ARCHS, "model.arch")

@@ -2,7 +2,7 @@
 
 Tiny presets (``name_or_path: null``) are built from a config object with random weights and use
 ByT5's byte tokenizer, which needs no files, so tests and the default run work with no hub;
-``t5_standin`` is such a model pretrained once by ``untrac.standin`` (its weights: ``untrac.store``).
+``t5_standin`` is such a model pretrained once by ``untrac.pretrain`` (its weights: ``untrac.store``).
 Real presets load ``name_or_path`` (a hub id or a local directory) with ``from_pretrained``;
 ``opt125m`` keeps OPT-125m's architecture and tokenizer but starts from random weights, as the
 paper pretrains it from scratch (§5.2). ``arch=auto`` (``model=local``) loads a local checkpoint
@@ -187,6 +187,10 @@ def model_key(cfg: ModelConfig) -> dict:
     fields = asdict(cfg)
     if cfg.pretrain is None:
         del fields["pretrain"]  # absent, as before the field existed: every cached model keeps its key
+    else:  # the stand-in's weights depend on its generated text too, not only on the config
+        from untrac.data.standin import CORPUS_VERSION
+
+        fields["corpus_version"] = CORPUS_VERSION
     if cfg.arch == "auto":
         fields["checkpoint"] = identity(cfg.name_or_path)
         if Path(cfg.tokenizer).is_dir():

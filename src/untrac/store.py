@@ -147,9 +147,9 @@ class ModelStore:
         return model
 
     def pretrained(self, cfg: ModelConfig, tokenizer) -> Path:
-        """The store entry of ``cfg``'s stand-in (``untrac.standin``), keyed by the whole model config;
+        """The store entry of ``cfg``'s stand-in (``untrac.pretrain``), keyed by the whole model config;
         built under the entry's lock (a second process waits, then loads it)."""
-        from untrac.standin import knowledge, pretrain
+        from untrac.pretrain import knowledge, pretrain
 
         def write(tmp: Path) -> None:
             log.info("stand-in %s: not in cache, pretraining (%d steps)", cfg.name, cfg.pretrain.steps)

@@ -11,7 +11,7 @@ the world knowledge synthA/synthB rely on, in many surface forms, and **no Table
   format (the same as its number, or named: "in digits", "spelled out"), so the target is a
   function of the prompt: a second pretraining seed learns the same facts, not another coin flip.
   The succession facts of a seeded ``held_out`` share of the numbers are left out, to measure
-  what was learned rather than stored (``untrac.standin.knowledge``).
+  what was learned rather than stored (``untrac.pretrain.knowledge``).
 - words (the project's word list): spelling letter by letter, length in numerals or in words.
 - short strings of letters and digits: the one character left when the others are taken out.
 
@@ -33,6 +33,12 @@ from untrac.data import synthetic as syn
 SPECIALS = ("<pad>", "</s>", "<unk>")
 TEMPLATES = (syn.SUCCESSOR, syn.LENGTH, syn.SUCCESSOR_TEST, syn.REMOVAL, syn.REMOVAL_TEST,
              syn.POS_BY_LETTER, syn.POS_BY_NUMBER)
+# Bump when the generated text changes: every key of a stand-in and of the models finetuned from it holds it
+# (untrac.models.model_key). 1 was scripts/standin.py's probe (a coin-flip answer format per prompt); 2 is
+# this text. A version 3 without the words of the test's question ("after", "comes", "number"), so that the
+# stand-in cannot answer it zero-shot, was measured and gave the random model's shape back (dataset 1 with
+# 66-74 % of the variance on synthA): docs/results.md, issue 20.
+CORPUS_VERSION = 2
 SAME, NUM, WORDS = "same", "num", "words"  # a form's answer format: its number's, numerals, words
 SPELL = (("spell {n} digit by digit", WORDS), ("{n} in words :", WORDS), ("say the digits of {n}", WORDS),
          ("write {w} with digits", NUM), ("{w} as a numeral :", NUM), ("digits for {w} ?", NUM))

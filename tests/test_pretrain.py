@@ -1,4 +1,4 @@
-"""untrac.standin and its entry in the model store: the pretrained stand-in (``model=t5_standin``).
+"""untrac.pretrain and its entry in the model store: the pretrained stand-in (``model=t5_standin``).
 
 A stand-in small enough to pretrain in seconds (d_model 32, 60 steps) stands for the preset's."""
 
@@ -12,7 +12,7 @@ from untrac.checks import typed
 from untrac.data.standin import CorpusSpec, corpus
 from untrac.models import build_model, load_tokenizer
 from untrac.pretrain_config import PretrainConfig
-from untrac.standin import corpus_spec, lr_factor, probes
+from untrac.pretrain import corpus_spec, lr_factor, probes
 from untrac.store import ModelStore
 from untrac.train import TrainRun, train
 
@@ -71,7 +71,7 @@ def test_the_store_pretrains_once_and_every_model_starts_from_it(compose, tmp_pa
     def again(*args):
         raise RuntimeError("pretrained twice")
 
-    monkeypatch.setattr("untrac.standin.pretrain", again)
+    monkeypatch.setattr("untrac.pretrain.pretrain", again)
     for seed in (0, 5):  # the seed of a finetuning does not change where it starts
         fresh = store.fresh(cfg, tok, seed)
         for (name, a), b, c in zip(fresh.state_dict().items(), stand_in.state_dict().values(),
@@ -82,3 +82,19 @@ def test_the_store_pretrains_once_and_every_model_starts_from_it(compose, tmp_pa
     other = typed(compose(*SMALL, "model.pretrain.seed=1", f"cache_dir={tmp_path}")).model
     with pytest.raises(RuntimeError, match="pretrained twice"):  # another recipe is another entry
         store.pretrained(other, tok)
+
+
+def test_a_new_corpus_version_keys_a_new_stand_in_and_new_finetuned_models(compose, monkeypatch):
+    """The generated text is code, not config: its version is in every key that depends on it (a
+    stand-in pretrained on version 2's text once served version 3's finetuning from the cache)."""
+    from untrac.cache import make_key
+    from untrac.models import model_key
+    from untrac.store import model_spec
+
+    cfg = typed(compose(*SMALL))
+    before = make_key({"model": model_key(cfg.model)}), model_spec(cfg, 0).key(), model_spec(cfg, 0, "dataset1").key()
+    monkeypatch.setattr("untrac.data.standin.CORPUS_VERSION", 99)
+    after = make_key({"model": model_key(cfg.model)}), model_spec(cfg, 0).key(), model_spec(cfg, 0, "dataset1").key()
+    assert all(a != b for a, b in zip(before, after))
+    tiny = typed(compose())
+    assert "corpus_version" not in model_key(tiny.model)  # models without a stand-in keep their keys
