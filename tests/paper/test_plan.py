@@ -75,3 +75,23 @@ def test_compose_run_is_the_runs_typed_config_and_hydras_errors_are_one_untrac_l
     with pytest.raises(UntracError) as err:
         plan.compose_run(["method=graddot", "method.nosuch=3"])
     assert str(err.value) == "Could not override 'method.nosuch'."
+
+
+def test_the_planner_pretrains_a_stand_in_once_before_its_jobs_and_they_start_from_it(tmp_path, monkeypatch):
+    """model.pretrain: ``pretrain_first`` builds the stand-in in the planner's process; the plan file
+    carries the recipe (read back as a PretrainConfig), and a train-models job finds it, pretraining nothing."""
+    from untrac.pretrain_config import PretrainConfig
+
+    standin = ModelConfig(name="t5_standin", tokenizer="standin", d_model=16, num_layers=1, num_heads=2, d_ff=32,
+                          pretrain=PretrainConfig(steps=10, pairs=300, batch_size=8, warmup=2))
+    cfg = Config(**{**TINY, "model": standin}, method=MethodConfig(name="graddot"), cache_dir=str(tmp_path / "cache"))
+    planned = [plan.Planned(s, cfg.cache_dir, cfg.device, cfg.threads)
+               for s in needed_specs(cfg, ["dataset1", "dataset2", "dataset3", "dataset4"], checkpoints=False)]
+    lines = plan.pretrain_first(planned)
+    assert len(lines) == 1 and lines[0].startswith("stand-in t5_standin: pretrained in")
+    assert plan.pretrain_first(planned)[0].startswith("stand-in t5_standin: cached")
+    plan.write_plan(planned, tmp_path / "models.json")
+    spec = plan.read_entry(tmp_path / "models.json", 0)[0]
+    assert spec.model == standin and spec.key() == planned[0].spec.key()
+    monkeypatch.setattr("untrac.pretrain.pretrain", lambda *a: pytest.fail("a job pretrained the stand-in again"))
+    assert plan.train_entry(tmp_path / "models.json", 0).endswith("trained")
