@@ -10,7 +10,7 @@ folder with its weights, causal or seq2seq as its config says; remote code is ne
 """
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -19,6 +19,7 @@ from transformers import (MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_SEQ_TO_SEQ_CAUS
                           OPTConfig, OPTForCausalLM, PretrainedConfig, PreTrainedModel, T5Config,
                           T5ForConditionalGeneration)
 
+from untrac.arch import Arch
 from untrac.cache import identity
 from untrac.config import ModelConfig
 from untrac.errors import UntracError
@@ -26,16 +27,6 @@ from untrac.model_files import (TOKENIZER_FILES, check_available, check_model_pa
                                 offline_hint, one_line, refuse_remote_code)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Arch:
-    """What the loss code needs to know about a model besides its weights."""
-
-    kind: str  # seq2seq | causal
-    pad_id: int
-    eos_id: int
-    max_length: int
 
 
 def resolve_device(device: str) -> torch.device:

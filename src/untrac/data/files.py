@@ -26,6 +26,7 @@ import datasets
 import numpy as np
 from datasets import Dataset
 
+from untrac.arch import Arch
 from untrac.cache import Cache, identity
 from untrac.config import DataConfig, TestsetConfig
 from untrac.data import Pair
@@ -33,7 +34,6 @@ from untrac.data.collate import IGNORE, encode_pairs, encode_texts
 from untrac.data.corpora import tokenizer_fingerprint
 from untrac.data.reading import Rows, read
 from untrac.errors import UntracError
-from untrac.models import Arch
 
 log = logging.getLogger(__name__)
 

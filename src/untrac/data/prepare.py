@@ -6,10 +6,10 @@ from pathlib import Path
 
 import datasets
 
+from untrac.arch import Arch
 from untrac.config import DataConfig, TestsetConfig
 from untrac.data.collate import IGNORE, encode_pairs
 from untrac.errors import UntracError
-from untrac.models import Arch
 
 log = logging.getLogger(__name__)
 
