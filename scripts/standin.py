@@ -15,8 +15,8 @@ import sys
 import torch
 
 from untrac.cache import Cache
-from untrac.models import load_tokenizer, resolve_device
 from untrac.errors import UntracError
+from untrac.models import load_tokenizer, resolve_device
 from untrac.paper.plan import compose_run
 from untrac.store import ModelStore
 
