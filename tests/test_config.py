@@ -197,11 +197,24 @@ def test_theta0_is_stated_in_words(load):
     (["model=t5_standin", "model.pretrain.steps=0"], "model.pretrain.steps must be > 0, got 0"),
     (["model=t5_standin", "model.pretrain.held_out=1"], "model.pretrain.held_out must be in [0, 1), got 1"),
     (["model=t5_standin", "model.pretrain.corpus=wiki"], "model.pretrain.corpus='wiki' is not one of standin"),
+    (["model=t5_standin", "model.pretrain.n_max=1", "model.pretrain.held_out=0.9"],
+     "model.pretrain.held_out=0.9 holds out every number up to model.pretrain.n_max=1"),
 ])
 def test_a_bad_stand_in_recipe_is_one_line_naming_the_key(overrides, line, load):
     with pytest.raises(UntracError) as err:
         load(*overrides)
     assert str(err.value).startswith(line) and "\n" not in str(err.value)
+
+
+def test_a_recipe_key_on_a_preset_without_a_recipe_is_one_line(compose):
+    """OmegaConf asserts (no error class) on a key set inside a null map; run.py and the planner say why."""
+    from untrac.run import inside_null_map
+
+    with pytest.raises(AssertionError) as err:
+        compose("model.pretrain.lr=1")
+    assert inside_null_map(err.value, ["model.pretrain.lr=1"]).startswith(
+        "model.pretrain.* sets the pretraining recipe of a model preset that has none")
+    assert inside_null_map(AssertionError("another"), ["model.pretrain.lr=1"]) is None
 
 
 def test_a_random_model_may_read_with_the_stand_in_tokenizer(load):

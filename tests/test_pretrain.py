@@ -9,10 +9,11 @@ import torch
 
 from untrac.cache import Cache, load_weights
 from untrac.checks import typed
+import untrac.data.standin as standin_data
 from untrac.data.standin import CorpusSpec, corpus
 from untrac.models import build_model, load_tokenizer
 from untrac.pretrain_config import PretrainConfig
-from untrac.pretrain import corpus_spec, lr_factor, probes
+from untrac.pretrain import corpus_spec, knowledge, lr_factor, probes
 from untrac.store import ModelStore
 from untrac.train import TrainRun, train
 
@@ -42,6 +43,19 @@ def tiny_seq2seq_pool(compose):
     tok = load_tokenizer(cfg)
     model, arch = build_model(cfg, tok, 0)
     return model, arch, encode_pairs(tok, corpus(CorpusSpec(pairs=16, n_max=99, held_out=0.1, seed=0)), arch)
+
+
+def test_nothing_held_out_means_no_probe(tiny_seq2seq_pool):
+    model, _, _ = tiny_seq2seq_pool
+    tok = load_tokenizer(typed_small().model)
+    assert knowledge(model, tok, PretrainConfig(held_out=0.0)) == {}
+    assert set(knowledge(model, tok, PretrainConfig(n_max=20, held_out=0.2))) == set(probes(PretrainConfig()))
+
+
+def typed_small():
+    from conftest import compose_config
+
+    return typed(compose_config(*SMALL))
 
 
 def test_probes_are_held_out_and_right():
@@ -93,8 +107,14 @@ def test_a_new_corpus_version_keys_a_new_stand_in_and_new_finetuned_models(compo
 
     cfg = typed(compose(*SMALL))
     before = make_key({"model": model_key(cfg.model)}), model_spec(cfg, 0).key(), model_spec(cfg, 0, "dataset1").key()
+    keys = lambda: (make_key({"model": model_key(cfg.model)}), model_spec(cfg, 0).key(),  # noqa: E731
+                    model_spec(cfg, 0, "dataset1").key())
+    assert keys() == before
     monkeypatch.setattr("untrac.data.standin.CORPUS_VERSION", 99)
-    after = make_key({"model": model_key(cfg.model)}), model_spec(cfg, 0).key(), model_spec(cfg, 0, "dataset1").key()
+    after = keys()
     assert all(a != b for a, b in zip(before, after))
+    words = standin_data.vocabulary()  # a word added to the word list (or a template) changes the vocabulary
+    monkeypatch.setattr("untrac.data.standin.vocabulary", lambda: [*words, "zyzzyva"])
+    assert all(a != b for a, b in zip(after, keys()))
     tiny = typed(compose())
     assert "corpus_version" not in model_key(tiny.model)  # models without a stand-in keep their keys

@@ -178,10 +178,10 @@ def model_key(cfg: ModelConfig) -> dict:
     fields = asdict(cfg)
     if cfg.pretrain is None:
         del fields["pretrain"]  # absent, as before the field existed: every cached model keeps its key
-    else:  # the stand-in's weights depend on its generated text too, not only on the config
-        from untrac.data.standin import CORPUS_VERSION
+    else:  # the stand-in's weights depend on its generated text and vocabulary too, not only on the config
+        from untrac.data.standin import corpus_identity
 
-        fields["corpus_version"] = CORPUS_VERSION
+        fields.update(corpus_identity())
     if cfg.arch == "auto":
         fields["checkpoint"] = identity(cfg.name_or_path)
         if Path(cfg.tokenizer).is_dir():

@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 
 def lr_factor(pre: PretrainConfig) -> Callable[[int], float]:
-    """Linear warm-up over ``pre.warmup`` steps, then a linear decay to ``pre.min_lr_frac`` at the last
-    step: the usual pretraining schedule (the finetuning of §5 keeps its constant rate)."""
+    """Linear warm-up over ``pre.warmup`` steps, then a linear decay that would reach ``pre.min_lr_frac``
+    at step ``pre.steps``: the usual pretraining schedule (the finetuning of §5 keeps its constant rate)."""
     def factor(step: int) -> float:
         warm = min(1.0, (step + 1) / max(pre.warmup, 1))
         return warm * max(pre.min_lr_frac, 1 - (1 - pre.min_lr_frac) * step / pre.steps)
@@ -48,13 +48,14 @@ def pretrain(cfg: ModelConfig, tokenizer, device: torch.device) -> tuple[torch.n
     pool = encode_pairs(tokenizer, corpus(corpus_spec(pre)), arch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=pre.lr, weight_decay=pre.weight_decay)
     run = TrainRun(pre.steps, pre.batch_size, pre.seed, cfg.dtype, name="the stand-in", desc="pretrain stand-in",
-                   lr_factor=lr_factor(pre))
+                   lr_factor=lr_factor(pre), lr_key="model.pretrain.lr")
     return model, train(model, arch, pool, optimizer, device, run)
 
 
 def probes(pre: PretrainConfig) -> dict[str, list[tuple[str, str]]]:
-    """Succession facts the corpus never states (its held-out numbers), in the corpus's own forms, and
-    spelling: what the stand-in learned rather than stored."""
+    """Succession facts the corpus never states (its held-out numbers), in the corpus's own forms: what
+    the stand-in learned rather than stored; and, for comparison, the spelling of those numbers, which
+    the corpus does state."""
     w = syn.number_in_words
     held = sorted(x for x in held_out_numbers(corpus_spec(pre)) if x < pre.n_max)
     return {"successor, numerals": [(f"{x} is followed by", str(x + 1)) for x in held],
@@ -71,6 +72,8 @@ def knowledge(model: torch.nn.Module, tokenizer, pre: PretrainConfig, batch_size
     device = next(model.parameters()).device
     accuracy = {}
     for name, pairs in probes(pre).items():
+        if not pairs:  # held_out=0: nothing held out, nothing to probe
+            continue
         right = 0
         for i in range(0, len(pairs), batch_size):
             chunk = pairs[i:i + batch_size]

@@ -30,6 +30,18 @@ FAILURES: list[str] = []
 NAMED_MAPS = ("data.train", "testset.subsets", "data.custom_sizes")
 
 
+def inside_null_map(err: BaseException, overrides: list[str]) -> str | None:
+    """OmegaConf raises a bare AssertionError ("Unexpected type for root: NoneType") when an override sets
+    a key inside a map that is null in the composed config: ``model.pretrain.lr=…`` with a model preset
+    that has no pretraining recipe. The one line for it, or None for any other error."""
+    if not (isinstance(err, AssertionError) and "Unexpected type for root: NoneType" in str(err)):
+        return None
+    if any(o.lstrip("+~").startswith("model.pretrain.") for o in overrides):
+        return ("model.pretrain.* sets the pretraining recipe of a model preset that has none "
+                "(only model=t5_standin pretrains); give model=t5_standin or drop the override")
+    return "an override sets a key inside a config map that is null in this config; set the map's preset first"
+
+
 def _one_line(err: BaseException) -> str:
     """Hydra/OmegaConf messages span lines (message, full_key, object_type): fold them into one."""
     from untrac.errors import UntracError
@@ -273,6 +285,11 @@ def main() -> None:
         entry()
     except (HydraException, OmegaConfBaseException, UntracError) as err:
         sys.exit(f"untrac: error: {_one_line(err)}")
+    except AssertionError as err:
+        line = inside_null_map(err, sys.argv[1:])
+        if line is None:
+            raise
+        sys.exit(f"untrac: error: {line}")
     except OSError as err:  # Hydra writing the run dir (.hydra/, run.log): disk full, no permission
         sys.exit(f"untrac: error: cannot write {err.filename or 'the run directory'}: {err.strerror or err}")
     except KeyboardInterrupt:

@@ -59,6 +59,7 @@ class TrainRun:
     name: str = "the model"
     desc: str = "train"
     lr_factor: Callable[[int], float] | None = None  # × lr at each step (a pretraining schedule); None: constant
+    lr_key: str = "train.lr"  # the setting a divergence message asks to lower
 
 
 def train(model: torch.nn.Module, arch: Arch, pool: datasets.Dataset, optimizer: torch.optim.Optimizer,
@@ -92,12 +93,12 @@ def train(model: torch.nn.Module, arch: Arch, pool: datasets.Dataset, optimizer:
             schedule.step()
         losses.append(loss.item())
         if not math.isfinite(losses[-1]):
-            raise UntracError(f"training {name} diverged at step {step}: loss {losses[-1]}; lower train.lr")
+            raise UntracError(f"training {name} diverged at step {step}: loss {losses[-1]}; lower {run.lr_key}")
         if step % 20 == 0:
             bar.set_postfix(loss=f"{sum(losses[-20:]) / 20:.3f}")
         if on_checkpoint and checkpoint_every and step % checkpoint_every == 0:
             on_checkpoint(step, optimizer.param_groups[0]["lr"], model)
     if not all(torch.isfinite(p).all() for p in model.parameters()):
-        raise UntracError(f"training {name} diverged at step {steps}: its weights are not finite; lower train.lr")
+        raise UntracError(f"training {name} diverged at step {steps}: its weights are not finite; lower {run.lr_key}")
     model.eval()
     return losses

@@ -22,6 +22,7 @@ digits split one by one: it needs no files and reads synthA/synthB without an un
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import string
@@ -136,6 +137,13 @@ def vocabulary() -> list[str]:
     words |= {x for ws in syn.word_list().values() for x in ws}
     chars = set(string.ascii_letters + string.digits + string.punctuation)
     return list(dict.fromkeys([*SPECIALS, *sorted(words | chars), *("##" + c for c in sorted(chars))]))
+
+
+def corpus_identity() -> dict:
+    """What the stand-in's weights depend on beyond its recipe: the corpus version and a digest of the
+    vocabulary (which holds the word list and Table 1's templates), for its cache keys."""
+    digest = hashlib.sha256("\n".join(vocabulary()).encode()).hexdigest()[:16]
+    return {"corpus_version": CORPUS_VERSION, "vocabulary": digest}
 
 
 def build_tokenizer():

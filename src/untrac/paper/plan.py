@@ -26,7 +26,7 @@ from typing import Iterator
 
 from untrac.errors import UntracError
 from untrac.paper import REPO
-from untrac.run import register_configs, sweep_jobs
+from untrac.run import inside_null_map, register_configs, sweep_jobs
 
 log = logging.getLogger("train-models")
 JOB_NAME = "train-models"
@@ -44,6 +44,11 @@ def one_line_errors() -> Iterator[None]:
         yield
     except (HydraException, OmegaConfBaseException) as err:
         raise UntracError(" ".join(str(err).split()).split(" To append to your config")[0]) from err
+    except AssertionError as err:  # an override inside a null map (untrac.run.inside_null_map)
+        line = inside_null_map(err, sys.argv[1:])
+        if line is None:
+            raise
+        raise UntracError(line) from err
 
 
 class Composer:
