@@ -190,22 +190,6 @@ def test_theta0_is_stated_in_words(load):
         "t5_standin (pretrained 8000 steps on the stand-in corpus) finetuned 200 steps")
 
 
-@pytest.mark.parametrize("overrides,line", [
-    (["model=t5_standin", "model.arch=causal"], "model.pretrain builds a tiny seq2seq model with the stand-in "
-                                                "tokenizer: it needs model.arch=seq2seq"),
-    (["model=t5_standin", "model.tokenizer=byt5"], "model.pretrain builds a tiny seq2seq model"),
-    (["model=t5_standin", "model.pretrain.steps=0"], "model.pretrain.steps must be > 0, got 0"),
-    (["model=t5_standin", "model.pretrain.held_out=1"], "model.pretrain.held_out must be in [0, 1), got 1"),
-    (["model=t5_standin", "model.pretrain.corpus=wiki"], "model.pretrain.corpus='wiki' is not one of standin"),
-    (["model=t5_standin", "model.pretrain.n_max=1", "model.pretrain.held_out=0.9"],
-     "model.pretrain.held_out=0.9 holds out every number up to model.pretrain.n_max=1"),
-])
-def test_a_bad_stand_in_recipe_is_one_line_naming_the_key(overrides, line, load):
-    with pytest.raises(UntracError) as err:
-        load(*overrides)
-    assert str(err.value).startswith(line) and "\n" not in str(err.value)
-
-
 def test_a_recipe_key_on_a_preset_without_a_recipe_is_one_line(compose):
     """OmegaConf asserts (no error class) on a key set inside a null map; run.py and the planner say why."""
     from untrac.run import inside_null_map
@@ -233,6 +217,14 @@ def test_a_random_model_may_read_with_the_stand_in_tokenizer(load):
     (["data=files", "data.train={questions: q.jsonl, news: n.jsonl}", "testset=files",
       "testset.subsets={questions: t.jsonl}"],
      "testset.subsets.questions has the name of training dataset data.train.questions: rename one"),
+    (["model=t5_standin", "model.arch=causal"], "model.pretrain builds a tiny seq2seq model with the stand-in "
+                                                "tokenizer: it needs model.arch=seq2seq"),
+    (["model=t5_standin", "model.tokenizer=byt5"], "model.pretrain builds a tiny seq2seq model"),
+    (["model=t5_standin", "model.pretrain.steps=0"], "model.pretrain.steps must be > 0, got 0"),
+    (["model=t5_standin", "model.pretrain.held_out=1"], "model.pretrain.held_out must be in [0, 1), got 1"),
+    (["model=t5_standin", "model.pretrain.corpus=wiki"], "model.pretrain.corpus='wiki' is not one of standin"),
+    (["model=t5_standin", "model.pretrain.n_max=1", "model.pretrain.held_out=0.9"],
+     "model.pretrain.held_out=0.9 holds out every number up to model.pretrain.n_max=1"),
 ])
 def test_values_no_schema_type_catches_are_one_line_naming_the_key(overrides, line, load):
     with pytest.raises(UntracError) as err:
