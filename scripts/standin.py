@@ -9,7 +9,6 @@ its seconds and held-out knowledge); any run with ``model=t5_standin`` builds th
 first use. Pretraining: untrac.pretrain; corpus and tokenizer: untrac.data.standin.
 """
 
-import json
 import sys
 
 import torch
@@ -28,7 +27,7 @@ def main(overrides: list[str]) -> None:
     store = ModelStore(Cache(cfg.cache_dir), resolve_device(cfg.device))
     path = store.pretrained(cfg.model, load_tokenizer(cfg.model))
     print(path)
-    print(json.dumps(json.loads((path / "pretrain.json").read_text()), indent=1))
+    print((path / "pretrain.json").read_text())
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def test_lr_factor_warms_up_then_decays_to_its_floor():
 
 
 def test_train_follows_the_schedule_and_stays_constant_without_one(tiny_seq2seq_pool):
-    model, arch, pool = tiny_seq2seq_pool
+    model, arch, pool, _ = tiny_seq2seq_pool
     for factor, want in ((lambda s: 0.5 ** s, 0.5 ** 3), (None, 1.0)):
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         train(model, arch, pool, opt, torch.device("cpu"), TrainRun(3, 2, 0, lr_factor=factor))
@@ -42,20 +42,13 @@ def tiny_seq2seq_pool(compose):
     cfg = typed(compose(*SMALL)).model
     tok = load_tokenizer(cfg)
     model, arch = build_model(cfg, tok, 0)
-    return model, arch, encode_pairs(tok, corpus(CorpusSpec(pairs=16, n_max=99, held_out=0.1, seed=0)), arch)
+    return model, arch, encode_pairs(tok, corpus(CorpusSpec(pairs=16, n_max=99, held_out=0.1, seed=0)), arch), tok
 
 
 def test_nothing_held_out_means_no_probe(tiny_seq2seq_pool):
-    model, _, _ = tiny_seq2seq_pool
-    tok = load_tokenizer(typed_small().model)
+    model, _, _, tok = tiny_seq2seq_pool
     assert knowledge(model, tok, PretrainConfig(held_out=0.0)) == {}
     assert set(knowledge(model, tok, PretrainConfig(n_max=20, held_out=0.2))) == set(probes(PretrainConfig()))
-
-
-def typed_small():
-    from conftest import compose_config
-
-    return typed(compose_config(*SMALL))
 
 
 def test_probes_are_held_out_and_right():

@@ -11,7 +11,6 @@ per recipe (a cache entry keyed by the whole model config) and starts every fine
 
 from __future__ import annotations
 
-import logging
 from typing import Callable
 
 import torch
@@ -23,8 +22,6 @@ from untrac.data.standin import CorpusSpec, corpus, held_out_numbers
 from untrac.models import build_model
 from untrac.pretrain_config import PretrainConfig
 from untrac.train import TrainRun, train
-
-log = logging.getLogger(__name__)
 
 
 def lr_factor(pre: PretrainConfig) -> Callable[[int], float]:
@@ -84,4 +81,3 @@ def knowledge(model: torch.nn.Module, tokenizer, pre: PretrainConfig, batch_size
             right += sum(g.strip() == t.strip() for g, t in zip(got, want))
         accuracy[name] = round(right / len(pairs), 3)
     return accuracy
-

@@ -33,10 +33,10 @@ class PretrainConfig:
         for key in ("pairs", "n_max", "steps", "batch_size", "lr"):
             positive(getattr(self, key), f"model.pretrain.{key}")
         check(0 <= self.held_out < 1, f"model.pretrain.held_out must be in [0, 1), got {self.held_out}")
-        held = int((self.n_max + 1) * self.held_out)
-        check(self.n_max <= 0 or not 0 <= self.held_out < 1 or held < self.n_max,
-              f"model.pretrain.held_out={self.held_out} holds out every number up to model.pretrain.n_max={self.n_max}: "
-              "no succession fact is left to learn")
+        if self.n_max > 0 and 0 <= self.held_out < 1:  # else reported above
+            check(int((self.n_max + 1) * self.held_out) < self.n_max,
+                  f"model.pretrain.held_out={self.held_out} holds out every number up to "
+                  f"model.pretrain.n_max={self.n_max}: no succession fact is left to learn")
         check(0 <= self.warmup, f"model.pretrain.warmup must be >= 0, got {self.warmup}")
         check(0 < self.min_lr_frac <= 1, f"model.pretrain.min_lr_frac must be in (0, 1], got {self.min_lr_frac}")
         check(self.weight_decay >= 0, f"model.pretrain.weight_decay must be >= 0, got {self.weight_decay}")

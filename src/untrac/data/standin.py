@@ -78,8 +78,12 @@ def held_out_numbers(spec: CorpusSpec) -> frozenset[int]:
 
 
 def _as(fmt: str, n: int, given) -> str:
-    words = syn.number_in_words
-    return {SAME: given, NUM: str, WORDS: words}[fmt](n)
+    return {SAME: given, NUM: str, WORDS: syn.number_in_words}[fmt](n)
+
+
+def _words() -> set[str]:
+    """Every word of the project's word list, whatever its part of speech."""
+    return {x for ws in syn.word_list().values() for x in ws}
 
 
 def corpus(spec: CorpusSpec) -> list[Pair]:
@@ -87,7 +91,7 @@ def corpus(spec: CorpusSpec) -> list[Pair]:
     rng = random.Random(spec.seed)
     held = held_out_numbers(spec)
     w = syn.number_in_words
-    words = sorted({x for ws in syn.word_list().values() for x in ws})
+    words = sorted(_words())
     nums = [x for x in range(spec.n_max) if x not in held]  # x and x+1 both spelled
 
     def number_pair() -> Pair:
@@ -134,7 +138,7 @@ def vocabulary() -> list[str]:
     forms = [p for p, _ in SPELL + SUCC + PRED + LENGTH] + list(ODD) + [LETTER_SPELL] + list(TEMPLATES)
     text = " ".join(forms + list(syn.DIGIT_WORDS) + list(syn.POS_TAGS) + [syn.NUMERALS, syn.IN_WORDS])
     words = set(re.findall(r"[A-Za-z]+", re.sub(r"\{[^}]*\}", " ", text)))
-    words |= {x for ws in syn.word_list().values() for x in ws}
+    words |= _words()
     chars = set(string.ascii_letters + string.digits + string.punctuation)
     return list(dict.fromkeys([*SPECIALS, *sorted(words | chars), *("##" + c for c in sorted(chars))]))
 

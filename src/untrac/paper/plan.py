@@ -182,8 +182,10 @@ def pretrain_first(planned: list[Planned]) -> list[str]:
     done, lines = set(), []
     for p in planned:
         model = p.spec.model
-        key = (p.cache_dir, make_key(model_key(model))) if model.pretrain is not None else None
-        if key is None or key in done:
+        if model.pretrain is None:
+            continue
+        key = (p.cache_dir, make_key(model_key(model)))
+        if key in done:
             continue
         done.add(key)
         store = ModelStore(Cache(p.cache_dir), resolve_device(p.device))
