@@ -39,15 +39,15 @@ TEMPLATES = (syn.SUCCESSOR, syn.LENGTH, syn.SUCCESSOR_TEST, syn.REMOVAL, syn.REM
 # this text. A version 3 without the words of the test's question ("after", "comes", "number"), so that the
 # stand-in cannot answer it zero-shot, was measured and gave the random model's shape back (dataset 1 with
 # 66-74 % of the variance on synthA): docs/results.md, issue 20.
-CORPUS_VERSION = 2
+CORPUS_VERSION = 4
 SAME, NUM, WORDS = "same", "num", "words"  # a form's answer format: its number's, numerals, words
 SPELL = (("spell {n} digit by digit", WORDS), ("{n} in words :", WORDS), ("say the digits of {n}", WORDS),
          ("write {w} with digits", NUM), ("{w} as a numeral :", NUM), ("digits for {w} ?", NUM))
-SUCC = (("{a} is followed by", SAME), ("count on from {a} :", SAME), ("after {a} we say", WORDS),
-        ("next number after {a} in digits", NUM), ("one more than {a} is", SAME), ("{a} plus one =", NUM),
+SUCC = (("{a} is followed by", SAME), ("count on from {a} :", SAME), ("after {a} we say", SAME),
+        ("next number after {a} in digits", NUM), ("one more than {a} is", SAME), ("{a} plus one =", SAME),
         ("the successor of {a} , spelled out", WORDS), ("{a} , then", SAME))
-PRED = (("{b} comes just after", SAME), ("one less than {b} is", SAME), ("{b} minus one =", NUM))
-LENGTH = (("how many letters does '{x}' have ?", NUM), ("count the letters in {x}", WORDS),
+PRED = (("{b} comes just after", SAME), ("one less than {b} is", SAME), ("{b} minus one =", SAME))
+LENGTH = (("how many letters does '{x}' have ?", NUM), ("count the letters in {x} , in words", WORDS),
           ("the word {x} is this long :", NUM), ("letters in the word {x} , spelled out ?", WORDS))
 ODD = ("take {gone} out of {s} and keep", "'{s}' without {gone} is", "drop {gone} from '{s}' :",
        "which character of {s} is not among {gone} ?")
