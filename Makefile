@@ -42,7 +42,7 @@ bench: $(STAMP) ## UnTrac vs an HF-Trainer ascent loop (steps/s, ratio) and the 
 	$(VENV)/bin/pip install -q -c constraints.txt -e '.[bench]'
 	$(PY) scripts/bench.py $(BENCH_ARGS)
 
-standin: $(STAMP) ## pretrain (or find cached) the stand-in T5 of model=t5_standin (an override for any target, no default)
+standin: $(STAMP) ## pretrain (or find cached) the stand-in T5 of model=t5_standin (the cpu model of table2, fig2, lds)
 	$(PY) scripts/standin.py $(ARGS)
 
 clean: ## remove outputs (results and cache)

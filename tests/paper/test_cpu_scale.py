@@ -14,15 +14,15 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 
 # Every value that differs (the model preset by its name, a sweep by the values only one scale has).
 SYNTHETIC_CPU = {  # conf/scale/synthetic/cpu.yaml
-    "model.name": ("t5_tiny", "t5xl", "A tiny random T5 (byte tokens) stands in for T5-XL"),
+    "model.name": ("t5_standin", "t5xl", "The pretrained stand-in (conf/model/t5_standin.yaml, issue 20) stands in for T5-XL"),
     "runs": (3, 4, "Three runs"),
     "score.samples_per_dataset": (128, None, "the methods score a sample of 128 examples per dataset"),
-    "train.steps": (200, 512, "200 steps at batch 8"),
-    "train.batch_size": (8, 2, "200 steps at batch 8"),
-    "train.optim": ("adamw", "adafactor", "AdamW at lr 1e-3 (the synthA/B preset) instead of Adafactor at 5e-5"),
-    "train.lr": (1e-3, 5e-5, "AdamW at lr 1e-3 (the synthA/B preset) instead of Adafactor at 5e-5"),
+    "train.steps": (400, 512, "400 steps at batch 8"),
+    "train.batch_size": (8, 2, "400 steps at batch 8"),
+    "train.optim": ("adamw", "adafactor", "AdamW at lr 1e-4 instead of Adafactor at 5e-5"),
+    "train.lr": (1e-4, 5e-5, "AdamW at lr 1e-4 instead of Adafactor at 5e-5"),
     "train.clip_grad": (None, 1.0, "no gradient clipping (train.clip_grad unset"),
-    "train.checkpoint_every": (50, 128, "TracIn checkpoints every 50 steps"),
+    "train.checkpoint_every": (100, 128, "TracIn checkpoints every 100 steps"),
 }
 PILE8_CPU = {  # conf/scale/pile8/cpu.yaml, conf/scale/pile8_data/cpu.yaml
     "model.name": ("opt_tiny", "opt125m", "A tiny OPT (byte tokens) is pretrained from scratch"),

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf"
 PAPER_MD = Path(os.environ.get("UNTRAC_SHARED", REPO.parent / "shared")) / "paper.md"
 
-MODELS = {("synthetic", "cpu"): "t5_tiny", ("synthetic", "paper"): "t5xl",  # §5.1: LM-adapted T5-XL
+MODELS = {("synthetic", "cpu"): "t5_standin", ("synthetic", "paper"): "t5xl",  # §5.1: LM-adapted T5-XL
           ("pile8", "cpu"): "opt_tiny", ("pile8", "paper"): "opt125m"}  # §5.2: OPT-125m
 # The paper's names (its table rows and columns, its text) → the runner's (conf/method, conf/optim, conf/testset).
 NAMES = {"GradDot": "graddot", "GradCos": "gradcos", "HIF (Arnoldi)": "hif_arnoldi", "HIF (LISSA)": "hif_lissa",

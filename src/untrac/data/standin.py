@@ -35,10 +35,12 @@ SPECIALS = ("<pad>", "</s>", "<unk>")
 TEMPLATES = (syn.SUCCESSOR, syn.LENGTH, syn.SUCCESSOR_TEST, syn.REMOVAL, syn.REMOVAL_TEST,
              syn.POS_BY_LETTER, syn.POS_BY_NUMBER)
 # Bump when the generated text changes: every key of a stand-in and of the models finetuned from it holds it
-# (untrac.models.model_key). 1 was scripts/standin.py's probe (a coin-flip answer format per prompt); 2 is
-# this text. A version 3 without the words of the test's question ("after", "comes", "number"), so that the
-# stand-in cannot answer it zero-shot, was measured and gave the random model's shape back (dataset 1 with
-# 66-74 % of the variance on synthA): docs/results.md, issue 20.
+# (untrac.models.model_key). 1 was scripts/standin.py's probe (a coin-flip answer format per prompt); 2 had
+# a fixed answer format per form. A version 3 without the words of the test's question ("after",
+# "comes", "number"), so that the stand-in cannot answer it zero-shot, was measured and gave the random model's
+# shape back (dataset 1 with 66-74 % of the variance on synthA). 4 is this text: 2 with one rule for the answer
+# format, so that the test's question has one reading -- a form that names no format answers in its number's.
+# docs/results.md, issue 20.
 CORPUS_VERSION = 4
 SAME, NUM, WORDS = "same", "num", "words"  # a form's answer format: its number's, numerals, words
 SPELL = (("spell {n} digit by digit", WORDS), ("{n} in words :", WORDS), ("say the digits of {n}", WORDS),
