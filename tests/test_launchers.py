@@ -95,8 +95,11 @@ def test_submitit_local_train_models_fills_the_cache_and_the_scoring_sweep_reuse
 def test_a_paper_target_runs_end_to_end_with_the_basic_launcher(tmp_path, capsys):
     """`make fig2` in miniature: the planned models, the two sweeps, then the figure and its table."""
     out = tmp_path / "out"
-    # basic, not the cpu default (joblib): joblib's worker start-up costs ~80 s more for these tiny jobs
-    code = targets.main(["fig2", "--out", str(out), "--launcher", "basic", "--", *TINY,
+    # basic, not the cpu default (joblib): joblib's worker start-up costs ~80 s more for these tiny jobs.
+    # The cpu default model, the pretrained stand-in, with a 2-step pretraining: the planner builds it first.
+    standin = ["model.pretrain.steps=2", "model.pretrain.warmup=1", "model.pretrain.pairs=64",
+               "model.pretrain.batch_size=8", "model.pretrain.held_out=0"]
+    code = targets.main(["fig2", "--out", str(out), "--launcher", "basic", "--", *TINY, *standin,
                                f"cache_dir={tmp_path / 'cache'}"])
     assert code == 0, capsys.readouterr()
     assert (out / "figures" / "fig2.png").stat().st_size > 10_000
@@ -105,6 +108,7 @@ def test_a_paper_target_runs_end_to_end_with_the_basic_launcher(tmp_path, capsys
     root = next((out / "sweeps" / "fig2_cpu").iterdir())
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["fig2_cpu", "fig2_inv_cpu", "train-models"]
     assert (root / "meta.json").read_text().endswith('"complete": true}')
+    assert len(list((tmp_path / "cache" / "pretrained").glob("*/model.safetensors"))) == 1  # one stand-in, built once
 
 
 def test_auto_launcher_is_parallel_on_a_cpu_and_sequential_on_one_gpu():
