@@ -56,7 +56,9 @@ def figure2(trajectory: pd.DataFrame, path) -> pd.DataFrame:
             part = series[(series.method == method) & (series.data == data)]
             for name, group in part.groupby("train_dataset"):
                 _band(ax, group, "step", SYNTHETIC.get(name, name))
-            ax.set(title=f"{label(method)}, {data}", xlabel="unlearning step", ylabel="influence (Δ test loss)")
+            # UnTrac unlearns a training dataset and watches the test loss; UnTrac-Inv the reverse (Eq. 2-4)
+            watched = "training-dataset" if method == "untrac_inv" else "test"
+            ax.set(title=f"{label(method)}, {data}", xlabel="unlearning step", ylabel=f"influence (Δ {watched} loss)")
             ax.legend(fontsize=7)
     _save(fig, path)
     return series
