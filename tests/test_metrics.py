@@ -135,6 +135,24 @@ def test_noise_floor_compares_disjoint_halves_of_seeds():
     assert truth_agreement(truth, shared, shared=True) == floor
 
 
+def test_noise_floor_with_seeds_and_runs_also_compares_the_runs_seed_means():
+    """Runs that retrain, 3 seeds each (disjoint): beside the halves, the correlation between the
+    two runs' 3-seed means, per subset, averaged; none when the runs share one ground truth."""
+    rng = np.random.default_rng(1)
+    per_seed = pd.concat([_per_seed({run * 10 + k: list(rng.normal(size=8)) for k in range(3)}, runs=(run,))
+                          for run in (0, 1)])
+    truth = per_seed.groupby(["run", "train_dataset", "test_subset"], as_index=False).influence.mean()
+    floor = truth_agreement(truth, per_seed)
+    means = truth.pivot(index=["test_subset", "train_dataset"], columns="run", values="influence")
+    pearsons = [np.corrcoef(means.loc[subset, 0], means.loc[subset, 1])[0, 1] for subset in ("s", "t")]
+    spearmans = [np.corrcoef(means.loc[subset, 0].rank(), means.loc[subset, 1].rank())[0, 1] for subset in ("s", "t")]
+    assert floor["compares"] == "halves" and floor["seeds"] == 3
+    assert floor["between_runs"]["pairs"] == 2
+    assert floor["between_runs"]["pearson"] == pytest.approx(np.mean(pearsons))
+    assert floor["between_runs"]["spearman"] == pytest.approx(np.mean(spearmans))
+    assert "between_runs" not in truth_agreement(truth, per_seed[per_seed.run == 0].assign(run=0), shared=True)
+
+
 def test_noise_floor_falls_back_to_runs_with_one_seed():
     _, truth = _frames()
     one_seed = truth.assign(seed=truth.run)

@@ -53,6 +53,14 @@ def test_write_run_with_seeds_writes_them_and_says_what_the_floor_compares(tmp_p
     floor = json.loads((tmp_path / METRICS).read_text())["truth_agreement"]
     assert floor["compares"] == "halves" and floor["seeds_per_half"] == 2
     assert "2 vs 2 seeds" in text and "Spearman–Brown" in text and "mean of all 4 seeds" in text
+    assert "between_runs" not in floor and "Between runs" not in text  # one run (and runs_vary=sample)
+    # Two runs that retrain, each with its own 4 seeds: their 4-seed means are compared too.
+    two = pd.concat([per_seed, per_seed.assign(run=1, seed=per_seed.seed + 1, influence=per_seed.influence[::-1].values)])
+    truth = two.groupby(["run", "train_dataset", "test_subset"], as_index=False).influence.mean()
+    text = write_run(tmp_path, RunReport(_results()[0], truth, "demo", retrained_truth=True, truth_seeds=two))
+    runs = json.loads((tmp_path / METRICS).read_text())["truth_agreement"]["between_runs"]
+    assert runs["pairs"] == 1 and f"Spearman {runs['spearman']:.3f}." in text
+    assert "Between runs, each with its own 4 seeds (1 run pairs × subsets)" in text
 def test_summary_flags_a_diverged_hif_solve(tmp_path):
     influence, truth = _results()
     solver = [{"method": "hif_lissa", "variant": "default", "operator": "ggn", "damping": 0.01, "lambda_max": 150.0,

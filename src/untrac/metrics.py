@@ -214,9 +214,15 @@ def truth_agreement(truth: pd.DataFrame, per_seed: pd.DataFrame | None = None, s
     subsets, runs and the balanced splits; ``pearson_all_seeds`` is the Spearman–Brown prediction
     for two independent S-seed means (the reported ground truth is more reliable than either half).
     With one seed: the mean pairwise correlation between runs, which retrain it (``shared`` = runs
-    share one ground truth, so there is nothing to compare). If two measurements of the same ground
-    truth agree only to r, no method can be expected to correlate with one of them much beyond r.
+    share one ground truth, so there is nothing to compare). With S seeds and runs that retrain, also
+    ``between_runs``: that correlation between the runs' S-seed means, two independent measurements of
+    the ground truth as each run reports it (the halves hold only ⌊S/2⌋ seeds). If two measurements of
+    the same ground truth agree only to r, no method can be expected to correlate with one of them much
+    beyond r.
     """
     if per_seed is not None and len(per_seed) and per_seed.groupby("run").seed.nunique().min() >= 2:
-        return _halves_agreement(per_seed[per_seed.run == per_seed.run.min()] if shared else per_seed)
+        if shared:
+            return _halves_agreement(per_seed[per_seed.run == per_seed.run.min()])
+        between_runs = _runs_agreement(truth)
+        return {**_halves_agreement(per_seed), **({"between_runs": between_runs} if between_runs else {})}
     return {} if shared else _runs_agreement(truth)

@@ -146,6 +146,10 @@ def floor_text(floor: dict) -> str:
         text += f" The reported ground truth is the mean of all {s} seeds, more reliable than either half"
         text += (f": Spearman–Brown predicts Pearson {sb:.3f} between two independent {s}-seed means."
                  if math.isfinite(sb) else " (Spearman–Brown gives no number: the halves do not agree positively).")
+    if floor.get("between_runs"):
+        runs = floor["between_runs"]
+        text += (f" Between runs, each with its own {s} seeds ({runs['pairs']} run pairs × subsets): "
+                 f"Pearson {runs['pearson']:.3f}, Spearman {runs['spearman']:.3f}.")
     return text
 
 

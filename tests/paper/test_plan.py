@@ -18,12 +18,14 @@ def table2():
     return plan.plan_parts(["table2"], "cpu", ["cache_dir=/nonexistent/cache"])
 
 
-def test_table2_needs_theta0_with_checkpoints_and_four_leave_outs_per_run_and_data(table2):
-    """16 jobs (2 data × 8 methods), 3 runs: per run and data θ0 once (with TracIn's checkpoints,
-    though 7 of the 8 methods ask for it without) and 4 θ−Z, each once."""
-    assert len(table2) == 2 * 3 * (1 + 4)
+def test_table2_needs_theta0_with_checkpoints_and_four_leave_outs_per_run_seed_and_data(table2):
+    """16 jobs (2 data × 8 methods), 3 runs, 5 ground-truth seeds per run (cpu scale): per run, seed
+    and data θ0 once and 4 θ−Z, each once; TracIn's checkpoints only on each run's scored θ0 (its
+    first seed), though 7 of the 8 methods ask for it without."""
+    assert len(table2) == 2 * 3 * 5 * (1 + 4)
     theta0 = [p.spec for p in table2 if p.spec.exclude is None]
-    assert len(theta0) == 6 and all(s.checkpoints for s in theta0)
+    assert len(theta0) == 2 * 3 * 5 and len({s.seed for s in theta0}) == 3 * 5
+    assert sorted(s.seed for s in theta0 if s.checkpoints) == sorted(2 * [0, 1, 2])
     assert len({p.spec.key() for p in table2}) == len(table2)
     assert {p.spec.data.variant for p in table2} == {"A", "B"}
 
@@ -33,8 +35,9 @@ def test_the_plans_keys_are_the_pipelines_lookups(table2, tmp_path):
         cfg = plan.job_configs(compose, "table2", "cpu", ["data=synthA", "method=tracin"])[0]
     cfg.cache_dir = str(tmp_path)
     exp = Experiment(cfg)
-    looked_up = {exp.spec(truth_seeds(cfg, run)[0], z, checkpoints=z is None).key()
-                 for run in range(cfg.runs) for z in [None, *exp.task.train]}
+    looked_up = {exp.spec(seed, z, checkpoints=z is None and k == 0).key()
+                 for run in range(cfg.runs) for k, seed in enumerate(truth_seeds(cfg, run))
+                 for z in [None, *exp.task.train]}
     assert looked_up == {p.spec.key() for p in table2 if p.spec.data.variant == "A"}
 
 
