@@ -1,17 +1,15 @@
 """Build (or find in the cache) the pretrained stand-in of ``model=t5_standin`` and print its entry.
 
     make standin                                                    # the preset's stand-in
-    PYTHONPATH=src .venv/bin/python scripts/standin.py model.pretrain.seed=1 threads=2
+    PYTHONPATH=src .venv/bin/python scripts/standin.py model.pretrain.seed=1
 
-Takes ``python -m untrac.run``'s overrides (cache_dir, threads, device, model.*). The stand-in is the
+Takes ``python -m untrac.run``'s overrides (cache_dir, device, model.*; it pretrains on one thread). The stand-in is the
 store entry ``<cache_dir>/pretrained/<key>`` (model.safetensors, train_losses.json, pretrain.json with
 its seconds and held-out knowledge); any run with ``model=t5_standin`` builds the same entry on
 first use. Pretraining: untrac.pretrain; corpus and tokenizer: untrac.data.standin.
 """
 
 import sys
-
-import torch
 
 from untrac.cache import Cache
 from untrac.errors import UntracError
@@ -22,8 +20,6 @@ from untrac.store import ModelStore
 
 def main(overrides: list[str]) -> None:
     cfg = compose_run(["model=t5_standin", *overrides])
-    if any(o.startswith("threads=") for o in overrides):  # else all of torch's threads: it runs alone
-        torch.set_num_threads(cfg.threads)
     store = ModelStore(Cache(cfg.cache_dir), resolve_device(cfg.device))
     path = store.pretrained(cfg.model, load_tokenizer(cfg.model))
     print(path)

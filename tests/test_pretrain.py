@@ -111,3 +111,19 @@ def test_a_new_corpus_version_keys_a_new_stand_in_and_new_finetuned_models(compo
     assert all(a != b for a, b in zip(after, keys()))
     tiny = typed(compose())
     assert "corpus_version" not in model_key(tiny.model)  # models without a stand-in keep their keys
+
+
+def test_the_stand_in_pretrains_on_one_thread_whatever_torch_was_given(compose, monkeypatch):
+    """Its weights would otherwise depend on the machine's cores (a CPU matmul's sums follow its threads)."""
+    from untrac import pretrain as pretrain_module
+
+    cfg = typed(compose(*SMALL)).model
+    seen = []
+    monkeypatch.setattr(pretrain_module, "train", lambda *a, **k: seen.append(torch.get_num_threads()) or [])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pretrain_module.pretrain(cfg, load_tokenizer(cfg), torch.device("cpu"))
+        assert seen == [1] and torch.get_num_threads() == 2  # one thread inside, the caller's after
+    finally:
+        torch.set_num_threads(before)

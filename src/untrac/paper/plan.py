@@ -172,8 +172,8 @@ def plan_parts(parts: list[str], scale: str, extra: list[str]) -> list[Planned]:
 
 def pretrain_first(planned: list[Planned]) -> list[str]:
     """Build here, once, the pretrained stand-in every planned model of a ``model.pretrain`` preset starts
-    from (``untrac.store.ModelStore.pretrained``), with all of torch's threads, before the ``train-models``
-    jobs start: else the first job would pretrain it on one thread while every other job waits on its lock.
+    from (``untrac.store.ModelStore.pretrained``, on one thread: ``untrac.pretrain.one_thread``), before the
+    ``train-models`` jobs start, so that no job holds a worker while it waits on the entry's lock.
     What was done, a line per stand-in."""
     from untrac.cache import Cache, make_key
     from untrac.models import load_tokenizer, model_key, resolve_device
