@@ -42,7 +42,7 @@ def corpus_spec(pre: PretrainConfig) -> CorpusSpec:
 def one_thread(device: torch.device) -> Iterator[None]:
     """One torch thread on the CPU, for the block. A CPU matmul's sums depend on how many threads split
     them, and the stand-in's finetuned behaviour on the last bits of its weights: seed 0 pretrained on one
-    and on two threads differs from step 2 (losses by 4e-6), ends with weights up to 0.23 apart, and its
+    and on two threads part at step 8 (losses by 4e-6), end with weights up to 0.23 apart, and the latter's
     ground truth has another shape (docs/results.md, "Issue 20, fourth session"). Two one-thread builds are
     bitwise equal, so the entry is the same on any number of cores; it costs 1,170 s against 730 s on two."""
     before = torch.get_num_threads()
