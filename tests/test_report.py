@@ -61,6 +61,8 @@ def test_write_run_with_seeds_writes_them_and_says_what_the_floor_compares(tmp_p
     runs = json.loads((tmp_path / METRICS).read_text())["truth_agreement"]["between_runs"]
     assert runs["pairs"] == 1 and f"Spearman {runs['spearman']:.3f}." in text
     assert "Between runs, each with its own 4 seeds (1 run pairs × subsets)" in text
+
+
 def test_summary_flags_a_diverged_hif_solve(tmp_path):
     influence, truth = _results()
     solver = [{"method": "hif_lissa", "variant": "default", "operator": "ggn", "damping": 0.01, "lambda_max": 150.0,
