@@ -238,7 +238,8 @@ def agreement(table: pd.DataFrame, max_splits: int = 200) -> list[dict]:
             rows.append({"label": label, "testset": testset, "seeds": len(seeds), "subsets": len(subsets),
                          "S": size, "splits": len(pr), "pearson": np.nanmean(pr), "spearman": np.nanmean(sr),
                          "spearman_min": np.nanmin(sr), "share_mean_gt": share_mean,
-                         "share_lo90": share_lo, "share_hi90": share_hi, "share_single_seed": share_single, "gt_abs_mean": float(np.abs(mean_all).mean()),
+                         "share_lo90": share_lo, "share_hi90": share_hi, "share_single_seed": share_single,
+                         "gt_abs_mean": float(np.abs(mean_all).mean()),
                          "seed_sd": spread})
     return rows
 
