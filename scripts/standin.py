@@ -9,6 +9,7 @@ its seconds and held-out knowledge); any run with ``model=t5_standin`` builds th
 first use. Pretraining: untrac.pretrain; corpus and tokenizer: untrac.data.standin.
 """
 
+import logging
 import sys
 
 from untrac.cache import Cache
@@ -19,6 +20,8 @@ from untrac.store import ModelStore
 
 
 def main(overrides: list[str]) -> None:
+    # Off a terminal the pretraining loop reports through logging; without a handler its 20 minutes are silent.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = compose_run(["model=t5_standin", *overrides])
     store = ModelStore(Cache(cfg.cache_dir), resolve_device(cfg.device))
     path = store.pretrained(cfg.model, load_tokenizer(cfg.model))

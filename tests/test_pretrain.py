@@ -127,3 +127,18 @@ def test_the_stand_in_pretrains_on_one_thread_whatever_torch_was_given(compose, 
         assert seen == [1] and torch.get_num_threads() == 2  # one thread inside, the caller's after
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_standin_script_reports_its_progress_off_a_terminal(tmp_path):
+    """``make standin`` into a log file (CI, a cluster job) logs the pretraining loop, not silence."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root / "src"), "UNTRAC_PROGRESS_EVERY": "0"}
+    done = subprocess.run([sys.executable, str(root / "scripts" / "standin.py"), *SMALL[1:], f"cache_dir={tmp_path}"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "pretrain stand-in: at 1/60" in done.stderr
+    assert "untrac.store" in done.stderr
