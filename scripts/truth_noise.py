@@ -248,15 +248,17 @@ def agreement(table: pd.DataFrame, max_splits: int = 200) -> list[dict]:
 def standardised_means(table: pd.DataFrame) -> list[dict]:
     """Per (label, testset): the all-seed mean ground truth as Table 2 reports it (mean over seeds and
     test subsets, z-scored across the training datasets, ``untrac.metrics.standardized_influence``),
-    in the datasets' own order, and the datasets ranked from most to least helpful."""
+    in the datasets' own order, the same mean in nats, and the datasets ranked from most to least helpful."""
     from untrac.metrics import standardized_influence
 
     rows = []
     for (label, testset), frame in table.groupby(["label", "testset"], sort=False):
         frame = frame[frame.seed.isin(complete_seeds(frame))]
         z = standardized_influence(frame.assign(run=0), ["run"]).iloc[0]
+        nats = frame.groupby("train_dataset", sort=False).influence.mean()
         rows.append({"label": label, "testset": testset, "seeds": frame.seed.nunique(),
                      "standardised": "(" + ", ".join(f"{v:.2f}" for v in z) + ")",
+                     "nats": "(" + ", ".join(f"{v:.3f}" for v in nats) + ")",
                      "ranking": " > ".join(z.sort_values(ascending=False).index)})
     return rows
 

@@ -36,6 +36,7 @@ def test_the_standardised_mean_is_the_z_score_of_the_mean_over_seeds_and_subsets
 
     assert row["seeds"] == 3
     assert row["standardised"] == "(" + ", ".join(f"{v:.2f}" for v in expected) + ")"
+    assert row["nats"] == "(" + ", ".join(f"{v:.3f}" for v in mean) + ")"
     assert row["ranking"] == " > ".join(np.array(names)[np.argsort(-expected)])
 
 
