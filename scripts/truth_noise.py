@@ -247,15 +247,17 @@ def agreement(table: pd.DataFrame, max_splits: int = 200) -> list[dict]:
 
 def standardised_means(table: pd.DataFrame) -> list[dict]:
     """Per (label, testset): the all-seed mean ground truth as Table 2 reports it (mean over seeds and
-    test subsets, z-scored across the training datasets, ``untrac.metrics.standardized_influence``),
-    in the datasets' own order, the same mean in nats, and the datasets ranked from most to least helpful."""
-    from untrac.metrics import standardized_influence
+    test subsets, z-scored across the training datasets by ``untrac.metrics.standardize``, the order of
+    ``standardized_influence``), in the datasets' own order, the same mean in nats, and the datasets
+    ranked from most to least helpful. A NaN influence makes its mean NaN, as Table 2 does."""
+    from untrac.metrics import standardize
 
     rows = []
     for (label, testset), frame in table.groupby(["label", "testset"], sort=False):
         frame = frame[frame.seed.isin(complete_seeds(frame))]
-        z = standardized_influence(frame.assign(run=0), ["run"]).iloc[0]
-        nats = frame.groupby("train_dataset", sort=False).influence.mean()
+        # complete seeds: every (seed, subset) cell once, so the row mean is the mean over seeds, then subsets
+        nats = frame.groupby("train_dataset", sort=False).influence.agg(lambda v: v.mean(skipna=False))
+        z = standardize(nats)
         rows.append({"label": label, "testset": testset, "seeds": frame.seed.nunique(),
                      "standardised": "(" + ", ".join(f"{v:.2f}" for v in z) + ")",
                      "nats": "(" + ", ".join(f"{v:.3f}" for v in nats) + ")",

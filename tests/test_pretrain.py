@@ -3,6 +3,9 @@
 A stand-in small enough to pretrain in seconds (d_model 32, 60 steps) stands for the preset's."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -131,10 +134,6 @@ def test_the_stand_in_pretrains_on_one_thread_whatever_torch_was_given(compose, 
 
 def test_the_standin_script_reports_its_progress_off_a_terminal(tmp_path):
     """``make standin`` into a log file (CI, a cluster job) logs the pretraining loop, not silence."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root / "src"), "UNTRAC_PROGRESS_EVERY": "0"}
     done = subprocess.run([sys.executable, str(root / "scripts" / "standin.py"), *SMALL[1:], f"cache_dir={tmp_path}"],
